@@ -1,0 +1,1 @@
+"""The Typer + Rich command line: thin wrappers over library functions."""

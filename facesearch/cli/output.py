@@ -1,0 +1,115 @@
+"""The one output path of the CLI.
+
+Data goes to stdout (a Rich table for people, JSON with ``--json``); progress,
+logs and errors go to stderr. Exit codes: 0 ok, 1 user or data error, 2 usage
+error (Typer's own). Tracebacks only with ``FACESEARCH_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from typing import Any, Callable, Iterable, Sequence
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from facesearch.errors import FacesearchError
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+def stdout() -> Console:
+    # Built per call so CliRunner's swapped sys.stdout is honoured.
+    return Console(file=sys.stdout, soft_wrap=True)
+
+
+def stderr() -> Console:
+    return Console(file=sys.stderr, soft_wrap=True)
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("FACESEARCH_DEBUG", "") not in ("", "0")
+
+
+def emit_json(data: Any) -> None:
+    """Write ``data`` as JSON to stdout (plain print: no Rich markup or wrapping)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=_json_default) + "\n")
+    sys.stdout.flush()
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "__fspath__"):
+        return os.fspath(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    t = Table(title=title, show_lines=False)
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*[_cell(v) for v in r])
+    return t
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def info(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        stderr().print(msg, highlight=False)
+
+
+def progress(quiet: bool = False) -> Progress:
+    """A Rich progress bar on stderr (disabled when quiet or not a terminal-friendly run)."""
+    return Progress(
+        SpinnerColumn(), TextColumn("[progress.description]{task.description}"), BarColumn(),
+        MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[status]}"),
+        console=stderr(), disable=quiet, transient=False,
+    )
+
+
+def fail(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> None:
+    err = stderr()
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    if hint:
+        err.print(f"[dim]hint:[/] {hint}", highlight=False)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Turn library errors into one-line messages and exit codes (tracebacks only in debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(level=logging.DEBUG if debug_enabled() else logging.WARNING, stream=sys.stderr,
+                            format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except FacesearchError as e:
+            if debug_enabled():
+                raise
+            fail(e.message, e.hint)
+        except KeyboardInterrupt:
+            fail("interrupted", "nothing was lost: the last completed state is kept; re-run to resume")
+        except Exception as e:  # a bug: say so briefly, trace on request
+            if debug_enabled():
+                raise
+            fail(f"unexpected {type(e).__name__}: {e}", "re-run with FACESEARCH_DEBUG=1 for a traceback")
+
+    return wrapper

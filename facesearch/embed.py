@@ -1,0 +1,76 @@
+"""Batched embedding of face crops on the best available device.
+
+``auto`` picks cuda > mps > cpu. On CUDA the model runs in ``channels_last``
+under fp16 autocast; everywhere inference runs under ``torch.inference_mode``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from facesearch.errors import FacesearchError
+from facesearch.models.factory import Embedder
+from facesearch.models.preprocess import ImageLike, preprocess
+
+log = logging.getLogger(__name__)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """Resolve ``auto|cpu|cuda|cuda:N|mps`` to a usable device, with a clear error otherwise."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FacesearchError("CUDA was asked for but is not available", hint="use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError as e:
+        raise FacesearchError(f"unknown device {name!r}", hint="use auto, cpu, cuda or mps") from e
+
+
+class EmbeddingEngine:
+    """Holds a model on a device and embeds face images in batches."""
+
+    def __init__(self, model: Embedder, device: str = "auto", batch_size: int = 64):
+        self.device = select_device(device)
+        self.batch_size = batch_size
+        self.config = model.config
+        self.model = model.eval().to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def embed(self, images: Sequence[ImageLike]) -> np.ndarray:
+        """Embed face images; returns (N, dim) float32 unit vectors."""
+        if len(images) == 0:
+            return np.zeros((0, self.config.embedding_dim), np.float32)
+        out = [self._embed_batch(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        return np.concatenate(out)
+
+    def embed_stream(self, images: Iterable[ImageLike]) -> Iterator[np.ndarray]:
+        """Embed an iterable lazily, one batch of vectors at a time."""
+        batch: list[ImageLike] = []
+        for im in images:
+            batch.append(im)
+            if len(batch) == self.batch_size:
+                yield self._embed_batch(batch)
+                batch = []
+        if batch:
+            yield self._embed_batch(batch)
+
+    @torch.inference_mode()
+    def _embed_batch(self, images: Sequence[ImageLike]) -> np.ndarray:
+        x = preprocess(images, self.config).to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.float16):
+                y = self.model(x)
+        else:
+            y = self.model(x)
+        return y.float().cpu().numpy().astype(np.float32, copy=False)

@@ -1,0 +1,40 @@
+"""Error types. Every user-facing failure carries a one-line message and a hint.
+
+The CLI turns a :class:`FacesearchError` into exit code 1 with ``error: msg``
+and ``hint: ...`` on stderr; anything else is a bug and shows a traceback only
+with ``FACESEARCH_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+
+class FacesearchError(Exception):
+    """A user or data error: bad input, missing index, mismatched weights."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:  # one line, no hint: the CLI prints the hint itself
+        return self.message
+
+
+class BadImageError(FacesearchError):
+    """A file that cannot be decoded as an image (corrupt, truncated, too large, not an image)."""
+
+
+class NoFaceError(FacesearchError):
+    """No face was found where one was required."""
+
+
+class ModelMismatchError(FacesearchError):
+    """Weights or an index were made with a different model config than the one in use."""
+
+
+class IndexMissingError(FacesearchError):
+    """The named index does not exist."""
+
+
+class DataError(FacesearchError):
+    """A dataset folder that cannot be used as asked (empty, one identity, ...)."""

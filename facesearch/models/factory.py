@@ -1,0 +1,76 @@
+"""One factory for embedders: a timm trunk, a projection head, L2 normalisation.
+
+Built like open_clip's ``TimmModel``: ``timm.create_model(name, num_classes=0)``
+gives pooled features; our head maps them to ``embedding_dim`` and the output is
+unit-length, so L2 distance d and cosine similarity are tied by cos = 1 - d²/2.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesearch.models import dlib_resnet  # noqa: F401  (registers "dlib_resnet29" with timm)
+from facesearch.models.config import EmbedderConfig
+
+
+class Embedder(nn.Module):
+    """A Siamese twin: one set of weights maps each face to a unit vector."""
+
+    def __init__(self, config: EmbedderConfig, trunk: nn.Module):
+        super().__init__()
+        self.config = config
+        self.trunk = trunk
+        if config.head == "linear":
+            self.head: nn.Module = nn.Linear(trunk.num_features, config.embedding_dim)
+        elif config.head == "none":
+            if trunk.num_features != config.embedding_dim:
+                raise ValueError(
+                    f"head='none' needs embedding_dim == backbone features ({trunk.num_features})"
+                )
+            self.head = nn.Identity()
+        else:
+            raise ValueError(f"unknown head {config.head!r}: use 'linear' or 'none'")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.trunk(x)).float(), dim=1)
+
+
+def create_embedder(
+    backbone: str = "mobilenetv3_small_100",
+    embedding_dim: int = 128,
+    input_size: int = 112,
+    head: str = "linear",
+    config: EmbedderConfig | None = None,
+    **config_overrides,
+) -> Embedder:
+    """Build an embedder from any timm model name (randomly initialised; no downloads).
+
+    Pass ``config`` to rebuild exactly what a weights file describes. Otherwise the
+    normalisation defaults to the backbone's own (timm ``pretrained_cfg``).
+    """
+    if config is None:
+        config = EmbedderConfig(
+            backbone=backbone, embedding_dim=embedding_dim, input_size=input_size, head=head,
+            **config_overrides,
+        )
+        trunk = _create_trunk(config.backbone)
+        cfg = getattr(trunk, "pretrained_cfg", None) or {}
+        if "mean" in cfg and "mean" not in config_overrides:
+            config.mean, config.std = tuple(cfg["mean"]), tuple(cfg["std"])
+    else:
+        trunk = _create_trunk(config.backbone)
+    return Embedder(config, trunk)
+
+
+def _create_trunk(name: str) -> nn.Module:
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=0)
+    except RuntimeError as e:  # timm's "Unknown model" error
+        from facesearch.errors import FacesearchError
+
+        raise FacesearchError(
+            f"unknown backbone {name!r}", hint="use a timm model name, e.g. mobilenetv3_small_100"
+        ) from e

@@ -1,0 +1,48 @@
+"""The one preprocessing function, shared by training and inference.
+
+A face image (already aligned/cropped, any size, greyscale or colour) becomes a
+normalised CHW float tensor of the model's input size. Greyscale is replicated
+to three channels so greyscale datasets (Yale, ORL) and colour photos share a
+model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from facesearch.models.config import EmbedderConfig
+
+ImageLike = Image.Image | np.ndarray
+
+
+def _to_rgb_array(img: ImageLike, size: int) -> np.ndarray:
+    if isinstance(img, np.ndarray):
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        elif img.shape[2] == 1:
+            img = np.repeat(img, 3, axis=2)
+        img = Image.fromarray(np.ascontiguousarray(img[:, :, :3]).astype(np.uint8))
+    if img.mode != "RGB":
+        img = img.convert("RGB")  # "L" replicates to 3 equal channels
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BILINEAR)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def preprocess(images: Sequence[ImageLike], config: EmbedderConfig) -> torch.Tensor:
+    """Turn face images into a normalised (N, 3, S, S) float32 tensor for ``config``."""
+    size = config.input_size
+    batch = np.stack([_to_rgb_array(im, size) for im in images]).astype(np.float32) / 255.0
+    mean = np.asarray(config.mean, dtype=np.float32)
+    std = np.asarray(config.std, dtype=np.float32)
+    batch = (batch - mean) / std
+    return torch.from_numpy(batch.transpose(0, 3, 1, 2).copy())
+
+
+def preprocess_one(image: ImageLike, config: EmbedderConfig) -> torch.Tensor:
+    """Preprocess a single image to (3, S, S); used inside training datasets."""
+    return preprocess([image], config)[0]

@@ -1,0 +1,127 @@
+"""Weights on disk: ``NAME.safetensors`` (tensors only, never pickle) + ``NAME.json`` (config).
+
+The JSON records everything needed to rebuild and feed the model (backbone,
+dim, input size, normalisation, alignment), the default τ, the training recipe
+and data, metrics and the facesearch version, plus the SHA-256 of the tensor
+file. Loading checks both, so a mismatched or swapped file is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from facesearch.atomic import atomic_path, atomic_write_json
+from facesearch.errors import FacesearchError, ModelMismatchError
+from facesearch.models.config import EmbedderConfig
+from facesearch.models.factory import Embedder, create_embedder
+
+DEFAULT_WEIGHTS_NAME = "default"
+
+
+def weights_dir() -> Path:
+    """Where shipped weights live: ``$FACESEARCH_HOME/weights`` or the repo's ``weights/``."""
+    home = os.environ.get("FACESEARCH_HOME")
+    if home:
+        return Path(home) / "weights"
+    return Path(__file__).resolve().parents[2] / "weights"
+
+
+def resolve_weights(spec: str | os.PathLike | None = None) -> Path:
+    """Map a name, a stem, or a .json/.safetensors path to the JSON config path.
+
+    ``None`` means ``$FACESEARCH_WEIGHTS`` or the shipped default.
+    """
+    spec = spec or os.environ.get("FACESEARCH_WEIGHTS") or DEFAULT_WEIGHTS_NAME
+    p = Path(spec)
+    candidates = [p.with_suffix(".json")] if p.suffix in (".json", ".safetensors") else [
+        Path(str(p) + ".json"), weights_dir() / f"{spec}.json", p / f"{DEFAULT_WEIGHTS_NAME}.json"
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FacesearchError(
+        f"weights not found: {spec}",
+        hint="pass --weights NAME|PATH (a .json beside its .safetensors), or train with `facesearch train`",
+    )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_id(config: EmbedderConfig, tensor_sha256: str) -> str:
+    """A short id naming both the architecture and the exact tensors."""
+    return f"{config.backbone}-{config.embedding_dim}-{tensor_sha256[:12]}"
+
+
+def save_weights(model: Embedder, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``path``.safetensors and ``path``.json atomically; return the JSON path.
+
+    The tensors are written first and the JSON (which names their checksum) last,
+    so an interrupted save never leaves a JSON pointing at half-written tensors.
+    """
+    stem = Path(path)
+    if stem.suffix in (".json", ".safetensors"):
+        stem = stem.with_suffix("")
+    st_path, js_path = Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(st_path) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    digest = sha256_file(st_path)
+    meta = {"config": model.config.to_dict(), "sha256": digest, "model_id": model_id(model.config, digest)}
+    meta.update(extra or {})
+    atomic_write_json(js_path, meta)
+    return js_path
+
+
+def read_meta(json_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(Path(json_path).read_text())
+        EmbedderConfig.from_dict(meta["config"])
+        return meta
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FacesearchError(f"unreadable weights config {json_path}: {e}",
+                              hint="the .json beside the .safetensors is damaged; re-train or re-copy it") from e
+
+
+def load_weights(spec: str | os.PathLike | None = None, expect: EmbedderConfig | None = None) -> Embedder:
+    """Load an embedder from its safetensors + JSON, checking checksum and config.
+
+    ``expect`` (e.g. from an index manifest) must match the file's embedding
+    identity, else :class:`ModelMismatchError`.
+    """
+    js = resolve_weights(spec)
+    meta = read_meta(js)
+    config = EmbedderConfig.from_dict(meta["config"])
+    if expect is not None and expect.identity() != config.identity():
+        raise ModelMismatchError(
+            f"weights {js.name} ({config.backbone}, dim {config.embedding_dim}) do not match the expected model "
+            f"({expect.backbone}, dim {expect.embedding_dim})",
+            hint="use the weights the index was built with, or `facesearch rebuild --weights ...`",
+        )
+    st = js.with_suffix(".safetensors")
+    if not st.is_file():
+        raise FacesearchError(f"missing tensor file {st}", hint="copy the .safetensors beside its .json")
+    if meta.get("sha256") and sha256_file(st) != meta["sha256"]:
+        raise ModelMismatchError(f"{st.name} does not match the checksum in {js.name}",
+                                 hint="the two files come from different trainings; copy the matching pair")
+    model = create_embedder(config=config)
+    try:
+        model.load_state_dict(load_file(str(st)), strict=True)
+    except RuntimeError as e:
+        raise ModelMismatchError(f"tensors in {st.name} do not fit {config.backbone}: {str(e).splitlines()[0]}",
+                                 hint="the .json and .safetensors come from different models") from e
+    model.meta = meta  # type: ignore[attr-defined]
+    model.model_id = meta.get("model_id") or model_id(config, sha256_file(st))  # type: ignore[attr-defined]
+    return model.eval()
