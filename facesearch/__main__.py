@@ -1,0 +1,3 @@
+from facesearch.cli.main import app
+
+app(prog_name="facesearch")

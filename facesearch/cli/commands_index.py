@@ -1,0 +1,196 @@
+"""Search-engine commands: index, query, dedupe and index maintenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from facesearch.cli import output as out
+from facesearch.cli.main import DETECTOR, DEVICE, INDEX, JSON, QUIET, WEIGHTS, app
+from facesearch.cli.output import handle_errors
+from facesearch.paths import resolve_index
+
+
+@app.command("index")
+@handle_errors
+def index_cmd(
+    paths: List[Path] = typer.Argument(..., help="Photo files or folders (scanned recursively)."),
+    index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, detector: str = DETECTOR,
+    min_face: int = typer.Option(40, help="Smallest face side in pixels."),
+    policy: str = typer.Option("all", help="Faces per photo: all | largest."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1), device: str = DEVICE,
+    label_from_folder: bool = typer.Option(False, "--label-from-folder", help="Label faces with their folder's name."),
+    prune: bool = typer.Option(False, "--prune", help="Drop entries of files that no longer exist."),
+    workers: Optional[int] = typer.Option(None, help="Detection worker processes. [default: cores-1]"),
+    index_type: str = typer.Option("auto", "--index-type", help="auto | flat | hnsw | ivf | ivfpq."),
+    json_out: bool = JSON, quiet: bool = QUIET,
+) -> None:
+    """Find, align and embed every face under PATHS into an index (incremental)."""
+    from facesearch.pipeline import IndexOptions, index_collection
+
+    opts = IndexOptions(paths=[str(p) for p in paths], index=resolve_index(index), weights=weights,
+                        detector=detector, min_face=min_face, policy=policy, batch_size=batch_size,
+                        device=device, label_from_folder=label_from_folder, prune=prune, workers=workers,
+                        index_type=index_type)
+    with out.progress(quiet or json_out) as bar:
+        task = bar.add_task("indexing", total=None, status="")
+
+        def on_progress(event: str, data: dict) -> None:
+            if event == "start":
+                bar.update(task, total=data["todo"], status=f"{data['unchanged']} unchanged")
+            elif event == "file":
+                bar.update(task, completed=data["done"], status=f"{data['faces']} faces")
+
+        summary = index_collection(opts, on_progress).to_dict()
+    if json_out:
+        return out.emit_json(summary)
+    keys = ["scanned", "new", "updated", "unchanged", "bad", "noface", "faces", "pruned", "seconds", "files_per_s"]
+    out.stdout().print(out.table(f"index {summary['index']}", ["", "count"], [(k, summary[k]) for k in keys]))
+    if summary["bad_files"]:
+        out.stdout().print(out.table("bad files (skipped)", ["path", "error"],
+                                     [(b["path"], b["error"]) for b in summary["bad_files"]]))
+
+
+@app.command("query")
+@handle_errors
+def query_cmd(
+    images: List[Path] = typer.Argument(..., help="Photos to identify."),
+    top: int = typer.Option(5, "--top", "-k", min=1, help="Matches per face."),
+    tau: Optional[float] = typer.Option(None, "--tau", help="Distance threshold for identification. [default: model's]"),
+    index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, detector: str = DETECTOR, device: str = DEVICE,
+    json_out: bool = JSON,
+) -> None:
+    """One-shot identification: the nearest indexed faces for every face in each photo."""
+    from facesearch.search import QueryOptions, query
+
+    results = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
+                                                           tau=tau, detector=detector, device=device))
+    if json_out:
+        return out.emit_json(results[0] if len(results) == 1 else results)
+    con = out.stdout()
+    for r in results:
+        for n, f in enumerate(r["faces"]):
+            who = f["identity"] or "unknown"
+            rows = [(m["path"], m["label"], m["distance"], m["similarity"], m["box"]) for m in f["matches"]]
+            title = f"{r['query']} face {n} {f['box']} → {who} (margin {f['margin']}, τ {f['tau']:.3f})"
+            con.print(out.table(title, ["path", "label", "distance", "cosine", "box"], rows))
+
+
+@app.command("dedupe")
+@handle_errors
+def dedupe_cmd(
+    tau: Optional[float] = typer.Option(None, "--tau", help="Distance threshold. [default: model's]"),
+    index: Optional[str] = INDEX,
+    scope: str = typer.Option("faces", "--scope", help="faces | photos."),
+    keep: str = typer.Option("largest", "--keep", help="Suggested keeper: largest | sharpest | oldest."),
+    out_csv: Optional[Path] = typer.Option(None, "--out", help="Write the groups as CSV."),
+    move_to: Optional[Path] = typer.Option(None, "--move-to", help="Move non-keepers here (needs --yes)."),
+    link: bool = typer.Option(False, "--link", help="Replace non-keepers by symlinks to the keeper (needs --yes)."),
+    yes: bool = typer.Option(False, "--yes", help="Confirm actions that change files."),
+    json_out: bool = JSON,
+) -> None:
+    """Find duplicate faces or photos within distance τ (report only unless --yes)."""
+    from facesearch.dedupe import DedupeOptions, apply_actions, find_duplicates, write_csv
+
+    report = find_duplicates(DedupeOptions(index=resolve_index(index), tau=tau, scope=scope, keep=keep))
+    if move_to or link:
+        report["applied"] = apply_actions(report, str(move_to) if move_to else None, link, yes)
+    if out_csv:
+        write_csv(report, out_csv)
+    if json_out:
+        return out.emit_json(report)
+    con = out.stdout()
+    con.print(f"{report['n_groups']} groups, {report['n_members']} {scope}, τ = {report['tau']:.3f}")
+    for n, g in enumerate(report["groups"]):
+        rows = [(m["path"], m.get("box"), "keep" if m["path"] == g["keeper"] else "") for m in g["members"]]
+        con.print(out.table(f"group {n + 1}: max d {g['max_distance']}, mean d {g['mean_distance']}",
+                            ["path", "box", ""], rows))
+    for e in report["exact_duplicates"]:
+        con.print(f"exact duplicates: {', '.join(e)}")
+
+
+@app.command("info")
+@handle_errors
+def info_cmd(index: Optional[str] = INDEX, json_out: bool = JSON) -> None:
+    """Model, counts, index type, size on disk and last run."""
+    from facesearch.maintenance import info
+
+    data = info(resolve_index(index))
+    if json_out:
+        return out.emit_json(data)
+    flat = [(k, v) for k, v in data.items() if not isinstance(v, (dict, list))]
+    flat += [(f"manifest.{k}", v) for k, v in data["manifest"].items() if not isinstance(v, (dict, list))]
+    out.stdout().print(out.table(f"index {data['index']}", ["", "value"], flat))
+
+
+app.command("stats", help="Alias of info.")(info_cmd)
+
+
+@app.command("remove")
+@handle_errors
+def remove_cmd(paths: List[Path] = typer.Argument(...), index: Optional[str] = INDEX, json_out: bool = JSON) -> None:
+    """Delete the entries of PATHS from the index (files stay on disk)."""
+    from facesearch.maintenance import remove
+
+    _report(remove(resolve_index(index), [str(p) for p in paths]), json_out)
+
+
+@app.command("label")
+@handle_errors
+def label_cmd(path: Path, name: str, index: Optional[str] = INDEX, json_out: bool = JSON) -> None:
+    """Label the faces of PATH (a photo or folder) as NAME, for identification."""
+    from facesearch.maintenance import label
+
+    _report(label(resolve_index(index), str(path), name), json_out)
+
+
+@app.command("enroll")
+@handle_errors
+def enroll_cmd(name: str, photos: List[Path], index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS,
+               detector: str = DETECTOR, json_out: bool = JSON) -> None:
+    """Add PHOTOS of person NAME to the gallery."""
+    from facesearch.maintenance import enroll
+
+    _report(enroll(resolve_index(index), name, [str(p) for p in photos], weights=weights, detector=detector), json_out)
+
+
+@app.command("rebuild")
+@handle_errors
+def rebuild_cmd(index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS,
+                index_type: Optional[str] = typer.Option(None, "--index-type"), detector: str = DETECTOR,
+                json_out: bool = JSON) -> None:
+    """Re-embed with new weights, or rebuild the FAISS index type; the old index stays usable until done."""
+    from facesearch.maintenance import rebuild
+
+    kw = {"detector": detector} if weights else {}
+    _report(rebuild(resolve_index(index), weights=weights, index_type=index_type, **kw), json_out)
+
+
+@app.command("verify")
+@handle_errors
+def verify_cmd(index: Optional[str] = INDEX, fix: bool = typer.Option(False, "--fix"), json_out: bool = JSON) -> None:
+    """Check FAISS against SQLite against the files on disk."""
+    from facesearch.maintenance import verify
+
+    report = verify(resolve_index(index), fix=fix)
+    _report(report, json_out)
+    if not report.get("ok", False) and not fix:
+        raise typer.Exit(1)
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(dest: str = typer.Argument(..., help="OUT.npz or OUT.parquet"), index: Optional[str] = INDEX,
+               json_out: bool = JSON) -> None:
+    """Write all embeddings with paths, boxes and labels (one row per face, stable order)."""
+    from facesearch.maintenance import export
+
+    _report(export(resolve_index(index), dest), json_out)
+
+
+def _report(data: dict, json_out: bool) -> None:
+    if json_out:
+        return out.emit_json(data)
+    out.stdout().print(out.table(None, ["", "value"], [(k, v) for k, v in data.items()]))

@@ -1,0 +1,26 @@
+"""Where indexes live. ``--index NAME`` is ``<home>/indexes/NAME``; a path is used as is.
+
+The index home is ``$FACESEARCH_HOME/indexes`` when set, else ``./indexes``
+(the repo's ``indexes/`` when run from the checkout).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_INDEX = "default"
+
+
+def index_home() -> Path:
+    home = os.environ.get("FACESEARCH_HOME")
+    return (Path(home) if home else Path.cwd()) / "indexes"
+
+
+def resolve_index(name: str | os.PathLike | None = None) -> Path:
+    """Map an index name or folder path to its folder (``$FACESEARCH_INDEX`` or ``default``)."""
+    name = name or os.environ.get("FACESEARCH_INDEX") or DEFAULT_INDEX
+    s = str(name)
+    if os.sep in s or s.startswith(".") or Path(s).is_absolute():
+        return Path(s)
+    return index_home() / s

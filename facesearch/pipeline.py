@@ -1,0 +1,228 @@
+"""The indexing pipeline: scan → load (EXIF-rotated) → detect + align → embed in batches → store.
+
+Decoding and detection run in worker processes while the main process embeds
+and writes, so every core is busy. Files are written to the index in batches,
+each batch one SQLite transaction: a run killed at any point keeps every batch
+already written, and the next run skips those files and resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from facesearch.detect import create_detector
+from facesearch.embed import EmbeddingEngine
+from facesearch.errors import BadImageError
+from facesearch.faces import extract_faces
+from facesearch.imageio import content_hash, load_array, scan_images, stat_file
+from facesearch.index.store import FaceIndex
+from facesearch.models.weights import load_weights
+
+log = logging.getLogger(__name__)
+WRITE_EVERY = 64  # files per SQLite transaction
+
+
+@dataclass
+class IndexOptions:
+    paths: list[str]
+    index: Path
+    weights: str | None = None
+    detector: str = "auto"
+    min_face: int = 40
+    policy: str = "all"
+    batch_size: int = 64
+    device: str = "auto"
+    label_from_folder: bool = False
+    prune: bool = False
+    workers: int | None = None
+    index_type: str = "auto"
+
+
+@dataclass
+class IndexSummary:
+    index: str
+    scanned: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    bad: int = 0
+    noface: int = 0
+    faces: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+    files_per_s: float = 0.0
+    bad_files: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Work:
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str | None
+    label: str | None
+
+
+@dataclass
+class _Result:
+    work: _Work
+    error: str | None = None
+    faces: list = field(default_factory=list)  # list[Face]
+    chips: list = field(default_factory=list)  # list[np.ndarray]
+
+
+ProgressFn = Callable[[str, dict], None]
+
+
+def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) -> IndexSummary:
+    """Index every face under ``opts.paths`` into ``opts.index``, incrementally."""
+    t0 = time.perf_counter()
+    notify = on_progress or (lambda event, data: None)
+    model = load_weights(opts.weights)
+    store = _open_or_create(opts, model)
+    summary = IndexSummary(index=str(opts.index))
+    with store:
+        run_id = store.begin_run({k: str(v) for k, v in asdict(opts).items()})
+        files = scan_images(opts.paths)
+        summary.scanned = len(files)
+        todo = _plan(store, files, opts, summary)
+        notify("start", {"total": len(files), "todo": len(todo), "unchanged": summary.unchanged})
+        engine = EmbeddingEngine(model, device=opts.device, batch_size=opts.batch_size)
+        _run(store, engine, todo, opts, summary, notify)
+        if opts.prune:
+            summary.pruned = len(store.prune_missing())
+        summary.seconds = round(time.perf_counter() - t0, 3)
+        summary.files_per_s = round(summary.scanned / summary.seconds, 2) if summary.seconds else 0.0
+        store.end_run(run_id, summary.to_dict())
+    return summary
+
+
+def _open_or_create(opts: IndexOptions, model) -> FaceIndex:
+    if FaceIndex.exists(opts.index):
+        return FaceIndex.open(opts.index, model_id=model.model_id)
+    return FaceIndex.create(
+        opts.index, model_id=model.model_id, model_config=model.config.to_dict(),
+        dim=model.config.embedding_dim, tau=model.config.tau, index_type=opts.index_type,
+    )
+
+
+def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: IndexSummary) -> list[_Work]:
+    """Skip files whose size+mtime (then content hash) are unchanged since the last run."""
+    todo = []
+    for path in files:
+        try:
+            st = stat_file(path)
+        except OSError as e:
+            summary.bad += 1
+            summary.bad_files.append({"path": str(path), "error": str(e)})
+            continue
+        rec = store.lookup_file(str(path))
+        label = path.parent.name if opts.label_from_folder else None
+        if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns:
+            summary.unchanged += 1
+            continue
+        digest = _safe_hash(path)
+        if rec is not None and digest is not None and rec.hash == digest:
+            store.touch_file(str(path), st.size, st.mtime_ns)  # touched, not changed
+            summary.unchanged += 1
+            continue
+        todo.append(_Work(str(path), st.size, st.mtime_ns, digest, label))
+        if rec is None:
+            summary.new += 1
+        else:
+            summary.updated += 1
+    return todo
+
+
+def _safe_hash(path: Path) -> str | None:
+    try:
+        return content_hash(path)
+    except OSError:
+        return None
+
+
+def _run(store, engine, todo, opts, summary, notify) -> None:
+    pending: list[_Result] = []
+    for done, res in enumerate(_detect_all(todo, opts), 1):
+        pending.append(res)
+        if len(pending) >= WRITE_EVERY:
+            _write(store, engine, pending, summary)
+            pending = []
+        notify("file", {"done": done, "faces": summary.faces + sum(len(r.faces) for r in pending)})
+    _write(store, engine, pending, summary)
+
+
+def _write(store: FaceIndex, engine: EmbeddingEngine, results: list[_Result], summary: IndexSummary) -> None:
+    """Embed a batch of files' chips and commit them in one transaction."""
+    if not results:
+        return
+    chips = [c for r in results for c in r.chips]
+    emb = engine.embed(chips) if chips else np.zeros((0, engine.config.embedding_dim), np.float32)
+    items, at = [], 0
+    for r in results:
+        w, n = r.work, len(r.chips)
+        status = "bad" if r.error else ("ok" if n else "noface")
+        items.append(dict(path=w.path, size=w.size, mtime_ns=w.mtime_ns, hash=w.hash, status=status,
+                          error=r.error, faces=r.faces, embeddings=emb[at : at + n], label=w.label))
+        at += n
+        if r.error:
+            summary.bad += 1
+            summary.bad_files.append({"path": w.path, "error": r.error})
+        elif n == 0:
+            summary.noface += 1
+        summary.faces += n
+    store.write_batch(items)
+
+
+# --- worker side -----------------------------------------------------------------------------
+
+_DETECTOR = None
+_ALIGN = None
+
+
+def _init_worker(detector: str, min_face: int, policy: str, align: str) -> None:
+    global _DETECTOR, _ALIGN
+    # One thread per worker: the workers themselves are the parallelism.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _DETECTOR = create_detector(detector, min_face=min_face, policy=policy)
+    _ALIGN = align
+
+
+def _detect_one(work: _Work) -> _Result:
+    try:
+        img = load_array(work.path)
+        crops = extract_faces(img, _DETECTOR, _ALIGN)
+        return _Result(work, faces=[c.face for c in crops], chips=[c.chip for c in crops])
+    except BadImageError as e:
+        return _Result(work, error=e.message)
+    except Exception as e:  # a detector failure on one odd file must not stop the batch
+        log.debug("failed on %s", work.path, exc_info=True)
+        return _Result(work, error=f"{type(e).__name__}: {e}")
+
+
+def _detect_all(todo: list[_Work], opts: IndexOptions) -> Iterator[_Result]:
+    """Results in input order; a process pool when there is more than a handful of files."""
+    from facesearch.models.weights import read_meta, resolve_weights  # cheap: JSON only
+
+    align = read_meta(resolve_weights(opts.weights))["config"].get("align", "dlib5_150_p25")
+    init_args = (opts.detector, opts.min_face, opts.policy, align)
+    workers = opts.workers if opts.workers is not None else max(1, (os.cpu_count() or 2) - 1)
+    if workers < 1 or len(todo) < 8:
+        _init_worker(*init_args)
+        yield from map(_detect_one, todo)
+        return
+    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
+    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+        yield from pool.imap(_detect_one, todo, chunksize=4)
+

@@ -1,0 +1,96 @@
+"""One-shot identification: every face in a query photo gets its nearest indexed faces.
+
+The predicted identity is the label of the nearest *labelled* face within τ,
+else unknown. The margin is how much closer that identity is than the best
+different identity (larger = more confident).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from facesearch.detect import create_detector
+from facesearch.embed import EmbeddingEngine
+from facesearch.errors import NoFaceError
+from facesearch.faces import extract_faces
+from facesearch.imageio import load_array
+from facesearch.index.store import FaceIndex
+from facesearch.models.config import EmbedderConfig
+from facesearch.models.weights import load_weights
+
+IDENTIFY_K = 50  # neighbours scanned for the nearest labelled faces
+
+
+@dataclass
+class QueryOptions:
+    index: os.PathLike
+    weights: str | None = None
+    top: int = 5
+    tau: float | None = None
+    detector: str = "auto"
+    device: str = "auto"
+
+
+def cosine(d: float) -> float:
+    """Cosine similarity of two unit vectors at L2 distance ``d``: cos = 1 − d²/2."""
+    return 1.0 - d * d / 2.0
+
+
+def default_tau(store: FaceIndex, config: EmbedderConfig) -> float:
+    """τ from the index manifest, else the model's calibration, else a conservative 0.6."""
+    return store.manifest.get("tau") or config.tau or 0.6
+
+
+def query(images: list[str], opts: QueryOptions) -> list[dict]:
+    """Search the index for every face in each image; JSON-ready results, one per image."""
+    store = FaceIndex.open(opts.index, readonly=True)
+    model = load_weights(opts.weights, expect=EmbedderConfig.from_dict(store.manifest["model_config"]))
+    store.check_model(model.model_id)
+    tau = opts.tau if opts.tau is not None else default_tau(store, model.config)
+    engine = EmbeddingEngine(model, device=opts.device)
+    detector = create_detector(opts.detector)
+    with store:
+        return [_query_one(p, store, engine, detector, tau, opts.top) for p in images]
+
+
+def _query_one(path: str, store: FaceIndex, engine, detector, tau: float, top: int) -> dict:
+    crops = extract_faces(load_array(path), detector, engine.config.align)
+    if not crops:
+        raise NoFaceError(f"no face found in {path}", hint="try --detector none if the image is a face crop")
+    emb = engine.embed([c.chip for c in crops])
+    k = min(max(top, IDENTIFY_K), max(store.count(), 1))
+    results = store.search(emb, k)
+    faces = []
+    for crop, matches in zip(crops, results):
+        ident, margin = identify(matches, tau)
+        faces.append({
+            "box": [round(float(v), 1) for v in crop.face.box],
+            "score": round(float(crop.face.score), 4),
+            "identity": ident, "margin": margin, "tau": tau,
+            "matches": [_match_dict(m) for m in matches[:top]],
+        })
+    return {"query": path, "faces": faces}
+
+
+def identify(matches, tau: float) -> tuple[str | None, float | None]:
+    """Label of the nearest labelled match within τ, and its margin to the best other label."""
+    best: dict[str, float] = {}
+    for m in matches:
+        if m.label is not None and m.label not in best:
+            best[m.label] = m.distance
+    if not best:
+        return None, None
+    ranked = sorted(best.items(), key=lambda kv: kv[1])
+    label, d = ranked[0]
+    margin = round(ranked[1][1] - d, 4) if len(ranked) > 1 else None
+    return (label if d <= tau else None), margin
+
+
+def _match_dict(m) -> dict:
+    return {
+        "path": m.path, "box": [round(float(v), 1) for v in m.box],
+        "distance": round(float(m.distance), 4), "similarity": round(cosine(float(m.distance)), 4),
+        "label": m.label, "face_id": int(m.face_id),
+    }
+
