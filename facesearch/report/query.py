@@ -1,0 +1,71 @@
+"""HTML report for ``facesearch query``: each query photo with its faces boxed, and per face
+its crop, the predicted identity and its nearest indexed faces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from facesearch.report.html import (
+    BOX_COLOURS, ImageCache, boxed_photo, esc, face_thumb, fmt, img_tag, page, short_path, write_html,
+)
+
+
+def render_query_html(results: list[dict], path: str | os.PathLike | None = None) -> str:
+    """The report for ``facesearch.search.query()`` results; written atomically to ``path`` if given.
+
+    A result may carry ``"error"`` instead of faces (e.g. no face found); it is
+    shown, not raised.
+    """
+    cache = ImageCache()
+    n_faces = sum(len(r.get("faces") or []) for r in results)
+    body = f"<p>{len(results)} query photo(s), {n_faces} face(s).</p>\n"
+    body += "\n".join(_query_block(r, n, cache) for n, r in enumerate(results, 1))
+    text = page("facesearch query results", body)
+    if path is not None:
+        write_html(path, text)
+    return text
+
+
+def _query_block(result: dict, n: int, cache: ImageCache) -> str:
+    qpath = str(result.get("query", ""))
+    faces = result.get("faces") or []
+    photo, err = boxed_photo(cache, qpath, [f["box"] for f in faces])
+    parts = [f"<div class=\"card query\"><h2>Query {n}: {esc(Path(qpath).name)}</h2>",
+             f"<p class=\"muted\">{esc(qpath)}</p>", img_tag(photo, cls="photo", alt=qpath)]
+    if result.get("error") or err:  # the search's own error explains more than the preview's
+        parts.append(f"<p class=\"err\">{esc(str(result.get('error') or err))}</p>")
+    elif not faces:
+        parts.append("<p class=\"muted\">no face found</p>")
+    parts += [_face_row(f, k, qpath, cache) for k, f in enumerate(faces, 1)]
+    parts.append("</div>")
+    return "\n".join(parts)
+
+
+def _face_row(face: dict, k: int, qpath: str, cache: ImageCache) -> str:
+    crop, _ = face_thumb(cache, qpath, face.get("box"))
+    ident = face.get("identity")
+    badge = (f"<span class=\"badge ident\">{esc(str(ident))}</span>" if ident
+             else "<span class=\"badge unknown\">unknown</span>")
+    info = (f"detector score {fmt(face.get('score'))}<br>margin {fmt(face.get('margin'))}"
+            f"<br>τ {fmt(face.get('tau'))}")
+    colour = BOX_COLOURS[(k - 1) % len(BOX_COLOURS)]  # the colour of its box on the photo
+    head = (f"<div class=\"cell\">{img_tag(crop, cls='face', alt=f'face {k}', border=colour)}"
+            f"<b>face {k}</b> {badge}<br>{info}</div>")
+    matches = face.get("matches") or []
+    cells = [_match_cell(m, r, cache) for r, m in enumerate(matches, 1)]
+    if not cells:
+        cells = ["<div class=\"muted\">no indexed faces</div>"]
+    return f"<h3>Face {k}</h3><div class=\"row face-row\">{head}{''.join(cells)}</div>"
+
+
+def _match_cell(m: dict, rank: int, cache: ImageCache) -> str:
+    thumb, err = face_thumb(cache, m.get("path", ""), m.get("box"))
+    label = m.get("label")
+    mpath = str(m.get("path", ""))
+    caption = (f"#{rank} d={fmt(m.get('distance'))}<br>sim={fmt(m.get('similarity'))}"
+               f"<br>{esc(str(label)) if label else '<span class=muted>no label</span>'}"
+               f"<br><span title=\"{esc(mpath, quote=True)}\">{esc(short_path(mpath))}</span>")
+    if err:
+        caption += f"<br><span class=\"err\">{esc(err)}</span>"
+    return f"<div class=\"cell match\">{img_tag(thumb, cls='match', alt=mpath)}{caption}</div>"
