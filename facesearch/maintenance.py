@@ -14,6 +14,7 @@ import numpy as np
 from facesearch.atomic import atomic_path
 from facesearch.errors import FacesearchError
 from facesearch.index.store import FaceIndex
+from facesearch.paths import canonical
 from facesearch.pipeline import IndexOptions, index_collection
 
 
@@ -26,14 +27,14 @@ def info(index: os.PathLike) -> dict:
 def remove(index: os.PathLike, paths: list[str]) -> dict:
     """Delete the entries of ``paths`` (files, or folders: everything under them) from both stores."""
     with FaceIndex.open(index) as store:
-        n = store.remove_paths([str(Path(p)) for p in paths])
+        n = store.remove_paths([canonical(p) for p in paths])
     return {"removed_files": n}
 
 
 def label(index: os.PathLike, path: str, name: str) -> dict:
     """Give every face of ``path`` (a file or a folder of files) the label ``name``."""
     with FaceIndex.open(index) as store:
-        n = store.set_label(str(Path(path)), name)
+        n = store.set_label(canonical(path), name)
     if n == 0:
         raise FacesearchError(f"no indexed faces under {path}", hint="index it first: facesearch index PATH")
     return {"labelled_faces": n, "label": name}
@@ -48,7 +49,7 @@ def enroll(index: os.PathLike, name: str, photos: list[str], **kw) -> dict:
 
 def _has_faces(index: os.PathLike, path: str) -> bool:
     with FaceIndex.open(index, readonly=True) as store:
-        return store.count_faces_under(str(Path(path))) > 0
+        return store.count_faces_under(canonical(path)) > 0
 
 
 def verify(index: os.PathLike, fix: bool = False) -> dict:

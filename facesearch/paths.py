@@ -24,3 +24,8 @@ def resolve_index(name: str | os.PathLike | None = None) -> Path:
     if os.sep in s or s.startswith(".") or Path(s).is_absolute():
         return Path(s)
     return index_home() / s
+
+
+def canonical(path: str | os.PathLike) -> str:
+    """The one spelling of a photo's path stored in an index (absolute, normalised)."""
+    return os.path.abspath(os.fspath(path))

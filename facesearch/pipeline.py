@@ -25,6 +25,7 @@ from facesearch.faces import extract_faces
 from facesearch.imageio import content_hash, load_array, scan_images, stat_file
 from facesearch.index.store import FaceIndex
 from facesearch.models.weights import load_weights
+from facesearch.paths import canonical
 
 log = logging.getLogger(__name__)
 WRITE_EVERY = 64  # files per SQLite transaction
@@ -127,17 +128,17 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
             summary.bad += 1
             summary.bad_files.append({"path": str(path), "error": str(e)})
             continue
-        rec = store.lookup_file(str(path))
+        rec = store.lookup_file(canonical(path))
         label = path.parent.name if opts.label_from_folder else None
         if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns:
             summary.unchanged += 1
             continue
         digest = _safe_hash(path)
         if rec is not None and digest is not None and rec.hash == digest:
-            store.touch_file(str(path), st.size, st.mtime_ns)  # touched, not changed
+            store.touch_file(canonical(path), st.size, st.mtime_ns)  # touched, not changed
             summary.unchanged += 1
             continue
-        todo.append(_Work(str(path), st.size, st.mtime_ns, digest, label))
+        todo.append(_Work(canonical(path), st.size, st.mtime_ns, digest, label))
         if rec is None:
             summary.new += 1
         else:

@@ -124,7 +124,7 @@ def _train_epoch(both, optim, ds, train_idx, transform, opts, epoch, device, emi
     labels = np.array([ds.samples[i][1] for i in train_idx])
     sampler = PKSampler(labels, p=max(2, opts.batch_size // opts.k), k=opts.k, seed=opts.seed + epoch)
     steps = len(sampler) if opts.steps_per_epoch is None else min(len(sampler), opts.steps_per_epoch)
-    loader = DataLoader(ImageDataset([ds.samples[i] for i in train_idx], transform),
+    loader = DataLoader(ImageDataset([ds.samples[i] for i in train_idx], transform, bad=ds.bad),
                         batch_sampler=sampler, num_workers=opts.workers)
     emit("epoch_start", {"epoch": epoch + 1, "epochs": opts.epochs, "steps": steps})
     both.train()
@@ -146,7 +146,7 @@ def validate(model: Embedder, ds: IdentityFolder, val_idx: np.ndarray, device, m
     """ROC AUC and best-accuracy τ over all genuine + sampled impostor pairs of held-out people."""
     rng = np.random.default_rng(seed)
     idx = val_idx if len(val_idx) <= max_images else np.sort(rng.choice(val_idx, max_images, replace=False))
-    data = ImageDataset([ds.samples[i] for i in idx], lambda img: preprocess_one(img, model.config))
+    data = ImageDataset([ds.samples[i] for i in idx], lambda img: preprocess_one(img, model.config), bad=ds.bad)
     model.eval()
     embs, labels = [], []
     for x, y in DataLoader(data, batch_size=64):
