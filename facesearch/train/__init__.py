@@ -1,0 +1,1 @@
+"""Training: identity-folder data, augmentation, the training loop and checkpoints."""
