@@ -21,8 +21,7 @@ from facesearch.atomic import atomic_write_bytes, atomic_write_json
 from facesearch.errors import FacesearchError
 from facesearch.index.ops import connected_components
 from facesearch.index.store import FaceIndex
-from facesearch.search import default_tau
-from facesearch.models.config import EmbedderConfig
+from facesearch.search import default_tau, index_model_config
 
 KEEP_RULES = ("largest", "sharpest", "oldest")
 
@@ -43,8 +42,7 @@ def find_duplicates(opts: DedupeOptions) -> dict:
         raise FacesearchError(f"unknown keep rule {opts.keep!r}", hint="use largest, sharpest or oldest")
     store = FaceIndex.open(opts.index, readonly=True)
     with store:
-        tau = opts.tau if opts.tau is not None else default_tau(
-            store, EmbedderConfig.from_dict(store.manifest["model_config"]))
+        tau = opts.tau if opts.tau is not None else default_tau(store, index_model_config(store), "tau_dedupe")
         i, j, d = store.range_pairs(tau)
         groups = _face_groups(store, i, j, d) if opts.scope == "faces" else _photo_groups(store, i, j, d)
         for g in groups:

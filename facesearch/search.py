@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 from facesearch.detect import create_detector
 from facesearch.embed import EmbeddingEngine
-from facesearch.errors import NoFaceError
+from facesearch.errors import FacesearchError, NoFaceError
 from facesearch.faces import extract_faces
 from facesearch.imageio import load_array
 from facesearch.index.store import FaceIndex
 from facesearch.models.config import EmbedderConfig
-from facesearch.models.weights import load_weights
+from facesearch.models.weights import load_weights, read_meta, resolve_weights
 
 IDENTIFY_K = 50  # neighbours scanned for the nearest labelled faces
 
@@ -37,9 +37,25 @@ def cosine(d: float) -> float:
     return 1.0 - d * d / 2.0
 
 
-def default_tau(store: FaceIndex, config: EmbedderConfig) -> float:
-    """τ from the index manifest, else the model's calibration, else a conservative 0.6."""
-    return store.manifest.get("tau") or config.tau or 0.6
+def default_tau(store: FaceIndex, config: EmbedderConfig, kind: str = "tau") -> float:
+    """A default threshold: ``tau`` (identity) or ``tau_dedupe`` (near-duplicate).
+
+    Taken from the model's calibration in its weights JSON (the live file when it
+    is the same model as the index's, so a later calibration applies), else the
+    index manifest, else a conservative constant.
+    """
+    fallback = {"tau": 0.6, "tau_dedupe": 0.3}[kind]
+    return getattr(config, kind, None) or store.manifest.get("model_config", {}).get(kind) or fallback
+
+
+def index_model_config(store: FaceIndex, weights: str | None = None) -> EmbedderConfig:
+    """The index's model config, refreshed from the weights JSON when it names the same model."""
+    config = EmbedderConfig.from_dict(store.manifest["model_config"])
+    try:
+        meta = read_meta(resolve_weights(weights))
+    except FacesearchError:
+        return config
+    return EmbedderConfig.from_dict(meta["config"]) if meta.get("model_id") == store.manifest.get("model_id") else config
 
 
 def query(images: list[str], opts: QueryOptions) -> list[dict]:

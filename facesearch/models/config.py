@@ -40,6 +40,7 @@ class EmbedderConfig:
     align: str = "dlib5_150_p25"
     tau: float | None = None  # default decision threshold (L2 distance between unit vectors)
     tau_far1e3: float | None = None
+    tau_dedupe: float | None = None  # near-duplicate threshold (dedupe's default)
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     version: str = __version__

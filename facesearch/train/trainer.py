@@ -72,10 +72,10 @@ def train(opts: TrainOptions, on_event: EventFn | None = None) -> dict:
     stem = Path(opts.out)
     state = load_checkpoint(stem, both, optim) if opts.resume else None
     history, best_auc, start = (state["history"], state["best_auc"], state["epoch"] + 1) if state else ([], -1.0, 0)
-    train_tf = _train_transform(model, opts.seed)
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         seed_everything(opts.seed + epoch)  # per-epoch seeds keep resumed runs identical to unbroken ones
+        train_tf = _train_transform(model, opts.seed + epoch)
         mean_loss = _train_epoch(both, optim, ds, train_idx, train_tf, opts, epoch, device, emit)
         auc, tau = validate(model, ds, val_idx, device, opts.max_val_images, opts.seed)
         is_best = auc > best_auc
@@ -134,7 +134,7 @@ def _train_epoch(both, optim, ds, train_idx, transform, opts, epoch, device, emi
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         emit("step", {"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses))})
         if step >= steps:
             break

@@ -1,0 +1,24 @@
+"""Shared fixtures: synthetic face collections and the real-data location."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from facesearch.synthetic import make_identity_folder
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data is absent")
+    return SHARED
+
+
+@pytest.fixture()
+def collection(tmp_path) -> Path:
+    """4 synthetic people × 4 face photos (150 px PNG): tmp/photos/person_NN/i.png."""
+    return make_identity_folder(tmp_path / "photos", n_people=4, per_person=4, seed=1)

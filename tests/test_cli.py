@@ -1,0 +1,165 @@
+"""The CLI through Typer's CliRunner: exit codes, --json shapes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from facesearch.cli.main import app
+
+
+@pytest.fixture()
+def runner():
+    return CliRunner()
+
+
+def invoke(runner, *args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture()
+def indexed(runner, collection, tmp_path):
+    idx = tmp_path / "idx"
+    r = invoke(runner, "index", collection, "--index", idx, "--detector", "none", "--label-from-folder",
+               "--workers", "0", "--json")
+    assert r.exit_code == 0, r.output
+    return idx, json.loads(r.stdout)
+
+
+def test_index_json_summary(indexed):
+    _, s = indexed
+    for key in ("scanned", "new", "updated", "unchanged", "bad", "noface", "faces", "bad_files", "files_per_s"):
+        assert key in s
+    assert s["faces"] == 16
+
+
+def test_query_json_shape_and_identification(runner, indexed, collection):
+    idx, _ = indexed
+    probe = sorted((collection / "person_02").iterdir())[0]
+    r = invoke(runner, "query", probe, "--index", idx, "--detector", "none", "--top", "3", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["query"] == str(probe)
+    face = out["faces"][0]
+    assert len(face["box"]) == 4 and len(face["matches"]) == 3
+    assert set(face["matches"][0]) >= {"path", "box", "distance", "label", "similarity"}
+    assert face["matches"][0]["distance"] == pytest.approx(0.0, abs=1e-3)  # itself is indexed
+    assert face["identity"] == "person_02"
+    assert face["matches"][0]["similarity"] == pytest.approx(1 - face["matches"][0]["distance"] ** 2 / 2, abs=1e-4)
+
+
+def test_dedupe_finds_planted_copy(runner, collection, tmp_path):
+    src = sorted((collection / "person_01").iterdir())[0]
+    (collection / "copy.png").write_bytes(src.read_bytes())
+    idx = tmp_path / "idx"
+    invoke(runner, "index", collection, "--index", idx, "--detector", "none", "--workers", "0", "--quiet")
+    r = invoke(runner, "dedupe", "--index", idx, "--tau", "0.05", "--json", "--out", tmp_path / "g.csv")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    groups = [sorted(m["path"] for m in g["members"]) for g in rep["groups"]]
+    assert sorted([str(src), str(collection / "copy.png")]) in groups
+    assert sorted([str(src), str(collection / "copy.png")]) in [sorted(e) for e in rep["exact_duplicates"]]
+    assert (tmp_path / "g.csv").read_text().startswith("group,path")
+
+
+def test_dedupe_actions_need_yes(runner, indexed, tmp_path):
+    idx, _ = indexed
+    r = runner.invoke(app, ["dedupe", "--index", str(idx), "--tau", "2.0", "--move-to", str(tmp_path / "d")])
+    assert r.exit_code == 1 and "--yes" in r.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_index_is_a_one_line_error(runner, tmp_path):
+    r = runner.invoke(app, ["info", "--index", str(tmp_path / "nope")])
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error:") and "hint:" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_no_face_in_query(runner, indexed, tmp_path):
+    idx, _ = indexed
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(blank)
+    r = runner.invoke(app, ["query", str(blank), "--index", str(idx), "--detector", "auto"])
+    assert r.exit_code == 1 and "no face" in r.stderr
+
+
+def test_mismatched_weights_are_refused(runner, indexed, tmp_path):
+    from facesearch.models import create_embedder, save_weights
+
+    idx, _ = indexed
+    other = save_weights(create_embedder("resnet10t", embedding_dim=128, input_size=32), tmp_path / "other")
+    probe = tmp_path / "p.png"
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(probe)
+    r = runner.invoke(app, ["query", str(probe), "--index", str(idx), "--weights", str(other), "--detector", "none"])
+    assert r.exit_code == 1 and "rebuild" in r.stderr
+
+
+def test_usage_error_exit_code(runner):
+    r = runner.invoke(app, ["query"])
+    assert r.exit_code == 2
+
+
+def test_info_verify_export_json(runner, indexed, tmp_path):
+    idx, _ = indexed
+    info = json.loads(invoke(runner, "info", "--index", idx, "--json").stdout)
+    assert info["faces"] == 16 and info["manifest"]["metric"] == "l2"
+    ver = json.loads(invoke(runner, "verify", "--index", idx, "--json").stdout)
+    assert ver["ok"] is True
+    exp = json.loads(invoke(runner, "export", tmp_path / "x.npz", "--index", idx, "--json").stdout)
+    assert exp["rows"] == 16
+
+
+def test_evaluate_json_and_plot(runner, collection, tmp_path):
+    r = invoke(runner, "evaluate", collection, "--detector", "none", "--plot", tmp_path / "roc.png", "--json")
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    for key in ("roc_auc", "eer", "tar@far1e-2", "tar@far1e-3", "tau", "accuracy", "precision", "recall", "f1",
+                "n_genuine", "n_impostor"):
+        assert key in rep
+    assert rep["n_genuine"] == 4 * 6
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_pairs_file(runner, collection, tmp_path):
+    a = sorted((collection / "person_00").iterdir())
+    b = sorted((collection / "person_01").iterdir())
+    lines = [f"{a[0]} {a[1]} 1", f"{a[2]} {a[3]} 1", f"{a[0]} {b[0]} 0", f"{a[1]} {b[1]} 0"]
+    (tmp_path / "pairs.txt").write_text("\n".join(lines))
+    r = invoke(runner, "evaluate", collection, "--pairs", tmp_path / "pairs.txt", "--detector", "none", "--json")
+    rep = json.loads(r.stdout)
+    assert (rep["n_genuine"], rep["n_impostor"]) == (2, 2)
+
+
+def test_train_errors_are_clear(runner, tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["train", str(tmp_path / "empty")])
+    assert r.exit_code == 1 and "error:" in r.stderr and "hint:" in r.stderr
+    r = runner.invoke(app, ["train", str(tmp_path / "empty"), "--loss", "nope"])
+    assert r.exit_code == 1
+
+
+def test_end_to_end_train_index_query_dedupe(runner, tmp_path):
+    """The whole product on synthetic faces: train a tiny model, index with it, query, dedupe."""
+    from facesearch.synthetic import make_identity_folder
+
+    data = make_identity_folder(tmp_path / "people", n_people=6, per_person=5, size=64, seed=2)
+    w = tmp_path / "w" / "tiny"
+    r = invoke(runner, "train", data, "--backbone", "resnet10t", "--input-size", "32", "--dim", "16",
+               "--epochs", "1", "--batch-size", "8", "--out", w, "--json", "--loss", "triplet")
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    assert summary["history"][0]["epoch"] == 1 and (tmp_path / "w" / "tiny.json").exists()
+    idx = tmp_path / "idx"
+    r = invoke(runner, "index", data, "--index", idx, "--weights", f"{w}.json", "--detector", "none",
+               "--label-from-folder", "--workers", "0", "--json")
+    assert json.loads(r.stdout)["faces"] == 30
+    probe = sorted((data / "person_03").iterdir())[0]
+    r = invoke(runner, "query", probe, "--index", idx, "--weights", f"{w}.json", "--detector", "none", "--json")
+    assert json.loads(r.stdout)["faces"][0]["matches"][0]["path"] == str(probe)
+    r = invoke(runner, "dedupe", "--index", idx, "--tau", "0.001", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["n_groups"] == 0
