@@ -34,6 +34,7 @@ class EvalOptions:
     pairs_file: str | None = None
     tau: float | None = None
     plot: str | None = None
+    html: str | None = None
     detector: str = "auto"
     device: str = "auto"
     batch_size: int = 64
@@ -61,6 +62,11 @@ def evaluate(opts: EvalOptions, on_progress: Callable[[int, int], None] | None =
     if opts.plot:
         plot_roc(dist, same, opts.plot, tau=report["tau"], title=f"{Path(opts.data[0]).name} · {model.model_id}")
         report["plot"] = str(opts.plot)
+    if opts.html:
+        from facesearch.report import render_evaluate_html
+
+        report["html"] = str(opts.html)
+        render_evaluate_html(report, dist, same, opts.html, pairs=[(paths[a], paths[b]) for a, b in zip(i, j)])
     return report
 
 

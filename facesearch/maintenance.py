@@ -24,6 +24,16 @@ def info(index: os.PathLike) -> dict:
         return {"index": str(index), "manifest": store.manifest, **store.stats()}
 
 
+def sample_photos(index: os.PathLike, n: int = 24) -> list[dict]:
+    """Up to ``n`` indexed photos with their face boxes (for the index report), in path order."""
+    with FaceIndex.open(index, readonly=True) as store:
+        ids, _ = store.all_embeddings()
+        by_path: dict[str, list] = {}
+        for row in store.faces(ids.tolist()):
+            by_path.setdefault(row.path, []).append(list(row.box))
+    return [{"path": p, "boxes": by_path[p]} for p in sorted(by_path)[:n]]
+
+
 def remove(index: os.PathLike, paths: list[str]) -> dict:
     """Delete the entries of ``paths`` (files, or folders: everything under them) from both stores."""
     with FaceIndex.open(index) as store:

@@ -25,6 +25,7 @@ def index_cmd(
     prune: bool = typer.Option(False, "--prune", help="Drop entries of files that no longer exist."),
     workers: Optional[int] = typer.Option(None, help="Detection worker processes. [default: cores-1]"),
     index_type: str = typer.Option("auto", "--index-type", help="auto | flat | hnsw | ivf | ivfpq."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write a report: sample photos with faces boxed, bad files."),
     json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Find, align and embed every face under PATHS into an index (incremental)."""
@@ -44,6 +45,13 @@ def index_cmd(
                 bar.update(task, completed=data["done"], status=f"{data['faces']} faces")
 
         summary = index_collection(opts, on_progress).to_dict()
+    if html:
+        from facesearch.maintenance import sample_photos
+        from facesearch.report import render_index_html
+
+        render_index_html(summary, sample_photos(opts.index), html)
+        summary["html"] = str(html)
+        out.info(f"report: {html}", quiet)
     if json_out:
         return out.emit_json(summary)
     keys = ["scanned", "new", "updated", "unchanged", "bad", "noface", "faces", "pruned", "seconds", "files_per_s"]
@@ -60,6 +68,8 @@ def query_cmd(
     top: int = typer.Option(5, "--top", "-k", min=1, help="Matches per face."),
     tau: Optional[float] = typer.Option(None, "--tau", help="Distance threshold for identification. [default: model's]"),
     index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, detector: str = DETECTOR, device: str = DEVICE,
+    html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet."),
     json_out: bool = JSON,
 ) -> None:
     """One-shot identification: the nearest indexed faces for every face in each photo."""
@@ -67,6 +77,7 @@ def query_cmd(
 
     results = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
                                                            tau=tau, detector=detector, device=device))
+    _visuals(results, html, sheet, "query")
     if json_out:
         return out.emit_json(results[0] if len(results) == 1 else results)
     con = out.stdout()
@@ -89,6 +100,8 @@ def dedupe_cmd(
     move_to: Optional[Path] = typer.Option(None, "--move-to", help="Move non-keepers here (needs --yes)."),
     link: bool = typer.Option(False, "--link", help="Replace non-keepers by symlinks to the keeper (needs --yes)."),
     yes: bool = typer.Option(False, "--yes", help="Confirm actions that change files."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report."),
+    sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet."),
     json_out: bool = JSON,
 ) -> None:
     """Find duplicate faces or photos within distance τ (report only unless --yes)."""
@@ -99,6 +112,7 @@ def dedupe_cmd(
         report["applied"] = apply_actions(report, str(move_to) if move_to else None, link, yes)
     if out_csv:
         write_csv(report, out_csv)
+    _visuals(report, html, sheet, "dedupe")
     if json_out:
         return out.emit_json(report)
     con = out.stdout()
@@ -188,6 +202,35 @@ def export_cmd(dest: str = typer.Argument(..., help="OUT.npz or OUT.parquet"), i
     from facesearch.maintenance import export
 
     _report(export(resolve_index(index), dest), json_out)
+
+
+def _visuals(data, html: Optional[Path], sheet: Optional[Path], kind: str) -> None:
+    """Write the HTML report and/or PNG sheet for query results or a dedupe report."""
+    from facesearch import report
+
+    if html:
+        getattr(report, f"render_{kind}_html")(data, html)
+        out.info(f"report: {html}")
+    if sheet:
+        getattr(report, f"{kind}_sheet")(data, sheet)
+        out.info(f"sheet: {sheet}")
+
+
+@app.command("doctor")
+@handle_errors
+def doctor_cmd(index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, json_out: bool = JSON) -> None:
+    """Check the installation: Python, torch, CUDA, FAISS, detectors, weights and the index."""
+    from facesearch.doctor import run_doctor
+
+    result = run_doctor(resolve_index(index), weights)
+    if json_out:
+        out.emit_json(result)
+    else:
+        rows = [("ok" if c["ok"] else ("FAIL" if c.get("required", True) else "warn"), c["name"], c["detail"],
+                 c.get("hint")) for c in result["checks"]]
+        out.stdout().print(out.table("facesearch doctor", ["", "check", "detail", "hint"], rows))
+    if not result["ok"]:
+        raise typer.Exit(1)
 
 
 def _report(data: dict, json_out: bool) -> None:

@@ -67,6 +67,7 @@ def evaluate_cmd(
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file: 'path1 path2 same(0/1)' per line."),
     tau: Optional[float] = typer.Option(None, "--tau", help="Threshold. [default: cross-validated]"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a ROC curve PNG."),
+    html: Optional[Path] = typer.Option(None, "--html", help="Write a report: ROC, DET, histograms, hardest mistakes."),
     detector: str = DETECTOR, device: str = DEVICE,
     max_impostors: int = typer.Option(50_000, "--max-impostors", help="Seeded sample of impostor pairs."),
     seed: int = typer.Option(0), json_out: bool = JSON, quiet: bool = QUIET,
@@ -75,7 +76,7 @@ def evaluate_cmd(
     from facesearch.evaluate import EvalOptions, evaluate
 
     opts = EvalOptions(data=[str(d) for d in data], weights=weights, pairs_file=str(pairs) if pairs else None,
-                       tau=tau, plot=str(plot) if plot else None, detector=detector, device=device,
+                       tau=tau, plot=str(plot) if plot else None, html=str(html) if html else None, detector=detector, device=device,
                        max_impostors=max_impostors, seed=seed)
     with out.progress(quiet or json_out) as bar:
         task = bar.add_task("embedding", total=None, status="")
@@ -86,5 +87,6 @@ def evaluate_cmd(
                                  [(k, report.get(k)) for k in REPORT_KEYS]))
     if report.get("bad_files"):
         out.info(f"{len(report['bad_files'])} unreadable files skipped")
-    if report.get("plot"):
-        out.info(f"ROC curve: {report['plot']}")
+    for key in ("plot", "html"):
+        if report.get(key):
+            out.info(f"{key}: {report[key]}")

@@ -30,8 +30,18 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version.")) -> None:
+def main(ctx: typer.Context,
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version.")) -> None:
     """facesearch: Siamese face embeddings + FAISS search."""
+    from facesearch.cli.output import fail
+    from facesearch.errors import FacesearchError
+    from facesearch.settings import load_settings
+
+    try:
+        defaults = load_settings(list(ctx.command.commands))  # type: ignore[attr-defined]
+    except FacesearchError as e:
+        fail(e.message, e.hint)
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
 from facesearch.cli import commands_index, commands_train  # noqa: E402,F401  (register commands)
