@@ -65,17 +65,30 @@ def _face_groups(store: FaceIndex, i, j, d) -> list[dict]:
 
 
 def _photo_groups(store: FaceIndex, i, j, d) -> list[dict]:
-    """Photos that share a duplicate face form one group (a face pair inside one photo does not count)."""
+    """Photos whose faces all match one to one (same face count) are duplicates of each other.
+
+    A group photo that merely contains a face from a portrait is not a duplicate
+    of that portrait, so a shared face alone does not link two photos.
+    """
     face_file = {r.face_id: r.path for r in store.faces(sorted(set(i.tolist()) | set(j.tolist())))}
     paths = sorted(set(face_file.values()))
+    stats = {p: store.file_info(p) for p in paths}
+    matched: dict[tuple[str, str], tuple[set, set, float]] = {}
+    for a, b, x in zip(i.tolist(), j.tolist(), d.tolist()):
+        pa, pb = face_file[a], face_file[b]
+        if pa == pb:
+            continue
+        (pa, a), (pb, b) = sorted([(pa, a), (pb, b)])
+        fa, fb, dmin = matched.get((pa, pb), (set(), set(), x))
+        matched[(pa, pb)] = (fa | {a}, fb | {b}, min(dmin, x))
     pid = {p: n for n, p in enumerate(paths)}
-    fi = np.array([pid[face_file[int(a)]] for a in i], dtype=np.int64)
-    fj = np.array([pid[face_file[int(b)]] for b in j], dtype=np.int64)
-    keep = fi != fj
-    fi, fj, fd = fi[keep], fj[keep], d[keep]
+    links = [(pid[pa], pid[pb], x) for (pa, pb), (fa, fb, x) in matched.items()
+             if stats[pa]["n_faces"] == stats[pb]["n_faces"] == len(fa) == len(fb)]
+    fi = np.array([a for a, _, _ in links], np.int64)
+    fj = np.array([b for _, b, _ in links], np.int64)
+    fd = np.array([x for _, _, x in links], np.float64)
     comps = connected_components(np.concatenate([fi, fj]), fi, fj) if len(fi) else []
     pair_d = _pair_lookup(fi, fj, fd)
-    stats = {p: store.file_info(p) for p in paths}
     return [{"members": [{"path": paths[n], **stats[paths[n]]} for n in sorted(c)], **_group_stats(sorted(c), pair_d)}
             for c in comps]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from facesearch.detect import create_detector
 from facesearch.embed import EmbeddingEngine
-from facesearch.errors import FacesearchError, NoFaceError
+from facesearch.errors import BadImageError, FacesearchError, NoFaceError
 from facesearch.faces import extract_faces
 from facesearch.imageio import load_array
 from facesearch.index.store import FaceIndex
@@ -67,7 +67,17 @@ def query(images: list[str], opts: QueryOptions) -> list[dict]:
     engine = EmbeddingEngine(model, device=opts.device)
     detector = create_detector(opts.detector)
     with store:
-        return [_query_one(p, store, engine, detector, tau, opts.top) for p in images]
+        return [_query_safe(p, store, engine, detector, tau, opts.top, single=len(images) == 1) for p in images]
+
+
+def _query_safe(path: str, store, engine, detector, tau: float, top: int, single: bool) -> dict:
+    """One image's result; with several images a bad one is reported in place, not fatal."""
+    try:
+        return _query_one(path, store, engine, detector, tau, top)
+    except (BadImageError, NoFaceError) as e:
+        if single:
+            raise
+        return {"query": path, "faces": [], "error": e.message}
 
 
 def _query_one(path: str, store: FaceIndex, engine, detector, tau: float, top: int) -> dict:

@@ -82,6 +82,8 @@ def query_cmd(
         return out.emit_json(results[0] if len(results) == 1 else results)
     con = out.stdout()
     for r in results:
+        if r.get("error"):
+            out.info(f"[yellow]skipped[/] {r['query']}: {r['error']}")
         for n, f in enumerate(r["faces"]):
             who = f["identity"] or "unknown"
             rows = [(m["path"], m["label"], m["distance"], m["similarity"], m["box"]) for m in f["matches"]]
