@@ -40,4 +40,5 @@ def load_settings(commands: list[str]) -> dict[str, dict]:
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise FacesearchError(f"cannot read {path}: {e}", hint="fix or remove the settings file") from e
     shared = {k: v for k, v in data.items() if not isinstance(v, dict) and not os.environ.get(ENV_OPTIONS.get(k, ""))}
-    return {cmd: {**shared, **data.get(cmd, {})} for cmd in commands}
+    # "index" is both an option and a command: only tables count as per-command settings
+    return {cmd: {**shared, **(data[cmd] if isinstance(data.get(cmd), dict) else {})} for cmd in commands}

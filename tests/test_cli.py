@@ -163,3 +163,30 @@ def test_end_to_end_train_index_query_dedupe(runner, tmp_path):
     assert json.loads(r.stdout)["faces"][0]["matches"][0]["path"] == str(probe)
     r = invoke(runner, "dedupe", "--index", idx, "--tau", "0.001", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["n_groups"] == 0
+
+
+def test_reports_and_doctor(runner, indexed, collection, tmp_path):
+    idx, _ = indexed
+    probe = sorted((collection / "person_01").iterdir())[0]
+    r = invoke(runner, "query", probe, "--index", idx, "--detector", "none", "--html", tmp_path / "q.html",
+               "--sheet", tmp_path / "q.png", "--json")
+    assert r.exit_code == 0 and (tmp_path / "q.html").read_text().count("<img") >= 2
+    assert (tmp_path / "q.png").read_bytes()[:4] == b"\x89PNG"
+    r = invoke(runner, "dedupe", "--index", idx, "--tau", "2.0", "--html", tmp_path / "d.html", "--json")
+    assert r.exit_code == 0 and "<html" in (tmp_path / "d.html").read_text().lower()
+    r = runner.invoke(app, ["doctor", "--index", str(idx), "--json"])
+    doc = json.loads(r.stdout)
+    assert {c["name"] for c in doc["checks"]} >= {"python", "torch", "faiss", "weights", "index"}
+    assert r.exit_code == (0 if doc["ok"] else 1)
+
+
+def test_settings_file_sets_defaults_and_flags_win(runner, indexed, collection, tmp_path, monkeypatch):
+    idx, _ = indexed
+    (tmp_path / "facesearch.toml").write_text(f'index = "{idx}"\ndetector = "none"\n[query]\ntop = 2\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FACESEARCH_INDEX", raising=False)
+    probe = sorted((collection / "person_01").iterdir())[0]
+    out = json.loads(invoke(runner, "query", probe, "--json").stdout)
+    assert len(out["faces"][0]["matches"]) == 2
+    out = json.loads(invoke(runner, "query", probe, "--top", "3", "--json").stdout)
+    assert len(out["faces"][0]["matches"]) == 3
