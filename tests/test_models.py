@@ -35,6 +35,12 @@ def test_twins_share_weights(model):
     assert torch.equal(model(x), model(x.clone()))
 
 
+@pytest.mark.parametrize("backbone", ["mobilenetv3_small_100", "lcnet_050", "resnet10t"])
+def test_common_backbones_build_and_embed(backbone):
+    m = create_embedder(backbone, embedding_dim=64, input_size=64).eval()
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 64)
+
+
 def test_preprocess_greyscale_and_any_size():
     cfg = EmbedderConfig(input_size=24, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     grey = Image.fromarray(np.full((50, 70), 255, np.uint8), "L")

@@ -63,3 +63,9 @@ def test_one_identity_is_a_data_error(tmp_path):
     root = make_identity_folder(tmp_path / "one", n_people=1, per_person=4, size=48)
     with pytest.raises(DataError):
         train(opts(root, tmp_path / "w", epochs=1))
+
+
+def test_training_with_detector_aligns_like_indexing(people, tmp_path):
+    summary = train(opts(people, tmp_path / "w", epochs=1, detector="auto", input_size=32))
+    assert summary["history"][0]["epoch"] == 1
+    assert summary["options"]["detector"] == "auto"

@@ -31,6 +31,8 @@ def train_cmd(
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.05, max=0.9),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Cap batches per epoch."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from these weights (fine-tuning)."),
+    detector: str = typer.Option("none", "--detector", help="none: images are face crops; auto etc.: detect and "
+                                 "align each face as indexing does."),
     device: str = DEVICE, json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Train a Siamese face embedder on identity folders; keeps the best epoch by validation AUC."""
@@ -39,7 +41,7 @@ def train_cmd(
     opts = TrainOptions(data=[str(d) for d in data], backbone=backbone, loss=loss, margin=margin, epochs=epochs,
                         batch_size=batch_size, lr=lr, embedding_dim=embedding_dim, input_size=input_size,
                         out=str(out_path), resume=resume, seed=seed, val_fraction=val_fraction,
-                        steps_per_epoch=steps_per_epoch, device=device, init=init)
+                        steps_per_epoch=steps_per_epoch, device=device, init=init, detector=detector)
     with out.progress(quiet or json_out) as bar:
         tasks: dict[int, int] = {}
 

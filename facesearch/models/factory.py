@@ -23,13 +23,12 @@ class Embedder(nn.Module):
         super().__init__()
         self.config = config
         self.trunk = trunk
+        features = pooled_features(trunk)
         if config.head == "linear":
-            self.head: nn.Module = nn.Linear(trunk.num_features, config.embedding_dim)
+            self.head: nn.Module = nn.Linear(features, config.embedding_dim)
         elif config.head == "none":
-            if trunk.num_features != config.embedding_dim:
-                raise ValueError(
-                    f"head='none' needs embedding_dim == backbone features ({trunk.num_features})"
-                )
+            if features != config.embedding_dim:
+                raise ValueError(f"head='none' needs embedding_dim == backbone features ({features})")
             self.head = nn.Identity()
         else:
             raise ValueError(f"unknown head {config.head!r}: use 'linear' or 'none'")
@@ -63,6 +62,15 @@ def create_embedder(
     else:
         trunk = _create_trunk(config.backbone)
     return Embedder(config, trunk)
+
+
+def pooled_features(trunk: nn.Module) -> int:
+    """Width of what ``trunk(x)`` returns with num_classes=0.
+
+    Some timm models (MobileNetV3, EfficientNetV2-S heads...) add a conv/linear
+    head after pooling, so ``num_features`` is not the output width there.
+    """
+    return int(getattr(trunk, "head_hidden_size", None) or trunk.num_features)
 
 
 def _create_trunk(name: str) -> nn.Module:

@@ -8,6 +8,7 @@ every epoch lets ``--resume`` continue an interrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import time
@@ -18,10 +19,13 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from PIL import Image
 from torch.utils.data import DataLoader
 
+from facesearch.detect import create_detector
 from facesearch.embed import select_device
 from facesearch.errors import DataError
+from facesearch.faces import largest_face
 from facesearch.losses import make_loss
 from facesearch.metrics import best_threshold, roc_auc
 from facesearch.models.factory import Embedder, create_embedder
@@ -56,6 +60,7 @@ class TrainOptions:
     k: int = 4  # images per person in a batch
     max_val_images: int = 1000
     workers: int = 0
+    detector: str = "none"  # "auto" aligns training faces exactly as indexing does (cached per image)
 
 
 def train(opts: TrainOptions, on_event: EventFn | None = None) -> dict:
@@ -66,6 +71,7 @@ def train(opts: TrainOptions, on_event: EventFn | None = None) -> dict:
     train_idx, val_idx = _split(ds, opts)
     device = select_device(opts.device)
     model = _build_model(opts)
+    align = ChipAligner(opts.detector, model.config.align)
     loss, _ = make_loss(opts.loss, opts.margin, miner=None if opts.loss == "triplet" else "balanced")
     both = nn.ModuleDict({"model": model, "loss": loss}).to(device)
     optim = torch.optim.Adam(both.parameters(), lr=opts.lr)
@@ -75,9 +81,9 @@ def train(opts: TrainOptions, on_event: EventFn | None = None) -> dict:
     for epoch in range(start, opts.epochs):
         t0 = time.perf_counter()
         seed_everything(opts.seed + epoch)  # per-epoch seeds keep resumed runs identical to unbroken ones
-        train_tf = _train_transform(model, opts.seed + epoch)
+        train_tf = _train_transform(model, opts.seed + epoch, align)
         mean_loss = _train_epoch(both, optim, ds, train_idx, train_tf, opts, epoch, device, emit)
-        auc, tau = validate(model, ds, val_idx, device, opts.max_val_images, opts.seed)
+        auc, tau = validate(model, ds, val_idx, device, opts.max_val_images, opts.seed, align)
         is_best = auc > best_auc
         row = {"epoch": epoch + 1, "loss": mean_loss, "val_auc": auc, "val_tau": tau, "best": is_best,
                "seconds": round(time.perf_counter() - t0, 2)}
@@ -113,10 +119,30 @@ def _build_model(opts: TrainOptions) -> Embedder:
     return create_embedder(opts.backbone, opts.embedding_dim, opts.input_size)
 
 
-def _train_transform(model: Embedder, seed: int):
+class ChipAligner:
+    """PIL photo → the aligned face chip indexing would embed (identity when detector is "none").
+
+    Detection is the slow part, so each distinct image is aligned once and cached.
+    """
+
+    def __init__(self, detector: str, align: str):
+        self.detector = None if detector == "none" else create_detector(detector)
+        self.align = align
+        self.cache: dict[bytes, Image.Image] = {}
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        if self.detector is None:
+            return img
+        key = hashlib.blake2b(img.tobytes(), digest_size=16).digest()
+        if key not in self.cache:
+            self.cache[key] = Image.fromarray(largest_face(np.asarray(img), self.detector, self.align).chip)
+        return self.cache[key]
+
+
+def _train_transform(model: Embedder, seed: int, align: ChipAligner):
     augment = make_augment(model.config.input_size, seed=seed)
     config = model.config
-    return lambda img: preprocess_one(augment(img), config)
+    return lambda img: preprocess_one(augment(align(img)), config)
 
 
 def _train_epoch(both, optim, ds, train_idx, transform, opts, epoch, device, emit) -> float:
@@ -142,11 +168,13 @@ def _train_epoch(both, optim, ds, train_idx, transform, opts, epoch, device, emi
 
 
 @torch.inference_mode()
-def validate(model: Embedder, ds: IdentityFolder, val_idx: np.ndarray, device, max_images: int, seed: int):
+def validate(model: Embedder, ds: IdentityFolder, val_idx: np.ndarray, device, max_images: int, seed: int,
+             align: ChipAligner | None = None):
     """ROC AUC and best-accuracy τ over all genuine + sampled impostor pairs of held-out people."""
     rng = np.random.default_rng(seed)
     idx = val_idx if len(val_idx) <= max_images else np.sort(rng.choice(val_idx, max_images, replace=False))
-    data = ImageDataset([ds.samples[i] for i in idx], lambda img: preprocess_one(img, model.config), bad=ds.bad)
+    align = align or ChipAligner("none", model.config.align)
+    data = ImageDataset([ds.samples[i] for i in idx], lambda img: preprocess_one(align(img), model.config), bad=ds.bad)
     model.eval()
     embs, labels = [], []
     for x, y in DataLoader(data, batch_size=64):
