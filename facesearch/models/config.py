@@ -36,7 +36,7 @@ class EmbedderConfig:
     input_size: int = 112
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    head: str = "linear"  # "linear" (projection to embedding_dim) or "none"
+    head: str = "bn"  # "bn" (linear + BatchNorm), "linear" (projection to embedding_dim) or "none"
     align: str = "dlib5_150_p25"
     tau: float | None = None  # default decision threshold (L2 distance between unit vectors)
     tau_far1e3: float | None = None

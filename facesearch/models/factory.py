@@ -26,12 +26,17 @@ class Embedder(nn.Module):
         features = pooled_features(trunk)
         if config.head == "linear":
             self.head: nn.Module = nn.Linear(features, config.embedding_dim)
+        elif config.head == "bn":
+            # Linear + BatchNorm ("BN-neck"): centres the embeddings, so a fresh model
+            # spreads faces over the sphere instead of collapsing them into one direction.
+            self.head = nn.Sequential(nn.Linear(features, config.embedding_dim, bias=False),
+                                      nn.BatchNorm1d(config.embedding_dim))
         elif config.head == "none":
             if features != config.embedding_dim:
                 raise ValueError(f"head='none' needs embedding_dim == backbone features ({features})")
             self.head = nn.Identity()
         else:
-            raise ValueError(f"unknown head {config.head!r}: use 'linear' or 'none'")
+            raise ValueError(f"unknown head {config.head!r}: use 'bn', 'linear' or 'none'")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.trunk(x)).float(), dim=1)
@@ -41,7 +46,7 @@ def create_embedder(
     backbone: str = "mobilenetv3_small_100",
     embedding_dim: int = 128,
     input_size: int = 112,
-    head: str = "linear",
+    head: str = "bn",
     config: EmbedderConfig | None = None,
     **config_overrides,
 ) -> Embedder:
