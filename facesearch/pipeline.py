@@ -19,12 +19,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 from facesearch.detect import create_detector
-from facesearch.embed import EmbeddingEngine
 from facesearch.errors import BadImageError
 from facesearch.faces import extract_faces
 from facesearch.imageio import content_hash, load_array, scan_images, stat_file
 from facesearch.index.store import FaceIndex
-from facesearch.models.weights import load_weights
+from facesearch.models.weights_meta import read_meta, resolve_weights
 from facesearch.paths import canonical
 
 log = logging.getLogger(__name__)
@@ -90,8 +89,8 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     """Index every face under ``opts.paths`` into ``opts.index``, incrementally."""
     t0 = time.perf_counter()
     notify = on_progress or (lambda event, data: None)
-    model = load_weights(opts.weights)
-    store = _open_or_create(opts, model)
+    meta = read_meta(resolve_weights(opts.weights))
+    store = _open_or_create(opts, meta)
     summary = IndexSummary(index=str(opts.index))
     with store:
         run_id = store.begin_run({k: str(v) for k, v in asdict(opts).items()})
@@ -99,8 +98,8 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
         summary.scanned = len(files)
         todo = _plan(store, files, opts, summary)
         notify("start", {"total": len(files), "todo": len(todo), "unchanged": summary.unchanged})
-        engine = EmbeddingEngine(model, device=opts.device, batch_size=opts.batch_size)
-        _run(store, engine, todo, opts, summary, notify)
+        if todo:  # torch and the model load only when there is something to embed
+            _run(store, _engine(opts), todo, opts, summary, notify)
         if opts.prune:
             summary.pruned = len(store.prune_missing())
         summary.seconds = round(time.perf_counter() - t0, 3)
@@ -109,13 +108,19 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     return summary
 
 
-def _open_or_create(opts: IndexOptions, model) -> FaceIndex:
+def _open_or_create(opts: IndexOptions, meta: dict) -> FaceIndex:
     if FaceIndex.exists(opts.index):
-        return FaceIndex.open(opts.index, model_id=model.model_id)
-    return FaceIndex.create(
-        opts.index, model_id=model.model_id, model_config=model.config.to_dict(),
-        dim=model.config.embedding_dim, tau=model.config.tau, index_type=opts.index_type,
-    )
+        return FaceIndex.open(opts.index, model_id=meta["model_id"])
+    config = meta["config"]
+    return FaceIndex.create(opts.index, model_id=meta["model_id"], model_config=config,
+                            dim=config["embedding_dim"], tau=config.get("tau"), index_type=opts.index_type)
+
+
+def _engine(opts: IndexOptions):
+    from facesearch.embed import EmbeddingEngine
+    from facesearch.models.weights import load_weights
+
+    return EmbeddingEngine(load_weights(opts.weights), device=opts.device, batch_size=opts.batch_size)
 
 
 def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: IndexSummary) -> list[_Work]:
@@ -164,7 +169,7 @@ def _run(store, engine, todo, opts, summary, notify) -> None:
     _write(store, engine, pending, summary)
 
 
-def _write(store: FaceIndex, engine: EmbeddingEngine, results: list[_Result], summary: IndexSummary) -> None:
+def _write(store: FaceIndex, engine, results: list[_Result], summary: IndexSummary) -> None:
     """Embed a batch of files' chips and commit them in one transaction."""
     if not results:
         return
@@ -214,8 +219,6 @@ def _detect_one(work: _Work) -> _Result:
 
 def _detect_all(todo: list[_Work], opts: IndexOptions) -> Iterator[_Result]:
     """Results in input order; a process pool when there is more than a handful of files."""
-    from facesearch.models.weights import read_meta, resolve_weights  # cheap: JSON only
-
     align = read_meta(resolve_weights(opts.weights))["config"].get("align", "dlib5_150_p25")
     init_args = (opts.detector, opts.min_face, opts.policy, align)
     workers = opts.workers if opts.workers is not None else max(1, (os.cpu_count() or 2) - 1)

@@ -11,13 +11,12 @@ import os
 from dataclasses import dataclass
 
 from facesearch.detect import create_detector
-from facesearch.embed import EmbeddingEngine
 from facesearch.errors import BadImageError, FacesearchError, NoFaceError
 from facesearch.faces import extract_faces
 from facesearch.imageio import load_array
 from facesearch.index.store import FaceIndex
 from facesearch.models.config import EmbedderConfig
-from facesearch.models.weights import load_weights, read_meta, resolve_weights
+from facesearch.models.weights_meta import read_meta, resolve_weights
 
 IDENTIFY_K = 50  # neighbours scanned for the nearest labelled faces
 
@@ -60,6 +59,9 @@ def index_model_config(store: FaceIndex, weights: str | None = None) -> Embedder
 
 def query(images: list[str], opts: QueryOptions) -> list[dict]:
     """Search the index for every face in each image; JSON-ready results, one per image."""
+    from facesearch.embed import EmbeddingEngine  # torch loads only for commands that embed
+    from facesearch.models.weights import load_weights
+
     store = FaceIndex.open(opts.index, readonly=True)
     model = load_weights(opts.weights, expect=EmbedderConfig.from_dict(store.manifest["model_config"]))
     store.check_model(model.model_id)

@@ -8,61 +8,18 @@ file. Loading checks both, so a mismatched or swapped file is refused.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
-import torch
 from safetensors.torch import load_file, save_file
 
 from facesearch.atomic import atomic_path, atomic_write_json
 from facesearch.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.factory import Embedder, create_embedder
-
-DEFAULT_WEIGHTS_NAME = "default"
-
-
-def weights_dir() -> Path:
-    """Where shipped weights live: ``$FACESEARCH_HOME/weights`` or the repo's ``weights/``."""
-    home = os.environ.get("FACESEARCH_HOME")
-    if home:
-        return Path(home) / "weights"
-    return Path(__file__).resolve().parents[2] / "weights"
-
-
-def resolve_weights(spec: str | os.PathLike | None = None) -> Path:
-    """Map a name, a stem, or a .json/.safetensors path to the JSON config path.
-
-    ``None`` means ``$FACESEARCH_WEIGHTS`` or the shipped default.
-    """
-    spec = spec or os.environ.get("FACESEARCH_WEIGHTS") or DEFAULT_WEIGHTS_NAME
-    p = Path(spec)
-    candidates = [p.with_suffix(".json")] if p.suffix in (".json", ".safetensors") else [
-        Path(str(p) + ".json"), weights_dir() / f"{spec}.json", p / f"{DEFAULT_WEIGHTS_NAME}.json"
-    ]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise FacesearchError(
-        f"weights not found: {spec}",
-        hint="pass --weights NAME|PATH (a .json beside its .safetensors), or train with `facesearch train`",
-    )
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def model_id(config: EmbedderConfig, tensor_sha256: str) -> str:
-    """A short id naming both the architecture and the exact tensors."""
-    return f"{config.backbone}-{config.embedding_dim}-{tensor_sha256[:12]}"
+from facesearch.models.weights_meta import (  # noqa: F401  (re-exported)
+    DEFAULT_WEIGHTS_NAME, model_id, read_meta, resolve_weights, sha256_file, weights_dir)
 
 
 def save_weights(model: Embedder, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -84,15 +41,6 @@ def save_weights(model: Embedder, path: str | os.PathLike, extra: dict[str, Any]
     atomic_write_json(js_path, meta)
     return js_path
 
-
-def read_meta(json_path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(Path(json_path).read_text())
-        EmbedderConfig.from_dict(meta["config"])
-        return meta
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise FacesearchError(f"unreadable weights config {json_path}: {e}",
-                              hint="the .json beside the .safetensors is damaged; re-train or re-copy it") from e
 
 
 def load_weights(spec: str | os.PathLike | None = None, expect: EmbedderConfig | None = None) -> Embedder:

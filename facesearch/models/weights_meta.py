@@ -1,0 +1,71 @@
+"""Weights metadata without torch: find a weights JSON, read and check it, name the model.
+
+Kept free of torch so that commands with nothing to embed (an unchanged
+re-index, dedupe, info) start in well under a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from facesearch.errors import FacesearchError
+from facesearch.models.config import EmbedderConfig
+
+DEFAULT_WEIGHTS_NAME = "default"
+
+
+def weights_dir() -> Path:
+    """Where shipped weights live: ``$FACESEARCH_HOME/weights`` or the repo's ``weights/``."""
+    home = os.environ.get("FACESEARCH_HOME")
+    if home:
+        return Path(home) / "weights"
+    return Path(__file__).resolve().parents[2] / "weights"
+
+
+def resolve_weights(spec: str | os.PathLike | None = None) -> Path:
+    """Map a name, a stem, or a .json/.safetensors path to the JSON config path.
+
+    ``None`` means ``$FACESEARCH_WEIGHTS`` or the shipped default.
+    """
+    spec = spec or os.environ.get("FACESEARCH_WEIGHTS") or DEFAULT_WEIGHTS_NAME
+    p = Path(spec)
+    candidates = [p.with_suffix(".json")] if p.suffix in (".json", ".safetensors") else [
+        Path(str(p) + ".json"), weights_dir() / f"{spec}.json", p / f"{DEFAULT_WEIGHTS_NAME}.json"
+    ]
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise FacesearchError(
+        f"weights not found: {spec}",
+        hint="pass --weights NAME|PATH (a .json beside its .safetensors), or train with `facesearch train`",
+    )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_id(config: EmbedderConfig, tensor_sha256: str) -> str:
+    """A short id naming both the architecture and the exact tensors."""
+    return f"{config.backbone}-{config.embedding_dim}-{tensor_sha256[:12]}"
+
+
+def read_meta(json_path: Path) -> dict[str, Any]:
+    """The weights JSON, with its config validated (``model_id`` filled in if absent)."""
+    try:
+        meta = json.loads(Path(json_path).read_text())
+        config = EmbedderConfig.from_dict(meta["config"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FacesearchError(f"unreadable weights config {json_path}: {e}",
+                              hint="the .json beside the .safetensors is damaged; re-train or re-copy it") from e
+    if not meta.get("model_id"):
+        meta["model_id"] = model_id(config, meta.get("sha256") or sha256_file(Path(json_path).with_suffix(".safetensors")))
+    return meta
