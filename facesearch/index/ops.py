@@ -195,12 +195,15 @@ def ivf_nlist(n: int) -> int:
 
 
 def ivf_nprobe(nlist: int) -> int:
-    """Lists probed per query: 1/8 of the lists, at least IVF_MIN_NPROBE.
+    """Lists probed per query: 1/8 of the lists up to 1024 lists, then 1.5·sqrt(nlist).
 
-    Measured on 20k clustered 128-d vectors (nlist=512): recall@10 0.93 / 0.95 /
-    0.97 / 0.99 at nprobe 16 / 32 / 64 / 128; this rule gives 64.
+    Measured on clustered 128-d vectors: at 20k (nlist 512) recall@10 is 0.93 /
+    0.95 / 0.97 / 0.99 at nprobe 16 / 32 / 64 / 128 (the rule gives 64); at 1M
+    (nlist 4000) 0.952 / 0.969 / 0.979 at 64 / 96 / 128, p50 1.1 / 1.6 / 2.1 ms
+    on 2 cores (the rule gives 94). 1/8 of 4000 lists was 7.5 ms for 0.996.
     """
-    return int(min(nlist, max(IVF_MIN_NPROBE, nlist // 8)))
+    probes = nlist // 8 if nlist <= 1024 else int(1.5 * math.sqrt(nlist))
+    return int(min(nlist, max(IVF_MIN_NPROBE, probes)))
 
 
 def _pq_m(d: int) -> int:
