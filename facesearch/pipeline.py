@@ -221,7 +221,9 @@ def _detect_all(todo: list[_Work], opts: IndexOptions) -> Iterator[_Result]:
     """Results in input order; a process pool when there is more than a handful of files."""
     align = read_meta(resolve_weights(opts.weights))["config"].get("align", "dlib5_150_p25")
     init_args = (opts.detector, opts.min_face, opts.policy, align)
-    workers = opts.workers if opts.workers is not None else max(1, (os.cpu_count() or 2) - 1)
+    # One detection worker per core: detection is the bottleneck and embedding in the main
+    # process is cheap (1,000 photos on 2 cores: 39 photos/s with 1 worker, 53 with 2).
+    workers = opts.workers if opts.workers is not None else (os.cpu_count() or 1)
     if workers < 1 or len(todo) < 8:
         _init_worker(*init_args)
         yield from map(_detect_one, todo)

@@ -23,7 +23,7 @@ def index_cmd(
     batch_size: int = typer.Option(64, "--batch-size", min=1), device: str = DEVICE,
     label_from_folder: bool = typer.Option(False, "--label-from-folder", help="Label faces with their folder's name."),
     prune: bool = typer.Option(False, "--prune", help="Drop entries of files that no longer exist."),
-    workers: Optional[int] = typer.Option(None, help="Detection worker processes. [default: cores-1]"),
+    workers: Optional[int] = typer.Option(None, help="Detection worker processes (0: in-process). [default: one per core]"),
     index_type: str = typer.Option("auto", "--index-type", help="auto | flat | hnsw | ivf | ivfpq."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a report: sample photos with faces boxed, bad files."),
     json_out: bool = JSON, quiet: bool = QUIET,

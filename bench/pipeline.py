@@ -1,0 +1,238 @@
+"""End-to-end photos/s: the ``facesearch index`` CLI vs the ``face_recognition`` CLI, same photos.
+
+The collection is a flat folder of real photos built in a temporary directory
+outside the repo (the face_recognition CLI does not recurse): all 164
+uncropped ``train/yalefaces`` photos plus an evenly spread sample of
+``dev/pins_celebs`` loose crops, copied, to ``--photos`` in all (default 1,000;
+``--quick`` 20).
+
+* ``facesearch``: ``python -m facesearch index PHOTOS --index NEW --json``, a
+  fresh index, default detector (``auto``) and workers (all cores), timed as a
+  subprocess: start-up, model load, detection, embedding and writing included.
+* ``facesearch re-index``: the same command again on the unchanged collection
+  (target: < 5% of the first run; ``reindex_internal_pct_of_first`` leaves out
+  the interpreter start-up and imports, which the index's own clock misses).
+* ``face_recognition``: ``face_recognition --cpus -1 KNOWN PHOTOS`` with a
+  one-photo known-people folder, timed the same way. It prints one line per
+  face (``path,name`` or ``path,unknown_person``; one known person means at
+  most one match per face) and ``path,no_persons_found`` for a photo without
+  a face; the faces found are counted from that.
+
+    python bench/pipeline.py              # 1,000 photos, a few minutes on 2 busy cores
+    python bench/pipeline.py --quick      # 20 photos, seconds
+    python bench/pipeline.py --workers 2  # also time `facesearch index --workers 2`
+
+Prints a table and writes ``bench/results/pipeline.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+from embed import out_path  # noqa: E402
+
+DATA = C.REPO.parent / "shared" / "data"
+YALE = DATA / "train" / "yalefaces"
+PINS = DATA / "dev" / "pins_celebs"
+REINDEX_TARGET_PCT = 5.0
+KNOWN_NAME = "known_person"  # the one face in the known-people folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = {"benchmark": "pipeline", "machine": C.machine(), "quick": args.quick}
+    if not YALE.is_dir() or not PINS.is_dir():
+        results["skipped"] = f"shared face data not found at {DATA}"
+        print(results["skipped"])
+        C.write_results(args.out, results)
+        return 0
+    work = Path(tempfile.mkdtemp(prefix="facesearch-bench-pipeline-", dir=args.tmp))
+    try:
+        photos, known = build_collection(work, args.photos)
+        results["collection"] = describe(photos)
+        results["runs"] = run_all(photos, known, work, args)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["summary"] = summarise(results["runs"])
+    results["targets"] = targets(results["summary"])
+    print_tables(results)
+    C.write_results(args.out, results)
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="20 photos (seconds)")
+    ap.add_argument("--photos", type=int, default=None, help="photos in the collection (default 1000; quick 20)")
+    ap.add_argument("--workers", type=int, action="append", default=[],
+                    help="also time `facesearch index --workers N` (repeatable)")
+    ap.add_argument("--tmp", default=None, help="where to build the collection (default: the system temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary collection and indexes")
+    ap.add_argument("--out", type=Path, default=None, help="result JSON, or a folder for pipeline.json")
+    args = ap.parse_args(argv)
+    args.photos = args.photos or (20 if args.quick else 1000)
+    args.out = out_path(args.out, "pipeline")
+    if args.tmp and Path(args.tmp).resolve().is_relative_to(C.REPO):
+        ap.error("--tmp must be outside the repository: real photos are never copied into it")
+    return args
+
+
+# --- the collection -----------------------------------------------------------------------
+
+
+def spread(files: list[Path], n: int) -> list[Path]:
+    """``n`` files evenly spaced over the sorted list (covers every person)."""
+    if n >= len(files):
+        return files
+    idx = np.linspace(0, len(files) - 1, num=max(n, 0)).round().astype(int)
+    return [files[i] for i in idx]
+
+
+def build_collection(work: Path, n: int) -> tuple[Path, Path]:
+    """Copy yalefaces (up to half of ``n`` when small) + pins_celebs into one flat folder."""
+    yale = sorted(p for p in YALE.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    pins = sorted(p for p in PINS.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    chosen = spread(yale, min(len(yale), n // 2 if n < 2 * len(yale) else len(yale)))
+    chosen += spread(pins, n - len(chosen))
+    photos = work / "photos"
+    photos.mkdir()
+    for k, src in enumerate(chosen):
+        # Flat and unique: the face_recognition CLI lists only the folder's own files.
+        shutil.copy2(src, photos / f"{k:05d}_{src.parent.name}_{src.name}")
+    known = work / "known"
+    known.mkdir()
+    shutil.copy2(yale[0], known / f"{KNOWN_NAME}{yale[0].suffix}")
+    return photos, known
+
+
+def describe(photos: Path) -> dict:
+    files = sorted(photos.iterdir())
+    return {"photos": len(files), "yalefaces": sum("subject" in f.name for f in files),
+            "pins_celebs": sum("subject" not in f.name for f in files),
+            "bytes": sum(f.stat().st_size for f in files), "where": "temporary folder outside the repo"}
+
+
+# --- the runs -----------------------------------------------------------------------------
+
+
+def timed_run(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    # Unbuffered: face_recognition's pool workers print the results, and a worker's
+    # block-buffered stdout into a pipe is lost when the pool terminates it.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    return time.perf_counter() - t0, proc
+
+
+def facesearch_index(photos: Path, index: Path, extra: list[str] = ()) -> dict:
+    """One ``facesearch index`` run as a subprocess: wall seconds and its JSON summary."""
+    cmd = [sys.executable, "-m", "facesearch", "index", str(photos), "--index", str(index), "--json", *extra]
+    seconds, proc = timed_run(cmd)
+    if proc.returncode != 0:
+        return {"command": _show(cmd), "error": (proc.stderr or proc.stdout).strip()[-2000:]}
+    summary = json.loads(proc.stdout)
+    return {"command": _show(cmd), "seconds": round(seconds, 3), "photos": summary["scanned"],
+            "photos_per_s": round(summary["scanned"] / seconds, 2), "faces": summary["faces"],
+            "photos_without_face": summary["noface"], "bad": summary["bad"], "new": summary["new"],
+            "unchanged": summary["unchanged"], "internal_seconds": summary["seconds"]}
+
+
+def face_recognition_cli() -> str | None:
+    beside = Path(sys.executable).with_name("face_recognition")
+    return str(beside) if beside.is_file() else shutil.which("face_recognition")
+
+
+def face_recognition_run(photos: Path, known: Path) -> dict:
+    """``face_recognition --cpus -1 KNOWN PHOTOS``: wall seconds and faces counted from its output."""
+    exe = face_recognition_cli()
+    if exe is None:
+        return {"skipped": "the face_recognition CLI is not installed (pip install --no-deps face_recognition)"}
+    cmd = [exe, "--cpus", "-1", str(known), str(photos)]
+    seconds, proc = timed_run(cmd)
+    if proc.returncode != 0:
+        return {"command": _show(cmd), "error": (proc.stderr or proc.stdout).strip()[-2000:]}
+    counts = parse_face_recognition(proc.stdout, photos)
+    n = len(list(photos.iterdir()))
+    return {"command": _show(cmd), "seconds": round(seconds, 3), "photos": n,
+            "photos_per_s": round(n / seconds, 2), **counts}
+
+
+def parse_face_recognition(stdout: str, photos: Path) -> dict:
+    """Faces (one ``path,name`` record each) and photos without a face (``path,no_persons_found``).
+
+    The CLI's pool workers print concurrently: a record is one write, but the
+    newline after it is another, so two records can share a line. Records are
+    therefore found by pattern, not by line.
+    """
+    names = "|".join(map(re.escape, ("no_persons_found", "unknown_person", KNOWN_NAME)))
+    records = re.findall(re.escape(str(photos)) + r"[/\\](.+?),(" + names + ")", stdout)
+    faces = [path for path, name in records if name != "no_persons_found"]
+    return {"faces": len(faces), "photos_without_face": len(records) - len(faces), "photos_with_face": len(set(faces))}
+
+
+def run_all(photos: Path, known: Path, work: Path, args) -> dict:
+    runs = {"facesearch": facesearch_index(photos, work / "index")}
+    runs["facesearch re-index"] = facesearch_index(photos, work / "index")
+    for w in args.workers:
+        runs[f"facesearch --workers {w}"] = facesearch_index(photos, work / f"index-w{w}", ["--workers", str(w)])
+    runs["face_recognition"] = face_recognition_run(photos, known)
+    return runs
+
+
+def _show(cmd: list[str]) -> str:
+    return " ".join(Path(c).name if c == sys.executable else c for c in cmd)
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def summarise(runs: dict) -> dict:
+    ours, again, peer = runs["facesearch"], runs["facesearch re-index"], runs["face_recognition"]
+    out = {"facesearch_photos_per_s": ours.get("photos_per_s"),
+           "face_recognition_photos_per_s": peer.get("photos_per_s"),
+           "facesearch_faces": ours.get("faces"), "face_recognition_faces": peer.get("faces")}
+    if "photos_per_s" in ours and "photos_per_s" in peer:
+        out["ratio"] = round(ours["photos_per_s"] / peer["photos_per_s"], 2)
+    if "seconds" in ours and "seconds" in again:
+        out["reindex_pct_of_first"] = round(100 * again["seconds"] / ours["seconds"], 2)
+        # The index's own clock starts after interpreter start-up and imports (torch, timm):
+        # what is left is the work a re-index really does (stat, lookups, no decoding).
+        out["reindex_internal_pct_of_first"] = round(100 * again["internal_seconds"] / ours["seconds"], 2)
+        out["reindex_startup_seconds"] = round(again["seconds"] - again["internal_seconds"], 2)
+    return out
+
+
+def targets(summary: dict) -> list[dict]:
+    return [C.target("re-index of an unchanged collection, % of the first run",
+                     summary.get("reindex_pct_of_first"), REINDEX_TARGET_PCT, "lower", "%")]
+
+
+def print_tables(results: dict) -> None:
+    cols = ["run", "photos", "seconds", "photos_per_s", "faces", "photos_without_face"]
+    rows = [[name] + [r.get(c) for c in cols[1:]] for name, r in results["runs"].items()]
+    C.print_table(f"indexing {results['collection']['photos']} real photos (fresh index, all cores)", cols, rows)
+    for name, r in results["runs"].items():
+        if "error" in r or "skipped" in r:
+            print(f"{name}: {r.get('error') or r.get('skipped')}")
+    print("summary:", results["summary"])
+    for t in results["targets"]:
+        print(f"{t['target']}: {C.verdict(t)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
