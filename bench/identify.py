@@ -12,7 +12,6 @@ folder) and indexing files/s. Default set: ``../shared/data/dev/pins_celebs``.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import tempfile

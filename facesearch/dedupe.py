@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from facesearch.imageio import load_image, scan_images
 from facesearch.synthetic import compose_photo, make_identity_folder

@@ -21,6 +21,7 @@ from facesearch.errors import ModelMismatchError
 from facesearch.models import dlib_resnet
 from facesearch.models.dlib_dat import DatStream, DlibFormatError, parse_dlib_net, read_dlib_net
 from facesearch.models.dlib_resnet import (
+    describe_chips,
     DLIB_MEAN,
     DLIB_STD,
     DlibResNet29,
@@ -325,14 +326,6 @@ def dlib_descriptors(chips: np.ndarray, cache_dir: Path | None = None) -> np.nda
     return ref
 
 
-def port_descriptors(model: nn.Module, chips: np.ndarray, batch: int = 32) -> np.ndarray:
-    mean, std = torch.tensor(DLIB_MEAN)[:, None, None], torch.tensor(DLIB_STD)[:, None, None]
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(chips), batch):
-            x = torch.from_numpy(chips[i:i + batch]).permute(0, 3, 1, 2).float() / 255
-            out.append(model((x - mean) / std).numpy())
-    return np.concatenate(out)
 
 
 @needs_dlib
@@ -351,7 +344,7 @@ def test_port_matches_dlib_on_real_chips(tmp_path, monkeypatch, request):
     assert len(chips) >= 500 and chips.shape[1:] == (150, 150, 3)
     cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
     ref = dlib_descriptors(chips, cache.mkdir("dlib_port") if cache else None)
-    ours = port_descriptors(timm.create_model("dlib_resnet29", pretrained=True, num_classes=0).eval(), chips)
+    ours = describe_chips(timm.create_model("dlib_resnet29", pretrained=True, num_classes=0).eval(), chips)
     cos = (ref * ours).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(ours, axis=1))
     assert cos.min() >= 0.999, f"worst chip {cos.argmin()}: cosine {cos.min():.6f}"
     assert np.abs(ref - ours).max() < 1e-3

@@ -13,7 +13,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from facesearch import maintenance

@@ -24,8 +24,7 @@ sys.path.insert(0, str(ROOT))
 from facesearch.atomic import atomic_path  # noqa: E402
 from facesearch.models.dlib_dat import packaged_model_path  # noqa: E402
 from facesearch.models.dlib_resnet import (  # noqa: E402
-    DLIB_MEAN,
-    DLIB_STD,
+    describe_chips,
     DlibResNet29,
     convert_dlib_weights,
     default_dat_path,
@@ -53,14 +52,6 @@ def face_chips(n: int) -> np.ndarray:
     return np.stack(chips)
 
 
-def port_descriptors(model: DlibResNet29, chips: np.ndarray, batch: int = 32) -> np.ndarray:
-    mean, std = torch.tensor(DLIB_MEAN)[:, None, None], torch.tensor(DLIB_STD)[:, None, None]
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(chips), batch):
-            x = torch.from_numpy(chips[i:i + batch]).permute(0, 3, 1, 2).float() / 255
-            out.append(model((x - mean) / std).numpy())
-    return np.concatenate(out)
 
 
 def compare(state: dict, n: int, bench: bool, threads: int, repeats: int = 3) -> None:
@@ -71,14 +62,14 @@ def compare(state: dict, n: int, bench: bool, threads: int, repeats: int = 3) ->
     model.load_state_dict(state)
     facerec = dlib.face_recognition_model_v1(str(default_dat_path()))
     chips = face_chips(n)
-    port_descriptors(model, chips[:2]), facerec.compute_face_descriptor(list(chips[:2]))  # warm-up
+    describe_chips(model, chips[:2]), facerec.compute_face_descriptor(list(chips[:2]))  # warm-up
     dlib_s, port_s = [], []
     # Alternate the two, several rounds, and keep each one's best: the CPU may be shared.
     for _ in range(repeats if bench else 1):
         t0 = time.perf_counter()
         ref = np.array([np.array(d) for d in facerec.compute_face_descriptor(list(chips))])
         t1 = time.perf_counter()
-        ours = port_descriptors(model, chips)
+        ours = describe_chips(model, chips)
         dlib_s.append(t1 - t0), port_s.append(time.perf_counter() - t1)
     cos = (ref * ours).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(ours, axis=1))
     print(f"{len(chips)} chips: max |port - dlib| = {np.abs(ref - ours).max():.3g}, "

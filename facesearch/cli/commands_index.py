@@ -70,20 +70,20 @@ def query_cmd(
     index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, detector: str = DETECTOR, device: str = DEVICE,
     html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet."),
-    json_out: bool = JSON,
+    json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """One-shot identification: the nearest indexed faces for every face in each photo."""
     from facesearch.search import QueryOptions, query
 
     results = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
                                                            tau=tau, detector=detector, device=device))
-    _visuals(results, html, sheet, "query")
+    _visuals(results, html, sheet, "query", quiet)
     if json_out:
         return out.emit_json(results[0] if len(results) == 1 else results)
     con = out.stdout()
     for r in results:
         if r.get("error"):
-            out.info(f"[yellow]skipped[/] {r['query']}: {r['error']}")
+            out.info(f"[yellow]skipped[/] {r['query']}: {r['error']}", quiet)
         for n, f in enumerate(r["faces"]):
             who = f["identity"] or "unknown"
             rows = [(m["path"], m["label"], m["distance"], m["similarity"], m["box"]) for m in f["matches"]]
@@ -104,7 +104,7 @@ def dedupe_cmd(
     yes: bool = typer.Option(False, "--yes", help="Confirm actions that change files."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet."),
-    json_out: bool = JSON,
+    json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Find duplicate faces or photos within distance τ (report only unless --yes)."""
     from facesearch.dedupe import DedupeOptions, apply_actions, find_duplicates, write_csv
@@ -114,7 +114,7 @@ def dedupe_cmd(
         report["applied"] = apply_actions(report, str(move_to) if move_to else None, link, yes)
     if out_csv:
         write_csv(report, out_csv)
-    _visuals(report, html, sheet, "dedupe")
+    _visuals(report, html, sheet, "dedupe", quiet)
     if json_out:
         return out.emit_json(report)
     con = out.stdout()
@@ -206,16 +206,16 @@ def export_cmd(dest: str = typer.Argument(..., help="OUT.npz or OUT.parquet"), i
     _report(export(resolve_index(index), dest), json_out)
 
 
-def _visuals(data, html: Optional[Path], sheet: Optional[Path], kind: str) -> None:
+def _visuals(data, html: Optional[Path], sheet: Optional[Path], kind: str, quiet: bool = False) -> None:
     """Write the HTML report and/or PNG sheet for query results or a dedupe report."""
     from facesearch import report
 
     if html:
         getattr(report, f"render_{kind}_html")(data, html)
-        out.info(f"report: {html}")
+        out.info(f"report: {html}", quiet)
     if sheet:
         getattr(report, f"{kind}_sheet")(data, sheet)
-        out.info(f"sheet: {sheet}")
+        out.info(f"sheet: {sheet}", quiet)
 
 
 @app.command("doctor")

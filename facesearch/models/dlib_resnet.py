@@ -24,6 +24,7 @@ import logging
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -307,3 +308,14 @@ def load_dlib_resnet29(dat_path: str | os.PathLike | None = None) -> DlibResNet2
     model = dlib_resnet29(pretrained=False, num_classes=0)
     model.load_state_dict(_cached_state_dict(path))
     return model.eval()
+
+
+def describe_chips(model: nn.Module, chips: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Raw 128-d descriptors (dlib's scale, not normalised) of (N,150,150,3) uint8 RGB chips."""
+    mean, std = torch.tensor(DLIB_MEAN)[:, None, None], torch.tensor(DLIB_STD)[:, None, None]
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(chips), batch):
+            x = torch.from_numpy(chips[i:i + batch]).permute(0, 3, 1, 2).float() / 255
+            out.append(model((x - mean) / std).numpy())
+    return np.concatenate(out)

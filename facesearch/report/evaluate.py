@@ -12,6 +12,7 @@ import numpy as np
 from facesearch.errors import DataError
 from facesearch.metrics import check_pairs, confusion_at, roc_curve
 from facesearch.report.html import (
+    bad_files_section,
     ImageCache, esc, face_thumb, fmt, img_tag, page, png_uri, short_path, table, write_html,
 )
 
@@ -43,7 +44,7 @@ def render_evaluate_html(report: dict, dist, same, path: str | os.PathLike | Non
             f"<h2>Curves</h2><div class=\"row\">{figs}</div>"]
     if pairs is not None:
         body.append(_hardest(d, s, pairs, tau))
-    body.append(_bad_files(report.get("bad_files") or []))
+    body.append(bad_files_section(report.get("bad_files") or []))
     text = page("facesearch verification report", "\n".join(body))
     if path is not None:
         write_html(path, text)
@@ -165,10 +166,3 @@ def _pair_cell(pair, dist: float, mistake: str, cache: ImageCache) -> str:
             f"<span title=\"{esc(b, quote=True)}\">{esc(short_path(b))}</span>"
     return (f"<div class=\"card pair\" style=\"width:250px\">{img_tag(ta, cls='pairthumb', alt=a)} "
             f"{img_tag(tb, cls='pairthumb', alt=b)}<br>d={fmt(dist)}{flag}<br><small>{names}</small></div>")
-
-
-def _bad_files(bad: list[dict]) -> str:
-    if not bad:
-        return ""
-    rows = [(b.get("path", ""), b.get("error", "")) for b in bad]
-    return f"<h2>Unreadable files ({len(bad)})</h2>" + table(rows, header=("path", "error"))

@@ -223,3 +223,11 @@ def img_tag(img: Image.Image, cls: str = "thumb", alt: str = "", title: str = ""
     style = f" style=\"border-color:rgb{tuple(border)}\"" if border else ""
     return (f"<img class=\"{esc(cls)}\" src=\"{data_uri(img)}\" width=\"{img.width}\" height=\"{img.height}\" "
             f"alt=\"{esc(alt, quote=True)}\" title=\"{esc(title or alt, quote=True)}\"{style}>")
+
+
+def bad_files_section(bad: list[dict], say_none: bool = False) -> str:
+    """The "Unreadable files" table shared by the index and evaluate reports."""
+    if not bad:
+        return "<h2>Unreadable files</h2><p class=\"muted\">none</p>" if say_none else ""
+    rows = [(b.get("path", ""), b.get("error", "")) for b in bad]
+    return f"<h2>Unreadable files ({len(bad)})</h2>" + table(rows, header=("path", "error"))

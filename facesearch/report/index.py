@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from facesearch.report.html import ImageCache, boxed_photo, esc, fmt, img_tag, page, short_path, table, write_html
+from facesearch.report.html import ImageCache, bad_files_section, boxed_photo, esc, fmt, img_tag, page, short_path, table, write_html
 
 MAX_SAMPLE = 60
 SAMPLE_SIZE = 280  # px, longest side of each sample photo
@@ -26,7 +26,7 @@ def render_index_html(summary, sample: list[dict], path: str | os.PathLike | Non
     more = f"<p class=\"muted\">showing {MAX_SAMPLE} of {len(sample)}</p>" if len(sample) > MAX_SAMPLE else ""
     body = ["<h2>Summary</h2>", table(rows, cls="summary"),
             f"<h2>Sample of indexed photos ({min(len(sample), MAX_SAMPLE)})</h2>",
-            f"<div class=\"row\">{cells}</div>{more}", _bad_files(s.get("bad_files") or [])]
+            f"<div class=\"row\">{cells}</div>{more}", bad_files_section(s.get("bad_files") or [], say_none=True)]
     text = page("facesearch index report", "\n".join(body))
     if path is not None:
         write_html(path, text)
@@ -40,10 +40,3 @@ def _sample_cell(item: dict, cache: ImageCache) -> str:
     note = f"<br><span class=\"err\">{esc(err)}</span>" if err else ""
     return (f"<div class=\"card sample\" style=\"width:{SAMPLE_SIZE + 4}px\">{img_tag(photo, cls='sample', alt=p)}"
             f"<br>{len(boxes)} face(s) · <span title=\"{esc(p, quote=True)}\">{esc(short_path(p))}</span>{note}</div>")
-
-
-def _bad_files(bad: list[dict]) -> str:
-    if not bad:
-        return "<h2>Unreadable files</h2><p class=\"muted\">none</p>"
-    rows = [(b.get("path", ""), b.get("error", "")) for b in bad]
-    return f"<h2>Unreadable files ({len(bad)})</h2>" + table(rows, header=("path", "error"))
