@@ -147,3 +147,17 @@ def test_multi_face_photo_with_real_detector(tmp_path):
     photo.save(tmp_path / "in" / "group.png")
     s = run([tmp_path / "in"], tmp_path / "idx", detector="auto")
     assert s.faces >= 2  # HOG finds ~90% of drawn faces; all 3 usually
+
+
+def test_rebuild_with_new_weights_keeps_labels(collection, tmp_path):
+    from facesearch.models import create_embedder, save_weights
+
+    idx = tmp_path / "idx"
+    run([collection], idx, label_from_folder=True)
+    old_id = maintenance.info(idx)["manifest"]["model_id"]
+    tiny = save_weights(create_embedder("resnet10t", embedding_dim=16, input_size=32).eval(), tmp_path / "tiny")
+    out = maintenance.rebuild(idx, weights=str(tiny), detector="none", workers=0)
+    info = maintenance.info(idx)
+    assert out["rebuilt"] == "embeddings" and info["faces"] == 16
+    assert info["manifest"]["model_id"] != old_id and info["manifest"]["dim"] == 16
+    assert info["labels"] == 4 and maintenance.verify(idx)["ok"]
