@@ -31,11 +31,6 @@ class QueryOptions:
     device: str = "auto"
 
 
-def cosine(d: float) -> float:
-    """Cosine similarity of two unit vectors at L2 distance ``d``: cos = 1 − d²/2."""
-    return 1.0 - d * d / 2.0
-
-
 def default_tau(store: FaceIndex, config: EmbedderConfig, kind: str = "tau") -> float:
     """A default threshold: ``tau`` (identity) or ``tau_dedupe`` (near-duplicate).
 
@@ -118,7 +113,7 @@ def identify(matches, tau: float) -> tuple[str | None, float | None]:
 def _match_dict(m) -> dict:
     return {
         "path": m.path, "box": [round(float(v), 1) for v in m.box],
-        "distance": round(float(m.distance), 4), "similarity": round(cosine(float(m.distance)), 4),
+        "distance": round(float(m.distance), 4), "similarity": round(float(m.similarity), 4),
         "label": m.label, "face_id": int(m.face_id),
     }
 

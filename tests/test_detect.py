@@ -6,9 +6,9 @@ Always-on tests use synthetic images and a stub backend; tests on real faces rea
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import math
-import copy
 import pickle
 from pathlib import Path
 
