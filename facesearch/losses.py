@@ -206,6 +206,40 @@ class TripletMarginLoss(MetricLoss):
         )
 
 
+# ------------------------------------------------------------ distillation losses
+
+
+class TeacherMatchLoss(nn.Module):
+    """``1 − cos(s_i, t_i)`` per sample: the student's embedding points where the
+    teacher's does (both are compared by direction, so norms do not matter)."""
+
+    def __init__(self, reducer: BaseReducer | None = None):
+        super().__init__()
+        self.reducer = reducer or MeanReducer()
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        check_pairs(student, teacher, torch.zeros(len(student)))
+        return self.reducer(1.0 - F.cosine_similarity(student, teacher.to(student.dtype), dim=1))
+
+
+class RelationalDistanceLoss(nn.Module):
+    """``(d_s(i,j) − d_t(i,j))²`` over all pairs i < j of a batch: the student keeps
+    the teacher's pair distances (relational knowledge distillation, Park et al. 2019),
+    which is what verification thresholds and the index actually see."""
+
+    def __init__(self, distance: BaseDistance | None = None, reducer: BaseReducer | None = None):
+        super().__init__()
+        self.distance = distance or LpDistance()
+        self.reducer = reducer or MeanReducer()
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        check_pairs(student, teacher, torch.zeros(len(student)))
+        i, j = torch.triu_indices(len(student), len(student), offset=1, device=student.device)
+        d_s = self.distance.pairwise(student)[i, j]
+        d_t = self.distance.pairwise(teacher.to(student.dtype))[i, j].detach()
+        return self.reducer((d_s - d_t) ** 2)
+
+
 # ---------------------------------------------------------------------- helpers
 
 

@@ -16,7 +16,9 @@ from facesearch.losses import (
     ContrastiveLoss,
     DistanceBCELoss,
     MeanReducer,
+    RelationalDistanceLoss,
     SumReducer,
+    TeacherMatchLoss,
     TripletMarginLoss,
     make_loss,
 )
@@ -304,3 +306,37 @@ def test_bad_shapes_raise():
         ContrastiveLoss()(torch.randn(4, 3), torch.tensor([0, 1, 0]))
     with pytest.raises(ValueError):
         ContrastiveLoss().forward_pairs(torch.randn(4, 3), torch.randn(4, 2), torch.ones(4))
+
+
+# ------------------------------------------------------------ distillation losses
+
+
+def test_teacher_match_matches_loop():
+    s, _ = batch(seed=3)
+    t = torch.randn_like(s) * 3  # the teacher need not be unit length
+    want = sum(cos_d(s[i], t[i]) for i in range(len(s))) / len(s)
+    assert abs(float(TeacherMatchLoss()(s, t)) - want) < TOL
+    assert float(TeacherMatchLoss()(t, t)) < TOL
+
+
+def test_relational_matches_loop_and_only_student_gets_gradient():
+    s, _ = batch(seed=4)
+    t, _ = batch(seed=5)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    n = len(s)
+    terms = [(l2(s[i], s[j]) - l2(t[i], t[j])) ** 2 for i in range(n) for j in range(i + 1, n)]
+    loss = RelationalDistanceLoss()(s, t)
+    assert abs(float(loss) - sum(terms) / len(terms)) < TOL
+    loss.backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0
+    assert t.grad is None
+    assert float(RelationalDistanceLoss()(t.detach(), t.detach())) < TOL
+
+
+def test_distillation_losses_reject_mismatched_shapes():
+    s, _ = batch()
+    with pytest.raises(ValueError):
+        TeacherMatchLoss()(s, s[:-1])
+    with pytest.raises(ValueError):
+        RelationalDistanceLoss()(s, s[:, :4])
