@@ -134,10 +134,13 @@ class DlibResNet29(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Linear(128, num_classes) if num_classes > 0 else nn.Identity()
 
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The input of the first residual block, (N, 32, 35, 35) for 150x150 input."""
+        return F.max_pool2d(F.relu(self.affine1(self.conv1(x))), 3, 2)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last feature map, (N, 256, 2, 2) for 150x150 input."""
-        x = F.relu(self.affine1(self.conv1(x)))
-        return self.blocks(F.max_pool2d(x, 3, 2))
+        return self.blocks(self.forward_stem(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.fc(x.mean(dim=(2, 3)))

@@ -1,0 +1,211 @@
+"""Fine-tune the last blocks of a pretrained embedder, held to its own original outputs.
+
+The shipped model is a port of a strong pretrained network; fine-tuning all of
+it on ~500 people on a CPU would be slow and would drift (batch-hard triplets
+alone lowered dev AUC). So the early blocks stay frozen, their output is
+computed once per augmented view and cached (a *feature bank*), and only the
+tail is trained, with three terms:
+
+* an identity loss (triplet / contrastive, any miner) on labelled faces;
+* teacher matching, ``1 − cos(student, original)`` for every face, labelled or not;
+* a relational term keeping the batch's pair distances near the original's.
+
+The teacher is the untouched model itself: its embedding of each view is stored
+in the bank, so training never runs the full network.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from facesearch.losses import RelationalDistanceLoss, TeacherMatchLoss, make_loss
+from facesearch.models.factory import Embedder
+from facesearch.models.preprocess import preprocess
+from facesearch.train.augment import make_augment
+
+log = logging.getLogger(__name__)
+
+
+class TailNet(nn.Module):
+    """Blocks ``cut:`` of an embedder's trunk plus its head, on cached block inputs.
+
+    Works for trunks that expose ``forward_stem``, a ``blocks`` Sequential and
+    ``forward_head`` (``dlib_resnet29``). The modules are shared with ``model``,
+    so training the tail trains the model.
+    """
+
+    def __init__(self, model: Embedder, cut: int):
+        super().__init__()
+        trunk = model.trunk
+        if not all(hasattr(trunk, a) for a in ("forward_stem", "blocks", "forward_head")):
+            raise ValueError(f"{model.config.backbone} has no stem/blocks/head split to fine-tune")
+        if not 0 <= cut < len(trunk.blocks):
+            raise ValueError(f"cut must be in [0, {len(trunk.blocks)}), got {cut}")
+        self.model, self.cut = model, cut
+        self.tail = trunk.blocks[cut:]
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen part: normalised pixels -> input of block ``cut``."""
+        trunk = self.model.trunk
+        return trunk.blocks[: self.cut](trunk.forward_stem(x))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        x = self.model.trunk.forward_head(self.tail(feats))
+        return F.normalize(self.model.head(x).float(), dim=1)
+
+    def trainable(self) -> list[nn.Parameter]:
+        return list(self.tail.parameters()) + list(self.model.trunk.fc.parameters()) \
+            + list(self.model.head.parameters())
+
+
+@dataclass
+class FeatureBank:
+    """Cached block inputs (``feats``: views x N x C x H x W, float16) and the
+    teacher's unit embeddings of the same views (``teacher``: views x N x D)."""
+
+    feats: torch.Tensor
+    teacher: torch.Tensor
+
+    @property
+    def views(self) -> int:
+        return self.feats.shape[0]
+
+
+def view_augmenter(view: int, size: int, seed: int) -> Callable[[Image.Image], Image.Image] | None:
+    """None for view 0 (the chips as they are); a seeded training augmentation otherwise.
+    One augmenter serves a whole view, so the view does not depend on the batch size."""
+    return None if view == 0 else make_augment(size, seed=seed * 1000 + view)
+
+
+@torch.no_grad()
+def build_bank(tail: TailNet, chips: np.ndarray, views: int = 1, seed: int = 0, batch: int = 128,
+               progress: Callable[[int], None] | None = None) -> FeatureBank:
+    """Run the frozen prefix and the full (teacher) model once per view of every chip."""
+    tail.model.eval()
+    feats, teach = [], []
+    for v in range(views):
+        aug, fv, tv = view_augmenter(v, chips.shape[1], seed), [], []
+        for s in range(0, len(chips), batch):
+            images = [Image.fromarray(c) for c in chips[s:s + batch]]
+            x = preprocess([aug(im) for im in images] if aug else images, tail.model.config)
+            f = tail.prefix(x)
+            fv.append(f.half())
+            tv.append(tail(f))
+            if progress:
+                progress(len(x))
+        feats.append(torch.cat(fv))
+        teach.append(torch.cat(tv))
+    return FeatureBank(torch.stack(feats), torch.stack(teach))
+
+
+@dataclass
+class DistillOptions:
+    steps: int = 2000
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    p: int = 32  # identities per batch
+    k: int = 4  # faces per identity
+    unlabelled: int = 64  # extra unlabelled faces per batch (teacher terms only)
+    loss: str = "triplet"
+    margin: float | None = None
+    miner: str | None = None
+    w_identity: float = 1.0
+    w_teacher: float = 1.0
+    w_relational: float = 1.0
+    seed: int = 0
+    eval_every: int = 250
+
+
+class BatchSampler:
+    """P identities x K faces from the labelled pool plus U unlabelled faces; a random view each."""
+
+    def __init__(self, labels: np.ndarray, n_unlabelled: int, views: int, opts: DistillOptions):
+        self.rng = np.random.default_rng(opts.seed)
+        self.labels, self.views, self.opts = labels, views, opts
+        ids, counts = np.unique(labels[labels >= 0], return_counts=True)
+        self.ids = ids[counts >= 2]
+        self.members = {int(i): np.flatnonzero(labels == i) for i in self.ids}
+        self.pool = np.flatnonzero(labels < 0) if n_unlabelled else np.array([], int)
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray, int]:
+        """``(rows, views, n_labelled)``; the labelled rows come first."""
+        o = self.opts
+        people = self.rng.choice(self.ids, size=min(o.p, len(self.ids)), replace=False)
+        rows = [self.rng.choice(self.members[int(i)], o.k, replace=len(self.members[int(i)]) < o.k) for i in people]
+        rows = np.concatenate(rows)
+        n_lab = len(rows)
+        if len(self.pool) and o.unlabelled:
+            rows = np.concatenate([rows, self.rng.choice(self.pool, o.unlabelled, replace=False)])
+        return rows, self.rng.integers(0, self.views, len(rows)), n_lab
+
+
+def distill(tail: TailNet, bank: FeatureBank, labels: np.ndarray, opts: DistillOptions,
+            evaluate: Callable[[TailNet], dict] | None = None,
+            on_event: Callable[[str, dict], None] | None = None) -> list[dict]:
+    """Train ``tail`` on the bank; ``labels`` is -1 for unlabelled faces.
+
+    Every ``eval_every`` steps ``evaluate(tail)`` (e.g. dev AUCs) is logged
+    through ``on_event``. Returns the history rows.
+    """
+    torch.manual_seed(opts.seed)
+    identity, _ = make_loss(opts.loss, opts.margin, opts.miner)
+    teacher_match, relational = TeacherMatchLoss(), RelationalDistanceLoss()
+    optim = torch.optim.AdamW(tail.trainable(), lr=opts.lr, weight_decay=opts.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, opts.lr, total_steps=opts.steps, pct_start=0.1)
+    sample = BatchSampler(labels, int((labels < 0).sum()), bank.views, opts)
+    history, t0, run = [], time.perf_counter(), np.zeros(4)
+    for step in range(1, opts.steps + 1):
+        tail.train()
+        rows, views, n_lab = sample()
+        s = tail(bank.feats[views, rows].float())
+        t = bank.teacher[views, rows]
+        parts = torch.stack([identity(s[:n_lab], torch.as_tensor(labels[rows[:n_lab]])),
+                             teacher_match(s, t), relational(s, t)])
+        loss = opts.w_identity * parts[0] + opts.w_teacher * parts[1] + opts.w_relational * parts[2]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        sched.step()
+        run += np.array([float(loss.detach()), *parts.detach().tolist()])
+        if step % opts.eval_every == 0 or step == opts.steps:
+            row = _row(step, run / opts.eval_every, t0, tail, evaluate)
+            history.append(row)
+            run[:] = 0
+            if on_event:
+                on_event("eval", row)
+    return history
+
+
+def _row(step: int, means: np.ndarray, t0: float, tail: TailNet, evaluate) -> dict:
+    row = {"step": step, "loss": means[0], "identity": means[1], "teacher": means[2], "relational": means[3],
+           "seconds": round(time.perf_counter() - t0, 1)}
+    if evaluate is not None:
+        tail.eval()
+        with torch.no_grad():
+            row.update(evaluate(tail))
+    return {k: (round(float(v), 6) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()}
+
+
+@torch.no_grad()
+def embed_bank(tail: TailNet, feats: torch.Tensor, batch: int = 512) -> np.ndarray:
+    """Unit embeddings of cached block inputs (one view: N x C x H x W)."""
+    tail.eval()
+    return torch.cat([tail(feats[s:s + batch].float()) for s in range(0, len(feats), batch)]).numpy()
+
+
+def frozen_copy(model: Embedder) -> Embedder:
+    """A detached copy of ``model`` for reference (e.g. to compare before/after)."""
+    m = copy.deepcopy(model).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m
