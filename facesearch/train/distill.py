@@ -16,8 +16,6 @@ in the bank, so training never runs the full network.
 
 from __future__ import annotations
 
-import copy
-import logging
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -32,8 +30,6 @@ from facesearch.losses import RelationalDistanceLoss, TeacherMatchLoss, make_los
 from facesearch.models.factory import Embedder
 from facesearch.models.preprocess import preprocess
 from facesearch.train.augment import make_augment
-
-log = logging.getLogger(__name__)
 
 
 class TailNet(nn.Module):
@@ -201,11 +197,3 @@ def embed_bank(tail: TailNet, feats: torch.Tensor, batch: int = 512) -> np.ndarr
     """Unit embeddings of cached block inputs (one view: N x C x H x W)."""
     tail.eval()
     return torch.cat([tail(feats[s:s + batch].float()) for s in range(0, len(feats), batch)]).numpy()
-
-
-def frozen_copy(model: Embedder) -> Embedder:
-    """A detached copy of ``model`` for reference (e.g. to compare before/after)."""
-    m = copy.deepcopy(model).eval()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m

@@ -1,0 +1,148 @@
+"""Fine-tune the default model's last blocks on ``train/``, held to its original outputs.
+
+Needs chips cached by ``tools/cache_chips.py`` for the train split (and the dev
+split, which is only *scored*, to choose the step and to report). The recipe
+(facesearch.train.distill): blocks ``--cut``.. and the fc layer are trained
+with an identity loss on the labelled sets plus teacher-matching and relational
+terms against the original model on every face, including the unlabelled sets.
+
+    python tools/cache_chips.py ../shared/data/train --out ~/.cache/facesearch/chips/train
+    python tools/cache_chips.py ../shared/data/dev --out ~/.cache/facesearch/chips/dev
+    python tools/finetune_default.py --chips ~/.cache/facesearch/chips --out runs/ft/default_ft
+
+Writes ``OUT.json/.safetensors`` (the weights at the last step, recipe and dev
+history recorded in the JSON) and ``OUT.history.json``. Calibrate τ afterwards
+with ``tools/calibrate.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+from accuracy import score  # noqa: E402  (the benchmark's own scoring protocol)
+
+from facesearch.atomic import atomic_path, atomic_write_json  # noqa: E402
+from facesearch.models.weights import load_weights, save_weights  # noqa: E402
+from facesearch.train.distill import (  # noqa: E402
+    DistillOptions, FeatureBank, TailNet, build_bank, distill, embed_bank)
+
+LABELLED = ("extended_yale_b", "glint360k_celebs", "lowres_ar_ii", "lowres_gt", "lowres_imm", "pins_celebs",
+            "yalefaces")
+UNLABELLED = ("lfw_singletons_80px", "utkface_unlabelled")
+DEV_SETS = ("orl_att_faces", "extended_yale_b", "pins_celebs", "lowres_umist")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_weights(args.init)
+    base_id = model.model_id
+    tail = TailNet(model, args.cut)
+    feats, teacher, labels = train_bank(tail, args, base_id)
+    dev = {s: dev_bank(tail, args, base_id, s) for s in args.dev_sets}
+    opts = DistillOptions(**{k: getattr(args, k) for k in DistillOptions.__dataclass_fields__ if hasattr(args, k)})
+    log(f"training blocks {args.cut}.. on {len(labels)} faces ({int((labels >= 0).sum())} labelled), "
+        f"{feats.shape[0]} views; {opts}")
+    history = distill(tail, FeatureBank(feats, teacher), labels, opts,
+                      evaluate=lambda t: evaluate(t, dev, args), on_event=lambda _, row: log(json.dumps(row)))
+    recipe = {"init": base_id, "cut": args.cut, "views": args.views, "train_sets": list(args.sets),
+              "unlabelled_sets": list(args.unlabelled_sets), "options": asdict(opts),
+              "command": "python tools/finetune_default.py " + " ".join(argv or sys.argv[1:])}
+    model.config.recipe = {**model.config.recipe, "finetune": recipe}
+    js = save_weights(model, args.out)
+    atomic_write_json(Path(str(args.out) + ".history.json"), {"recipe": recipe, "history": history})
+    log(f"wrote {js}")
+    return 0
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--chips", type=Path, required=True, help="folder with train/ and dev/ chip caches")
+    ap.add_argument("--out", type=Path, required=True, help="output weights stem")
+    ap.add_argument("--init", default=None, help="weights to start from (default: the shipped default)")
+    ap.add_argument("--bank-dir", type=Path, default=None, help="feature-bank cache (default CHIPS/banks)")
+    ap.add_argument("--sets", type=lambda s: s.split(","), default=list(LABELLED))
+    ap.add_argument("--unlabelled-sets", type=lambda s: [x for x in s.split(",") if x], default=list(UNLABELLED))
+    ap.add_argument("--dev-sets", type=lambda s: s.split(","), default=list(DEV_SETS))
+    ap.add_argument("--cut", type=int, default=10, help="first trained residual block")
+    ap.add_argument("--views", type=int, default=2, help="cached views per face (0 = as is, others augmented)")
+    ap.add_argument("--threads", type=int, default=0)
+    for f, v in asdict(DistillOptions()).items():
+        ap.add_argument("--" + f.replace("_", "-"), type=type(v) if v is not None else str, default=v)
+    args = ap.parse_args(argv)
+    args.bank_dir = args.bank_dir or args.chips / "banks"
+    return args
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def cached_bank(tail: TailNet, npz: Path, dest: Path, views: int, seed: int) -> dict[str, torch.Tensor]:
+    """The feature bank of one chip cache, built once and kept as safetensors."""
+    if dest.is_file():
+        return load_file(str(dest))
+    data = np.load(npz)
+    t0 = time.perf_counter()
+    bank = build_bank(tail, data["chips"], views=views, seed=seed)
+    out = {"feats": bank.feats.contiguous(), "teacher": bank.teacher.contiguous(),
+           "labels": torch.as_tensor(data["labels"])}
+    with atomic_path(dest) as tmp:
+        save_file(out, str(tmp))
+    log(f"bank {npz.stem}: {len(data['labels'])} faces x {views} views in {time.perf_counter() - t0:.0f} s")
+    return out
+
+
+def _bank_path(args, base_id: str, split: str, name: str, views: int) -> Path:
+    return args.bank_dir / f"{base_id}_cut{args.cut}_v{views}_s{args.seed}" / split / f"{name}.safetensors"
+
+
+def train_bank(tail: TailNet, args, base_id: str):
+    """All train sets in one bank; labels offset per set, -1 for the unlabelled sets."""
+    feats, teacher, labels, offset = [], [], [], 0
+    for name in list(args.sets) + list(args.unlabelled_sets):
+        b = cached_bank(tail, args.chips / "train" / f"{name}.npz",
+                        _bank_path(args, base_id, "train", name, args.views), args.views, args.seed)
+        lab = b["labels"].numpy().astype(np.int64)
+        if name in args.unlabelled_sets:
+            lab = np.full(len(lab), -1)
+        else:
+            lab, offset = lab + offset, offset + int(lab.max()) + 1
+        feats.append(b["feats"])
+        teacher.append(b["teacher"])
+        labels.append(lab)
+    return torch.cat(feats, 1), torch.cat(teacher, 1), np.concatenate(labels)
+
+
+def dev_bank(tail: TailNet, args, base_id: str, name: str) -> dict:
+    b = cached_bank(tail, args.chips / "dev" / f"{name}.npz", _bank_path(args, base_id, "dev", name, 1), 1, 0)
+    return {"feats": b["feats"][0], "labels": b["labels"].numpy()}
+
+
+def evaluate(tail: TailNet, dev: dict, args) -> dict:
+    """The benchmark's scores on each dev set (same pairs, same folds)."""
+    ns = argparse.Namespace(seed=0, max_impostors=50_000, folds=10)
+    out = {}
+    for name, d in dev.items():
+        r = score(embed_bank(tail, d["feats"]), d["labels"], ns)
+        out[f"{name}/auc"] = r["roc_auc"]
+        out[f"{name}/bacc"] = r["balanced_accuracy_cv"]
+        out[f"{name}/top1"] = r["one_shot_top1"]
+    out["mean_auc"] = float(np.mean([out[f"{n}/auc"] for n in dev]))
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
