@@ -35,7 +35,7 @@ from accuracy import score  # noqa: E402  (the benchmark's own scoring protocol)
 from facesearch.atomic import atomic_path, atomic_write_json  # noqa: E402
 from facesearch.models.weights import load_weights, save_weights  # noqa: E402
 from facesearch.train.distill import (  # noqa: E402
-    DistillOptions, FeatureBank, TailNet, build_bank, distill, embed_bank)
+    DistillOptions, FeatureBank, TailNet, build_bank, distill, embed_bank, teacher_outputs)
 
 LABELLED = ("extended_yale_b", "glint360k_celebs", "lowres_ar_ii", "lowres_gt", "lowres_imm", "pins_celebs",
             "yalefaces")
@@ -93,16 +93,19 @@ def log(msg: str) -> None:
 def cached_bank(tail: TailNet, npz: Path, dest: Path, views: int, seed: int) -> dict[str, torch.Tensor]:
     """The feature bank of one chip cache, built once and kept as safetensors."""
     if dest.is_file():
-        return load_file(str(dest))
+        out = load_file(str(dest))
+        # The teacher is recomputed from the stored features (cheap: the tail only), so a
+        # bank never holds stale targets.
+        out["teacher"] = teacher_outputs(tail, out["feats"])
+        return out
     data = np.load(npz)
     t0 = time.perf_counter()
     bank = build_bank(tail, data["chips"], views=views, seed=seed)
-    out = {"feats": bank.feats.contiguous(), "teacher": bank.teacher.contiguous(),
-           "labels": torch.as_tensor(data["labels"])}
+    out = {"feats": bank.feats.contiguous(), "labels": torch.as_tensor(data["labels"])}
     with atomic_path(dest) as tmp:
         save_file(out, str(tmp))
     log(f"bank {npz.stem}: {len(data['labels'])} faces x {views} views in {time.perf_counter() - t0:.0f} s")
-    return out
+    return {**out, "teacher": bank.teacher}
 
 
 def _bank_path(args, base_id: str, split: str, name: str, views: int) -> Path:

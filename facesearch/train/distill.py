@@ -55,9 +55,12 @@ class TailNet(nn.Module):
         trunk = self.model.trunk
         return trunk.blocks[: self.cut](trunk.forward_stem(x))
 
+    def forward_raw(self, feats: torch.Tensor) -> torch.Tensor:
+        """The embedding before L2 normalisation (dlib compares these raw descriptors)."""
+        return self.model.head(self.model.trunk.forward_head(self.tail(feats))).float()
+
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        x = self.model.trunk.forward_head(self.tail(feats))
-        return F.normalize(self.model.head(x).float(), dim=1)
+        return F.normalize(self.forward_raw(feats), dim=1)
 
     def trainable(self) -> list[nn.Parameter]:
         return list(self.tail.parameters()) + list(self.model.trunk.fc.parameters()) \
@@ -67,7 +70,7 @@ class TailNet(nn.Module):
 @dataclass
 class FeatureBank:
     """Cached block inputs (``feats``: views x N x C x H x W, float16) and the
-    teacher's unit embeddings of the same views (``teacher``: views x N x D)."""
+    teacher's raw (unnormalised) embeddings of the same views (``teacher``: views x N x D)."""
 
     feats: torch.Tensor
     teacher: torch.Tensor
@@ -86,22 +89,30 @@ def view_augmenter(view: int, size: int, seed: int) -> Callable[[Image.Image], I
 @torch.no_grad()
 def build_bank(tail: TailNet, chips: np.ndarray, views: int = 1, seed: int = 0, batch: int = 128,
                progress: Callable[[int], None] | None = None) -> FeatureBank:
-    """Run the frozen prefix and the full (teacher) model once per view of every chip."""
+    """Run the frozen prefix once per view of every chip; the teacher is the
+    (still untouched) tail on the same stored float16 features."""
     tail.model.eval()
-    feats, teach = [], []
+    feats = []
     for v in range(views):
-        aug, fv, tv = view_augmenter(v, chips.shape[1], seed), [], []
+        aug, fv = view_augmenter(v, chips.shape[1], seed), []
         for s in range(0, len(chips), batch):
             images = [Image.fromarray(c) for c in chips[s:s + batch]]
             x = preprocess([aug(im) for im in images] if aug else images, tail.model.config)
-            f = tail.prefix(x)
-            fv.append(f.half())
-            tv.append(tail(f))
+            fv.append(tail.prefix(x).half())
             if progress:
                 progress(len(x))
         feats.append(torch.cat(fv))
-        teach.append(torch.cat(tv))
-    return FeatureBank(torch.stack(feats), torch.stack(teach))
+    feats = torch.stack(feats)
+    return FeatureBank(feats, teacher_outputs(tail, feats))
+
+
+@torch.no_grad()
+def teacher_outputs(tail: TailNet, feats: torch.Tensor, batch: int = 1024) -> torch.Tensor:
+    """Raw embeddings of every cached view (views x N x D), by the tail as it is now."""
+    tail.eval()
+    flat = feats.reshape(-1, *feats.shape[2:])
+    out = torch.cat([tail.forward_raw(flat[s:s + batch].float()) for s in range(0, len(flat), batch)])
+    return out.reshape(*feats.shape[:2], -1)
 
 
 @dataclass
@@ -112,12 +123,14 @@ class DistillOptions:
     p: int = 32  # identities per batch
     k: int = 4  # faces per identity
     unlabelled: int = 64  # extra unlabelled faces per batch (teacher terms only)
+    id_power: float = 0.0  # draw people with probability ∝ photos**id_power (0 = uniform)
     loss: str = "triplet"
     margin: float | None = None
     miner: str | None = None
     w_identity: float = 1.0
     w_teacher: float = 1.0
     w_relational: float = 1.0
+    relational: str = "unit"  # match the teacher's distances between unit ("unit") or raw ("raw") embeddings
     seed: int = 0
     eval_every: int = 250
 
@@ -130,13 +143,17 @@ class BatchSampler:
         self.labels, self.views, self.opts = labels, views, opts
         ids, counts = np.unique(labels[labels >= 0], return_counts=True)
         self.ids = ids[counts >= 2]
+        # Uniform draws let sets of many people with few tiny photos dominate; a power > 0
+        # leans towards people with many (e.g. in-the-wild) photos.
+        w = counts[counts >= 2].astype(float) ** opts.id_power
+        self.p_ids = w / w.sum()
         self.members = {int(i): np.flatnonzero(labels == i) for i in self.ids}
         self.pool = np.flatnonzero(labels < 0) if n_unlabelled else np.array([], int)
 
     def __call__(self) -> tuple[np.ndarray, np.ndarray, int]:
         """``(rows, views, n_labelled)``; the labelled rows come first."""
         o = self.opts
-        people = self.rng.choice(self.ids, size=min(o.p, len(self.ids)), replace=False)
+        people = self.rng.choice(self.ids, size=min(o.p, len(self.ids)), replace=False, p=self.p_ids)
         rows = [self.rng.choice(self.members[int(i)], o.k, replace=len(self.members[int(i)]) < o.k) for i in people]
         rows = np.concatenate(rows)
         n_lab = len(rows)
@@ -159,6 +176,7 @@ def distill(tail: TailNet, bank: FeatureBank, labels: np.ndarray, opts: DistillO
     optim = torch.optim.AdamW(tail.trainable(), lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(optim, opts.lr, total_steps=opts.steps, pct_start=0.1)
     sample = BatchSampler(labels, int((labels < 0).sum()), bank.views, opts)
+    target = relational_target(bank, opts.relational)
     history, t0, run = [], time.perf_counter(), np.zeros(4)
     for step in range(1, opts.steps + 1):
         tail.train()
@@ -166,7 +184,7 @@ def distill(tail: TailNet, bank: FeatureBank, labels: np.ndarray, opts: DistillO
         s = tail(bank.feats[views, rows].float())
         t = bank.teacher[views, rows]
         parts = torch.stack([identity(s[:n_lab], torch.as_tensor(labels[rows[:n_lab]])),
-                             teacher_match(s, t), relational(s, t)])
+                             teacher_match(s, t), relational(s, target(t))])
         loss = opts.w_identity * parts[0] + opts.w_teacher * parts[1] + opts.w_relational * parts[2]
         optim.zero_grad()
         loss.backward()
@@ -180,6 +198,21 @@ def distill(tail: TailNet, bank: FeatureBank, labels: np.ndarray, opts: DistillO
             if on_event:
                 on_event("eval", row)
     return history
+
+
+def relational_target(bank: FeatureBank, mode: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """What the relational term's teacher distances are measured on.
+
+    ``unit``: the teacher's unit embeddings. ``raw``: its raw descriptors divided by
+    their mean norm over the bank, so their distances are on the unit sphere's scale;
+    dlib compares raw descriptors, and their norms carry some of its accuracy.
+    """
+    if mode == "unit":
+        return lambda t: F.normalize(t, dim=1)
+    if mode == "raw":
+        scale = float(bank.teacher.norm(dim=-1).mean())
+        return lambda t: t / scale
+    raise ValueError(f"relational must be 'unit' or 'raw', got {mode!r}")
 
 
 def _row(step: int, means: np.ndarray, t0: float, tail: TailNet, evaluate) -> dict:
