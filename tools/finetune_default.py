@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     recipe = {"init": base_id, "cut": args.cut, "views": args.views, "train_sets": list(args.sets),
               "unlabelled_sets": list(args.unlabelled_sets), "options": asdict(opts),
               "command": "python tools/finetune_default.py " + " ".join(argv or sys.argv[1:])}
-    model.config.recipe = {**model.config.recipe, "finetune": recipe}
+    model.config.recipe = {**model.config.recipe, "finetune": recipe,
+                           "training": f"blocks {args.cut}.. and fc fine-tuned on train/ (tools/finetune_default.py)"}
     js = save_weights(model, args.out)
     atomic_write_json(Path(str(args.out) + ".history.json"), {"recipe": recipe, "history": history})
     log(f"wrote {js}")
