@@ -124,8 +124,10 @@ def test_embed_quick(tmp_path):
     if not HAVE_DLIB:
         assert "skipped" in r["dlib"]
         return
-    # The port is dlib's network: same chips, same descriptor (up to float error).
-    assert r["agreement"]["chips"] == 16 and r["agreement"]["cosine_min"] > 0.999
+    # The default is dlib's network with its last blocks fine-tuned against dlib's own outputs:
+    # still close to dlib's descriptor on every chip, but no longer equal (tests/test_dlib_port.py
+    # checks the unmodified port to 0.999).
+    assert r["agreement"]["chips"] == 16 and 0.98 < r["agreement"]["cosine_min"] < 0.99999
     assert r["cpu_ratio_vs_dlib"] > 0
 
 
