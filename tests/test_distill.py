@@ -17,6 +17,8 @@ from facesearch.train.distill import (
     relational_target,
     distill,
     embed_bank,
+    flip_ensemble,
+    mirrored_teacher,
 )
 
 
@@ -127,3 +129,17 @@ def test_relational_target_unit_and_raw():
     torch.testing.assert_close(relational_target(bank, "raw")(teacher[0]), teacher[0] / 3.0)  # mean norm 3
     with pytest.raises(ValueError):
         relational_target(bank, "cosine")
+
+
+def test_mirrored_teacher_and_flip_ensemble(model):
+    c = chips(3, seed=4)
+    tail = TailNet(model, 11)
+    mirrored = mirrored_teacher(tail, c, batch=2)
+    with torch.no_grad():
+        want = model(preprocess([x[:, ::-1] for x in c], model.config))
+    torch.testing.assert_close(torch.nn.functional.normalize(mirrored, dim=1), want, atol=2e-3, rtol=0)
+    teacher = torch.randn(2, 3, 128)
+    target = flip_ensemble(teacher, mirrored)
+    assert target.shape == teacher.shape
+    for v in range(2):  # every view of a face gets the same target: mean of plain view 0 and mirror
+        torch.testing.assert_close(target[v], (teacher[0] + mirrored) / 2)

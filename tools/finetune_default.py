@@ -35,7 +35,8 @@ from accuracy import score  # noqa: E402  (the benchmark's own scoring protocol)
 from facesearch.atomic import atomic_path, atomic_write_json  # noqa: E402
 from facesearch.models.weights import load_weights, save_weights  # noqa: E402
 from facesearch.train.distill import (  # noqa: E402
-    DistillOptions, FeatureBank, TailNet, build_bank, distill, embed_bank, teacher_outputs)
+    DistillOptions, FeatureBank, TailNet, build_bank, distill, embed_bank, flip_ensemble, mirrored_teacher,
+    teacher_outputs)
 
 LABELLED = ("extended_yale_b", "glint360k_celebs", "lowres_ar_ii", "lowres_gt", "lowres_imm", "pins_celebs",
             "yalefaces")
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{feats.shape[0]} views; {opts}")
     history = distill(tail, FeatureBank(feats, teacher), labels, opts,
                       evaluate=lambda t: evaluate(t, dev, args), on_event=lambda _, row: log(json.dumps(row)))
-    recipe = {"init": base_id, "cut": args.cut, "views": args.views, "train_sets": list(args.sets),
+    recipe = {"init": base_id, "cut": args.cut, "views": args.views, "teacher": args.teacher, "train_sets": list(args.sets),
               "unlabelled_sets": list(args.unlabelled_sets), "options": asdict(opts),
               "command": "python tools/finetune_default.py " + " ".join(argv or sys.argv[1:])}
     model.config.recipe = {**model.config.recipe, "finetune": recipe,
@@ -79,6 +80,8 @@ def parse_args(argv):
     ap.add_argument("--dev-sets", type=lambda s: s.split(","), default=list(DEV_SETS))
     ap.add_argument("--cut", type=int, default=10, help="first trained residual block")
     ap.add_argument("--views", type=int, default=2, help="cached views per face (0 = as is, others augmented)")
+    ap.add_argument("--teacher", choices=("plain", "flip-ensemble"), default="plain",
+                    help="targets: the teacher on each view, or the mean of the plain and mirrored chip for every view")
     ap.add_argument("--threads", type=int, default=0)
     for f, v in asdict(DistillOptions()).items():
         ap.add_argument("--" + f.replace("_", "-"), type=type(v) if v is not None else str, default=v)
@@ -124,10 +127,23 @@ def train_bank(tail: TailNet, args, base_id: str):
             lab = np.full(len(lab), -1)
         else:
             lab, offset = lab + offset, offset + int(lab.max()) + 1
+        if args.teacher == "flip-ensemble":
+            b["teacher"] = flip_ensemble(b["teacher"], cached_mirror(tail, args, base_id, name))
         feats.append(b["feats"])
         teacher.append(b["teacher"])
         labels.append(lab)
     return torch.cat(feats, 1), torch.cat(teacher, 1), np.concatenate(labels)
+
+
+def cached_mirror(tail: TailNet, args, base_id: str, name: str) -> torch.Tensor:
+    dest = _bank_path(args, base_id, "train", name, args.views).with_suffix(".mirrored.safetensors")
+    if not dest.is_file():
+        t0 = time.perf_counter()
+        mirrored = mirrored_teacher(tail, np.load(args.chips / "train" / f"{name}.npz")["chips"])
+        with atomic_path(dest) as tmp:
+            save_file({"teacher": mirrored.contiguous()}, str(tmp))
+        log(f"mirrored teacher {name}: {len(mirrored)} faces in {time.perf_counter() - t0:.0f} s")
+    return load_file(str(dest))["teacher"]
 
 
 def dev_bank(tail: TailNet, args, base_id: str, name: str) -> dict:

@@ -107,6 +107,25 @@ def build_bank(tail: TailNet, chips: np.ndarray, views: int = 1, seed: int = 0, 
 
 
 @torch.no_grad()
+def mirrored_teacher(tail: TailNet, chips: np.ndarray, batch: int = 128) -> torch.Tensor:
+    """Raw teacher embeddings of the left-right mirrored chips (N x D), for a flip-ensemble
+    target: averaging a face with its mirror image is a classic test-time boost, and
+    distilling it into the student gets the gain at the cost of one pass."""
+    tail.model.eval()
+    out = []
+    for s in range(0, len(chips), batch):
+        x = preprocess(list(chips[s:s + batch, :, ::-1]), tail.model.config)
+        out.append(tail.forward_raw(tail.prefix(x).half().float()))
+    return torch.cat(out)
+
+
+def flip_ensemble(teacher: torch.Tensor, mirrored: torch.Tensor) -> torch.Tensor:
+    """The target for every view of a face: the mean of its plain (view 0) and mirrored raw
+    teacher embeddings (views x N x D)."""
+    return ((teacher[0] + mirrored) / 2).expand_as(teacher).contiguous()
+
+
+@torch.no_grad()
 def teacher_outputs(tail: TailNet, feats: torch.Tensor, batch: int = 1024) -> torch.Tensor:
     """Raw embeddings of every cached view (views x N x D), by the tail as it is now."""
     tail.eval()
