@@ -95,13 +95,10 @@ def log(msg: str) -> None:
 
 
 def cached_bank(tail: TailNet, npz: Path, dest: Path, views: int, seed: int) -> dict[str, torch.Tensor]:
-    """The feature bank of one chip cache, built once and kept as safetensors."""
+    """The block inputs (``feats``) and ``labels`` of one chip cache, built once and kept as
+    safetensors. Teacher targets are not stored: they come from the features (tail only)."""
     if dest.is_file():
-        out = load_file(str(dest))
-        # The teacher is recomputed from the stored features (cheap: the tail only), so a
-        # bank never holds stale targets.
-        out["teacher"] = teacher_outputs(tail, out["feats"])
-        return out
+        return load_file(str(dest))
     data = np.load(npz)
     t0 = time.perf_counter()
     bank = build_bank(tail, data["chips"], views=views, seed=seed)
@@ -109,7 +106,7 @@ def cached_bank(tail: TailNet, npz: Path, dest: Path, views: int, seed: int) -> 
     with atomic_path(dest) as tmp:
         save_file(out, str(tmp))
     log(f"bank {npz.stem}: {len(data['labels'])} faces x {views} views in {time.perf_counter() - t0:.0f} s")
-    return {**out, "teacher": bank.teacher}
+    return out
 
 
 def _bank_path(args, base_id: str, split: str, name: str, views: int) -> Path:
@@ -127,10 +124,11 @@ def train_bank(tail: TailNet, args, base_id: str):
             lab = np.full(len(lab), -1)
         else:
             lab, offset = lab + offset, offset + int(lab.max()) + 1
+        t = teacher_outputs(tail, b["feats"])  # before any training: the original model
         if args.teacher == "flip-ensemble":
-            b["teacher"] = flip_ensemble(b["teacher"], cached_mirror(tail, args, base_id, name))
+            t = flip_ensemble(t, cached_mirror(tail, args, base_id, name))
         feats.append(b["feats"])
-        teacher.append(b["teacher"])
+        teacher.append(t)
         labels.append(lab)
     return torch.cat(feats, 1), torch.cat(teacher, 1), np.concatenate(labels)
 
