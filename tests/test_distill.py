@@ -67,7 +67,7 @@ def test_bank_view0_is_the_model_and_views_differ(model):
 def test_sampler_puts_pk_labelled_first_then_unlabelled():
     labels = np.array([0] * 5 + [1] * 3 + [2] * 1 + [-1] * 10)
     opts = DistillOptions(p=2, k=4, unlabelled=3, seed=0)
-    rows, views, n_lab = BatchSampler(labels, 10, views=3, opts=opts)()
+    rows, views, n_lab = BatchSampler(labels, views=3, opts=opts)()
     assert n_lab == 8 and len(rows) == 11
     lab = labels[rows[:n_lab]]
     assert set(lab) <= {0, 1} and sorted(np.unique(lab, return_counts=True)[1]) == [4, 4]  # person 2 has no pair
@@ -117,7 +117,7 @@ def test_teacher_terms_alone_keep_the_model(model):
 def test_sampler_id_power_leans_towards_people_with_many_photos():
     labels = np.array([0] * 100 + [1] * 2 + [2] * 2 + [3] * 2)
     for power, lo, hi in ((0.0, 0.18, 0.32), (1.0, 0.9, 1.0)):  # 1/4 vs 100/106
-        sample = BatchSampler(labels, 0, views=1, opts=DistillOptions(p=1, k=2, unlabelled=0, id_power=power))
+        sample = BatchSampler(labels, views=1, opts=DistillOptions(p=1, k=2, unlabelled=0, id_power=power))
         share = np.mean([labels[sample()[0][0]] == 0 for _ in range(400)])
         assert lo <= share <= hi + 1e-9, (power, share)
 

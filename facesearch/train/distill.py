@@ -157,9 +157,9 @@ class DistillOptions:
 class BatchSampler:
     """P identities x K faces from the labelled pool plus U unlabelled faces; a random view each."""
 
-    def __init__(self, labels: np.ndarray, n_unlabelled: int, views: int, opts: DistillOptions):
+    def __init__(self, labels: np.ndarray, views: int, opts: DistillOptions):
         self.rng = np.random.default_rng(opts.seed)
-        self.labels, self.views, self.opts = labels, views, opts
+        self.views, self.opts = views, opts
         ids, counts = np.unique(labels[labels >= 0], return_counts=True)
         self.ids = ids[counts >= 2]
         # Uniform draws let sets of many people with few tiny photos dominate; a power > 0
@@ -167,7 +167,7 @@ class BatchSampler:
         w = counts[counts >= 2].astype(float) ** opts.id_power
         self.p_ids = w / w.sum()
         self.members = {int(i): np.flatnonzero(labels == i) for i in self.ids}
-        self.pool = np.flatnonzero(labels < 0) if n_unlabelled else np.array([], int)
+        self.pool = np.flatnonzero(labels < 0)
 
     def __call__(self) -> tuple[np.ndarray, np.ndarray, int]:
         """``(rows, views, n_labelled)``; the labelled rows come first."""
@@ -194,7 +194,7 @@ def distill(tail: TailNet, bank: FeatureBank, labels: np.ndarray, opts: DistillO
     teacher_match, relational = TeacherMatchLoss(), RelationalDistanceLoss()
     optim = torch.optim.AdamW(tail.trainable(), lr=opts.lr, weight_decay=opts.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(optim, opts.lr, total_steps=opts.steps, pct_start=0.1)
-    sample = BatchSampler(labels, int((labels < 0).sum()), bank.views, opts)
+    sample = BatchSampler(labels, bank.views, opts)
     target = relational_target(bank, opts.relational)
     history, t0, run = [], time.perf_counter(), np.zeros(4)
     for step in range(1, opts.steps + 1):
