@@ -28,8 +28,7 @@ from facesearch.atomic import atomic_path
 from facesearch.detect import create_detector
 from facesearch.errors import BadImageError
 from facesearch.faces import largest_face
-from facesearch.imageio import load_array
-from facesearch.train.data import IMAGE_EXTS
+from facesearch.imageio import load_array, scan_images
 
 ALIGN = "dlib5_150_p25"
 _detector = None
@@ -60,10 +59,10 @@ def list_photos(set_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
 
     Photos directly in ``set_dir`` (an unlabelled set) get label -1."""
     classes = sorted(d.name for d in set_dir.iterdir() if d.is_dir())
-    paths = sorted(p for p in set_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    paths = [p for p in scan_images([set_dir]) if p.parent == set_dir]
     labels = [-1] * len(paths)
     for k, c in enumerate(classes):
-        files = sorted(p for p in (set_dir / c).rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+        files = scan_images([set_dir / c])
         paths += files
         labels += [k] * len(files)
     return paths, np.array(labels, np.int64), classes
