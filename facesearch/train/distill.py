@@ -87,22 +87,11 @@ def view_augmenter(view: int, size: int, seed: int) -> Callable[[Image.Image], I
 
 
 @torch.no_grad()
-def build_bank(tail: TailNet, chips: np.ndarray, views: int = 1, seed: int = 0, batch: int = 128,
-               progress: Callable[[int], None] | None = None) -> FeatureBank:
+def build_bank(tail: TailNet, chips: np.ndarray, views: int = 1, seed: int = 0, batch: int = 128) -> FeatureBank:
     """Run the frozen prefix once per view of every chip; the teacher is the
     (still untouched) tail on the same stored float16 features."""
-    tail.model.eval()
-    feats = []
-    for v in range(views):
-        aug, fv = view_augmenter(v, chips.shape[1], seed), []
-        for s in range(0, len(chips), batch):
-            images = [Image.fromarray(c) for c in chips[s:s + batch]]
-            x = preprocess([aug(im) for im in images] if aug else images, tail.model.config)
-            fv.append(tail.prefix(x).half())
-            if progress:
-                progress(len(x))
-        feats.append(torch.cat(fv))
-    feats = torch.stack(feats)
+    feats = torch.stack([prefix_features(tail, chips, view_augmenter(v, chips.shape[1], seed), batch)
+                         for v in range(views)])
     return FeatureBank(feats, teacher_outputs(tail, feats))
 
 
@@ -111,11 +100,18 @@ def mirrored_teacher(tail: TailNet, chips: np.ndarray, batch: int = 128) -> torc
     """Raw teacher embeddings of the left-right mirrored chips (N x D), for a flip-ensemble
     target: averaging a face with its mirror image is a classic test-time boost, and
     distilling it into the student gets the gain at the cost of one pass."""
+    return teacher_outputs(tail, prefix_features(tail, chips[:, :, ::-1], None, batch)[None])[0]
+
+
+@torch.no_grad()
+def prefix_features(tail: TailNet, chips: np.ndarray, aug: Callable | None, batch: int = 128) -> torch.Tensor:
+    """Block-``cut`` inputs (N x C x H x W, float16) of ``chips``, each augmented by ``aug`` if given."""
     tail.model.eval()
     out = []
     for s in range(0, len(chips), batch):
-        x = preprocess(list(chips[s:s + batch, :, ::-1]), tail.model.config)
-        out.append(tail.forward_raw(tail.prefix(x).half().float()))
+        images = [Image.fromarray(np.ascontiguousarray(c)) for c in chips[s:s + batch]]
+        x = preprocess([aug(im) for im in images] if aug else images, tail.model.config)
+        out.append(tail.prefix(x).half())
     return torch.cat(out)
 
 
