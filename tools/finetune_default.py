@@ -10,8 +10,9 @@ terms against the original model on every face, including the unlabelled sets.
     python tools/cache_chips.py ../shared/data/dev --out ~/.cache/facesearch/chips/dev
     python tools/finetune_default.py --chips ~/.cache/facesearch/chips --out runs/ft/default_ft
 
-Writes ``OUT.json/.safetensors`` (the weights at the last step, recipe and dev
-history recorded in the JSON) and ``OUT.history.json``. Calibrate τ afterwards
+Writes ``OUT.json/.safetensors`` (the weights at the last step, the recipe and
+exact command recorded in the JSON) and ``OUT.history.json`` (losses and dev
+scores at every evaluation). Calibrate τ afterwards
 with ``tools/calibrate.py``.
 """
 
@@ -51,15 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     model = load_weights(args.init)
     base_id = model.model_id
     tail = TailNet(model, args.cut)
-    feats, teacher, labels = train_bank(tail, args, base_id)
+    bank, labels = train_bank(tail, args, base_id)
     dev = {s: dev_bank(tail, args, base_id, s) for s in args.dev_sets}
-    opts = DistillOptions(**{k: getattr(args, k) for k in DistillOptions.__dataclass_fields__ if hasattr(args, k)})
+    opts = DistillOptions(**{k: getattr(args, k) for k in DistillOptions.__dataclass_fields__})
     log(f"training blocks {args.cut}.. on {len(labels)} faces ({int((labels >= 0).sum())} labelled), "
-        f"{feats.shape[0]} views; {opts}")
-    history = distill(tail, FeatureBank(feats, teacher), labels, opts,
+        f"{bank.views} views; {opts}")
+    history = distill(tail, bank, labels, opts,
                       evaluate=lambda t: evaluate(t, dev, args), on_event=lambda _, row: log(json.dumps(row)))
-    recipe = {"init": base_id, "cut": args.cut, "views": args.views, "teacher": args.teacher, "train_sets": list(args.sets),
-              "unlabelled_sets": list(args.unlabelled_sets), "options": asdict(opts),
+    recipe = {"init": base_id, "cut": args.cut, "views": args.views, "teacher": args.teacher,
+              "train_sets": list(args.sets), "unlabelled_sets": list(args.unlabelled_sets), "options": asdict(opts),
               "command": "python tools/finetune_default.py " + " ".join(argv or sys.argv[1:])}
     model.config.recipe = {**model.config.recipe, "finetune": recipe,
                            "training": f"blocks {args.cut}.. and fc fine-tuned on train/ (tools/finetune_default.py)"}
@@ -130,7 +131,7 @@ def train_bank(tail: TailNet, args, base_id: str):
         feats.append(b["feats"])
         teacher.append(t)
         labels.append(lab)
-    return torch.cat(feats, 1), torch.cat(teacher, 1), np.concatenate(labels)
+    return FeatureBank(torch.cat(feats, 1), torch.cat(teacher, 1)), np.concatenate(labels)
 
 
 def cached_mirror(tail: TailNet, args, base_id: str, name: str) -> torch.Tensor:
