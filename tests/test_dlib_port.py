@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from facesearch.errors import ModelMismatchError
-from facesearch.models import dlib_resnet
+from facesearch.models import dlib_resnet, timm_models  # noqa: F401  (registers dlib_resnet29)
 from facesearch.models.dlib_dat import DatStream, DlibFormatError, parse_dlib_net, read_dlib_net
 from facesearch.models.dlib_resnet import (
     describe_chips,
@@ -167,6 +167,15 @@ def test_timm_builds_dlib_resnet29():
         assert model.forward_features(torch.randn(1, 3, 150, 150)).shape == (1, 256, 2, 2)
     classifier = timm.create_model("dlib_resnet29", num_classes=7)
     assert classifier(torch.randn(2, 3, 150, 150)).shape == (2, 7)
+
+
+def test_native_builder_is_timms_model():
+    """The factory builds dlib_resnet29 without timm; it must be the very model timm builds."""
+    native, via_timm = dlib_resnet.dlib_resnet29(num_classes=0), timm.create_model("dlib_resnet29", num_classes=0)
+    assert type(native) is type(via_timm)
+    assert {k: v.shape for k, v in native.state_dict().items()} == {k: v.shape for k, v in via_timm.state_dict().items()}
+    for key in ("input_size", "mean", "std", "crop_pct", "interpolation"):
+        assert tuple(np.atleast_1d(native.pretrained_cfg[key])) == tuple(np.atleast_1d(via_timm.pretrained_cfg[key]))
 
 
 def test_normalisation_matches_dlib_input_layer():

@@ -13,7 +13,9 @@ down-sampling block adds its conv branch to a 2x2/2 average pool of its input;
 ``add_prev`` adds tensors of different shapes by zero-filling the missing
 channels, rows and columns (at the end), so the output has the larger shape.
 
-Registered with timm as ``dlib_resnet29``: ``timm.create_model("dlib_resnet29",
+:func:`dlib_resnet29` builds it without timm (the inference path never imports
+timm: it costs more start-up than torch itself); ``facesearch.models.timm_models``
+registers the same builder with timm, so ``timm.create_model("dlib_resnet29",
 num_classes=0)`` gives the 128-d descriptor (not L2-normalised, like dlib).
 """
 
@@ -27,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
 from facesearch.atomic import atomic_path
@@ -39,6 +40,7 @@ __all__ = [
     "DLIB_STD",
     "Affine",
     "DlibResNet29",
+    "PRETRAINED_CFG",
     "add_zero_padded",
     "cache_dir",
     "convert_dlib_weights",
@@ -168,37 +170,41 @@ class DlibResNet29(nn.Module):
         return sig + [("avg_pool", 0, 0, 1, 1, 0, 0), ("fc", self.fc.in_features, self.fc.out_features, False)]
 
 
-# --- timm registration -----------------------------------------------------------------
+# --- builder (timm-compatible; registered with timm in facesearch.models.timm_models) ----
 
-default_cfgs = generate_default_cfgs({
-    "dlib_resnet29.dlib_v1": {
-        "input_size": (3, INPUT_SIZE, INPUT_SIZE),
-        "fixed_input_size": False,
-        "pool_size": (2, 2),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-        "mean": DLIB_MEAN,
-        "std": DLIB_STD,
-        "num_classes": 0,
-        "first_conv": "conv1",
-        "classifier": "head",
-        "license": "public domain (dlib-models README)",
-        "origin_url": "https://github.com/davisking/dlib-models",
-    },
-})
+# timm's pretrained_cfg for the one tag, "dlib_resnet29.dlib_v1".
+PRETRAINED_CFG = {
+    "input_size": (3, INPUT_SIZE, INPUT_SIZE),
+    "fixed_input_size": False,
+    "pool_size": (2, 2),
+    "crop_pct": 1.0,
+    "interpolation": "bilinear",
+    "mean": DLIB_MEAN,
+    "std": DLIB_STD,
+    "num_classes": 0,
+    "first_conv": "conv1",
+    "classifier": "head",
+    "license": "public domain (dlib-models README)",
+    "origin_url": "https://github.com/davisking/dlib-models",
+}
 
 
-@register_model
 def dlib_resnet29(pretrained: bool = False, **kwargs) -> DlibResNet29:
-    """timm entrypoint. ``pretrained=True`` converts the local ``face-recognition-models``
-    weights (cached); nothing is downloaded."""
-    # timm's own pretrained loading would look for a hub/url; ours is local and converted.
-    model = build_model_with_cfg(DlibResNet29, "dlib_resnet29", pretrained=False, **kwargs)
-    if pretrained:
-        result = model.load_state_dict(_cached_state_dict(default_dat_path()), strict=False)
-        # Only a classifier head (num_classes > 0) may be left out; it stays randomly initialised.
-        if result.unexpected_keys or any(not k.startswith("head.") for k in result.missing_keys):
-            raise ModelMismatchError(f"converted dlib weights do not fit: {result}")
+    """Build the network as ``timm.create_model("dlib_resnet29", ...)`` would, without timm.
+
+    ``pretrained=True`` converts the local ``face-recognition-models`` weights
+    (cached); nothing is downloaded.
+    """
+    model = DlibResNet29(**kwargs)
+    model.pretrained_cfg = model.default_cfg = {**PRETRAINED_CFG, "architecture": "dlib_resnet29", "tag": "dlib_v1"}
+    return load_pretrained(model) if pretrained else model
+
+
+def load_pretrained(model: DlibResNet29) -> DlibResNet29:
+    """Fill ``model`` with dlib's converted weights; only a classifier head may stay random."""
+    result = model.load_state_dict(_cached_state_dict(default_dat_path()), strict=False)
+    if result.unexpected_keys or any(not k.startswith("head.") for k in result.missing_keys):
+        raise ModelMismatchError(f"converted dlib weights do not fit: {result}")
     return model
 
 

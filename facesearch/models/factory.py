@@ -3,17 +3,25 @@
 Built like open_clip's ``TimmModel``: ``timm.create_model(name, num_classes=0)``
 gives pooled features; our head maps them to ``embedding_dim`` and the output is
 unit-length, so L2 distance d and cosine similarity are tied by cos = 1 - d²/2.
+
+Our own architectures (:data:`NATIVE_TRUNKS`) are built directly, so loading the
+shipped model never imports timm; every other name goes through timm, with ours
+registered there too.
 """
 
 from __future__ import annotations
 
-import timm
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesearch.models import dlib_resnet  # noqa: F401  (registers "dlib_resnet29" with timm)
+from facesearch.models import dlib_resnet
 from facesearch.models.config import EmbedderConfig
+
+# name -> builder taking timm's create_model keywords; each is also registered with timm.
+NATIVE_TRUNKS: dict[str, Callable[..., nn.Module]] = {"dlib_resnet29": dlib_resnet.dlib_resnet29}
 
 
 class Embedder(nn.Module):
@@ -79,6 +87,12 @@ def pooled_features(trunk: nn.Module) -> int:
 
 
 def _create_trunk(name: str) -> nn.Module:
+    if name in NATIVE_TRUNKS:
+        return NATIVE_TRUNKS[name](pretrained=False, num_classes=0)
+    import timm
+
+    from facesearch.models import timm_models  # noqa: F401  (our names, for timm's registry)
+
     try:
         return timm.create_model(name, pretrained=False, num_classes=0)
     except RuntimeError as e:  # timm's "Unknown model" error
