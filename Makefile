@@ -1,19 +1,25 @@
 # Two commands do all set-up on a fresh machine with Python 3.11:
-#   make demo   - create .venv, install, build a sample collection, index -> query -> dedupe
-#   make test   - create .venv, install with test extras, run pytest
+#   make demo       - create .venv, install from the lock, build a sample collection, index -> query -> dedupe
+#   make test       - create .venv, install from the lock with test extras, run the whole suite
+# Also:
+#   make test-fast  - the suite without tests marked slow (under 2 minutes)
+#   make lock       - re-resolve pyproject.toml's ranges in a scratch venv and rewrite requirements.lock
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LOCK := requirements.lock
 STAMP := $(VENV)/.installed
+# The lock pins what we run and build with (pip, setuptools included); pyproject.toml keeps the ranges.
+PIP_LOCKED := $(BIN)/python -m pip install -q -c $(LOCK) --build-constraint $(LOCK)
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c $(LOCK) --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(PIP_LOCKED) -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +29,21 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+lock:
+	rm -rf .lockenv
+	$(PY) -m venv .lockenv
+	.lockenv/bin/python -m pip install -q --upgrade pip setuptools
+	.lockenv/bin/python -m pip install -q '.[test]'
+	{ echo "# Exact versions of a green run, made by 'make lock' from pyproject.toml's ranges on $$(date -u +%F)"; \
+	  echo "# (Python $$(.lockenv/bin/python -c 'import platform; print(platform.python_version(), platform.machine())')). Used as constraints by"; \
+	  echo "# make install/test/demo and .ci/run; refresh with 'make lock' after changing a dependency."; \
+	  .lockenv/bin/python -m pip freeze --all --exclude facesearch; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .lockenv
 
 clean:
 	rm -rf demo_out .pytest_cache

@@ -19,7 +19,7 @@ from facesearch.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.factory import Embedder, create_embedder
 from facesearch.models.weights_meta import (  # noqa: F401  (re-exported)
-    DEFAULT_WEIGHTS_NAME, model_id, read_meta, resolve_weights, sha256_file, weights_dir)
+    DEFAULT_WEIGHTS_NAME, model_id, read_meta, resolve_weights, sha256_file, shipped_weights_dir, weights_dirs)
 
 
 def save_weights(model: Embedder, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

@@ -18,12 +18,23 @@ from facesearch.models.config import EmbedderConfig
 DEFAULT_WEIGHTS_NAME = "default"
 
 
-def weights_dir() -> Path:
-    """Where shipped weights live: ``$FACESEARCH_HOME/weights`` or the repo's ``weights/``."""
+def shipped_weights_dir() -> Path:
+    """The weights that ship with facesearch.
+
+    In an installed package they are package data (``facesearch/weights/``, mapped
+    from the repo's ``weights/`` by ``pyproject.toml``); in a source checkout or an
+    editable install they are the repo's ``weights/`` beside the package.
+    """
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "weights"
+    return installed if (installed / f"{DEFAULT_WEIGHTS_NAME}.json").is_file() else package.parent / "weights"
+
+
+def weights_dirs() -> list[Path]:
+    """Where a weights *name* is looked up, first match wins: ``$FACESEARCH_HOME/weights``
+    (a user's own trainings), then the shipped weights."""
     home = os.environ.get("FACESEARCH_HOME")
-    if home:
-        return Path(home) / "weights"
-    return Path(__file__).resolve().parents[2] / "weights"
+    return ([Path(home) / "weights"] if home else []) + [shipped_weights_dir()]
 
 
 def resolve_weights(spec: str | os.PathLike | None = None) -> Path:
@@ -34,7 +45,7 @@ def resolve_weights(spec: str | os.PathLike | None = None) -> Path:
     spec = spec or os.environ.get("FACESEARCH_WEIGHTS") or DEFAULT_WEIGHTS_NAME
     p = Path(spec)
     candidates = [p.with_suffix(".json")] if p.suffix in (".json", ".safetensors") else [
-        Path(str(p) + ".json"), weights_dir() / f"{spec}.json", p / f"{DEFAULT_WEIGHTS_NAME}.json"
+        Path(str(p) + ".json"), *(d / f"{spec}.json" for d in weights_dirs()), p / f"{DEFAULT_WEIGHTS_NAME}.json"
     ]
     for c in candidates:
         if c.is_file():
