@@ -134,6 +134,7 @@ def test_planted_groups_are_near_duplicates():
     assert len(data.pairs) == int((sizes * (sizes - 1) // 2).sum())
 
 
+@pytest.mark.slow
 def test_sampled_exact_pairs_match_full(common):
     """The >100k oracle (row sample vs whole base) agrees with exact_pairs restricted to the sample."""
     dedupe = load("dedupe")

@@ -114,6 +114,7 @@ def test_pipeline_refuses_a_tmp_inside_the_repo():
 # --- the scripts, quick -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_embed_quick(tmp_path):
     assert bench_embed.main(["--quick", "--out", str(tmp_path)]) == 0
     r = _read(tmp_path / "embed.json")
@@ -138,6 +139,7 @@ def test_embed_without_shared_data_uses_synthetic_chips(monkeypatch):
     assert all(c.shape == (150, 150, 3) and c.dtype == np.uint8 for c in chips)
 
 
+@pytest.mark.slow
 @needs_dev
 def test_accuracy_quick(tmp_path):
     assert bench_accuracy.main(["--quick", "--out", str(tmp_path)]) == 0
@@ -157,6 +159,7 @@ def test_accuracy_quick(tmp_path):
             assert abs(ours["roc_auc"] - theirs["roc_auc"]) < 0.05, name
 
 
+@pytest.mark.slow
 @needs_dev
 def test_pipeline_quick(tmp_path):
     assert bench_pipeline.main(["--quick", "--out", str(tmp_path), "--tmp", str(tmp_path)]) == 0

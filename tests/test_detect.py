@@ -277,6 +277,7 @@ def test_align_matches_dlib_get_face_chip_on_real_faces():
     assert max(diffs) < 0.5  # measured: bit-identical
 
 
+@pytest.mark.slow
 @needs_dlib
 @needs_yale
 def test_auto_detection_rate_on_yalefaces():

@@ -344,6 +344,7 @@ def test_reads_the_real_dlib_file():
     assert net.loss.version == "loss_metric_2" and net.loss.attrs["dist_thresh"] == pytest.approx(0.6)
 
 
+@pytest.mark.slow
 @needs_dlib
 @needs_data
 @pytest.mark.shared

@@ -9,6 +9,7 @@ import pytest
 
 from facesearch.doctor import _check, run_doctor
 from facesearch.errors import FacesearchError
+from facesearch.index.store import FaceIndex
 from facesearch.models.config import EmbedderConfig
 
 EXPECTED = {"python", "torch", "cuda", "faiss", "faiss-gpu", "detector dlib-hog", "landmarks dlib 5-point",
@@ -69,9 +70,8 @@ def test_weights_checksum(tmp_path):
 
 @pytest.fixture()
 def index_folder(tmp_path):
-    store_mod = pytest.importorskip("facesearch.index.store")
     folder = tmp_path / "idx"
-    with store_mod.FaceIndex.create(folder, model_id="fake-model", model_config=EmbedderConfig().to_dict(), dim=8):
+    with FaceIndex.create(folder, model_id="fake-model", model_config=EmbedderConfig().to_dict(), dim=8):
         pass
     return folder
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import os
 import shutil
 import signal
@@ -110,21 +112,26 @@ def test_bad_files_are_skipped_and_listed(tmp_path):
     assert s2.unchanged == len(good) + len(bad) and s2.bad == 0
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_a_loadable_index_and_resumes(tmp_path):
-    photos = make_identity_folder(tmp_path / "photos", n_people=20, per_person=12, size=96, seed=5)
+    photos = make_identity_folder(tmp_path / "photos", n_people=20, per_person=20, size=96, seed=5)
     idx = tmp_path / "idx"
     cmd = [sys.executable, "-m", "facesearch", "index", str(photos), "--index", str(idx),
            "--detector", "none", "--workers", "0", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not _has_faces(idx):
-        time.sleep(0.2)
+        time.sleep(0.02)
+    # The kill must land mid-run, else this would only test a finished index.
+    assert proc.poll() is None, "the indexer finished before it could be killed"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert maintenance.verify(idx)["ok"]  # whatever was committed is consistent
+    committed = maintenance.info(idx)["faces"]
+    assert 0 < committed < 400
     s = run([photos], idx)
-    assert s.unchanged + s.new == 240
-    assert maintenance.info(idx)["faces"] == 240 and maintenance.verify(idx)["ok"]
+    assert s.unchanged == committed and s.new == 400 - committed
+    assert maintenance.info(idx)["faces"] == 400 and maintenance.verify(idx)["ok"]
 
 
 def _has_faces(idx: Path) -> bool:

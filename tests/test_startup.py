@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from facesearch.synthetic import make_identity_folder
 
 # Index and query in one fresh interpreter, then report which of the slow imports happened.
@@ -22,6 +24,7 @@ print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "timm
 """
 
 
+@pytest.mark.slow
 def test_index_and_query_load_the_model_without_timm(tmp_path):
     photos = make_identity_folder(tmp_path / "photos", n_people=2, per_person=2, seed=2)
     query = sorted(photos.rglob("*.png"))[0]

@@ -76,6 +76,7 @@ def test_training_learns_to_separate_people(people, tmp_path, loss):
     assert load_weights(tmp_path / "w.json").config.metrics["val_auc"] == pytest.approx(summary["best_val_auc"])
 
 
+@pytest.mark.slow
 def test_resume_continues_and_matches_unbroken_run(people, tmp_path):
     full = train(opts(people, tmp_path / "a", epochs=2))
     train(opts(people, tmp_path / "b", epochs=1))
@@ -91,6 +92,7 @@ def test_one_identity_is_a_data_error(tmp_path):
         train(opts(root, tmp_path / "w", epochs=1))
 
 
+@pytest.mark.slow
 def test_training_with_detector_aligns_like_indexing(people, tmp_path):
     from facesearch.detect import create_detector
     from facesearch.faces import extract_faces
