@@ -18,6 +18,8 @@ not be among them).
 
     python bench/startup.py            # 5 repeats of each, about a minute
     python bench/startup.py --quick    # 2 repeats
+    git worktree add /tmp/fs_before 3b99504 && python bench/startup.py --baseline /tmp/fs_before
+                                       # and an older facesearch, side by side in the same run
 
 Prints a table and writes ``bench/results/startup.json``.
 """
@@ -63,16 +65,24 @@ finally:
 """
 
 
-def cli() -> list[str]:
-    """The installed console script when there is one (what a user runs), else ``python -m facesearch``."""
-    script = Path(sys.executable).parent / "facesearch"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "facesearch"]
+class Variant:
+    """One facesearch to time: this environment's, or another source tree's (``--baseline``) run
+    with the same interpreter and dependencies, so the two differ only in facesearch's code."""
 
+    def __init__(self, name: str, source: Path | None = None):
+        self.name = name
+        self.env = {**os.environ, "PYTHONPATH": str(source)} if source else None
+        script = Path(sys.executable).parent / "facesearch"
+        # The installed console script is what a user runs; a baseline tree has none of its own.
+        self.cli = [str(script)] if script.is_file() and source is None else [sys.executable, "-m", "facesearch"]
 
-def timed(cmd: list[str], cwd: Path) -> float:
-    t = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - t
+    def run(self, args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(args, cwd=cwd, env=self.env, check=True, **kw)
+
+    def timed(self, args: list[str], cwd: Path) -> float:
+        t = time.perf_counter()
+        self.run(args, cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return time.perf_counter() - t
 
 
 def make_photos(folder: Path) -> list[Path]:
@@ -82,32 +92,35 @@ def make_photos(folder: Path) -> list[Path]:
     return sorted(root.rglob("*.png"))
 
 
-def measure(work: Path, repeats: int) -> dict[str, list[float]]:
+def measure(work: Path, variants: list[Variant], repeats: int) -> dict[str, list[float]]:
     photos = make_photos(work / "photos")
-    index = work / "idx"
-    subprocess.run([*cli(), "index", str(work / "photos"), "--index", str(index), "--quiet"], check=True, cwd=work)
     query = str(photos[0])
-    runs: dict[str, list[float]] = {k: [] for k in ("python", "torch_import", "version", "help", "index_5",
-                                                   "query", "query_work")}
+    runs: dict[str, list[float]] = {"python": [], "torch_import": []}
+    for v in variants:
+        v.run([*v.cli, "index", str(work / "photos"), "--index", str(work / f"idx_{v.name}"), "--quiet"], work,
+              stdout=subprocess.DEVNULL)
+        runs.update({f"{k} ({v.name})": [] for k in ("version", "help", "index_5", "query", "query_work")})
+    here = Variant("python")
     for r in range(repeats):  # interleaved, so drifting load touches every row alike
-        runs["python"].append(timed([sys.executable, "-c", "pass"], work))
-        runs["torch_import"].append(timed([sys.executable, "-c", "import torch"], work))
-        runs["version"].append(timed([*cli(), "--version"], work))
-        runs["help"].append(timed([*cli(), "--help"], work))
-        fresh = work / f"idx_{r}"
-        runs["index_5"].append(timed([*cli(), "index", str(work / "photos"), "--index", str(fresh), "--quiet"], work))
-        shutil.rmtree(fresh)
-        runs["query"].append(timed([*cli(), "query", query, "--index", str(index), "--quiet"], work))
-        out = subprocess.run([sys.executable, "-c", _WORK, query, str(index)], cwd=work, check=True,
-                             capture_output=True, text=True).stdout
-        runs["query_work"].append(json.loads(out.splitlines()[-1])["work_s"])
+        runs["python"].append(here.timed([sys.executable, "-c", "pass"], work))
+        runs["torch_import"].append(here.timed([sys.executable, "-c", "import torch"], work))
+        for v in variants:
+            index, fresh = str(work / f"idx_{v.name}"), work / f"fresh_{v.name}_{r}"
+            runs[f"version ({v.name})"].append(v.timed([*v.cli, "--version"], work))
+            runs[f"help ({v.name})"].append(v.timed([*v.cli, "--help"], work))
+            runs[f"index_5 ({v.name})"].append(
+                v.timed([*v.cli, "index", str(work / "photos"), "--index", str(fresh), "--quiet"], work))
+            shutil.rmtree(fresh)
+            runs[f"query ({v.name})"].append(v.timed([*v.cli, "query", query, "--index", index, "--quiet"], work))
+            out = v.run([sys.executable, "-c", _WORK, query, index], work, capture_output=True, text=True).stdout
+            runs[f"query_work ({v.name})"].append(json.loads(out.splitlines()[-1])["work_s"])
     return runs
 
 
-def imported_heavy(work: Path) -> list[str]:
-    query, index = str(sorted((work / "photos").rglob("*.png"))[0]), str(work / "idx")
-    err = subprocess.run([sys.executable, "-c", _MODULES, query, index, ",".join(HEAVY)], cwd=work, check=True,
-                         capture_output=True, text=True).stderr
+def imported_heavy(work: Path, v: Variant) -> list[str]:
+    query, index = str(sorted((work / "photos").rglob("*.png"))[0]), str(work / f"idx_{v.name}")
+    err = v.run([sys.executable, "-c", _MODULES, query, index, ",".join(HEAVY)], work,
+                capture_output=True, text=True).stderr
     return json.loads(err.strip().splitlines()[-1])
 
 
@@ -115,29 +128,36 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 repeats instead of 5")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="another facesearch source tree (e.g. a `git worktree` of an older commit) to time alongside")
     ap.add_argument("--out", type=Path, default=C.RESULTS / "startup.json")
     args = ap.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else 5)
+    variants = [Variant("now")] + ([Variant("baseline", args.baseline.resolve())] if args.baseline else [])
     work = Path(tempfile.mkdtemp(prefix="fs_startup_"))
     try:
-        runs = measure(work, repeats)
-        modules = imported_heavy(work)
+        runs = measure(work, variants, repeats)
+        modules = {v.name: imported_heavy(work, v) for v in variants}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: round(float(np.median(v)), 3) for k, v in runs.items()}
-    limit = round(1.5 * med["torch_import"] + med["query_work"], 3)
-    targets = [C.target("cold query <= 1.5 x torch import + work", med["query"], limit, "lower", "s")]
+    targets = [C.target(f"cold query ({v.name}) <= 1.5 x torch import + work", med[f"query ({v.name})"],
+                        round(1.5 * med["torch_import"] + med[f"query_work ({v.name})"], 3), "lower", "s")
+               for v in variants]
     rows = [[k, med[k], round(min(runs[k]), 3), round(max(runs[k]), 3), round(med[k] / med["torch_import"], 2)]
             for k in runs]
     C.print_table(f"cold start, median of {repeats} (seconds)", ["command", "median", "min", "max", "x torch import"],
                   rows)
-    print(f"heavy modules a cold query imports: {', '.join(modules)}")
+    for name, mods in modules.items():
+        print(f"heavy modules a cold query imports ({name}): {', '.join(mods)}")
     for t in targets:
         print(f"{t['target']}: {C.verdict(t)}")
     results = {"benchmark": "startup", "machine": C.machine(), "repeats": repeats, "median_s": med,
                "runs_s": {k: [round(x, 3) for x in v] for k, v in runs.items()},
+               "baseline": str(args.baseline) if args.baseline else None,
                "query_imports": modules, "targets": targets,
-               "command": "python bench/startup.py" + (" --quick" if args.quick else "")}
+               "command": "python bench/startup.py" + (" --quick" if args.quick else "")
+               + (f" --baseline {args.baseline}" if args.baseline else "")}
     C.write_results(args.out, results)
     return results
 
