@@ -19,7 +19,8 @@ import numpy as np
 from facesearch.imageio import load_image, scan_images
 from facesearch.synthetic import compose_photo, make_identity_folder
 
-ROOT = Path(__file__).resolve().parents[1]
+# Relative to where it runs (`make demo` runs in the checkout), so an installed package works too.
+ROOT = Path.cwd()
 SHARED = ROOT.parent / "shared" / "data" / "dev" / "pins_celebs"
 OUT = ROOT / "demo_out"
 
