@@ -46,9 +46,9 @@ from facesearch.embed import EmbeddingEngine  # noqa: E402
 from facesearch.errors import BadImageError  # noqa: E402
 from facesearch.faces import CHIP_SIZE, largest_face  # noqa: E402
 from facesearch.imageio import load_array  # noqa: E402
-from facesearch.metrics import cv_threshold, eer, roc_auc, tar_at_far  # noqa: E402
 from facesearch.models.weights import load_weights  # noqa: E402
-from facesearch.train.data import IMAGE_EXTS, make_pairs  # noqa: E402
+from facesearch.eval.protocol import score_embeddings  # noqa: E402
+from facesearch.imageio import IMAGE_EXTS  # noqa: E402
 
 DEV = C.REPO.parent / "shared" / "data" / "dev"
 SETS = ("orl_att_faces", "extended_yale_b", "pins_celebs", "lowres_umist")
@@ -190,31 +190,8 @@ def bench_set(root: Path, models: list[Model], args) -> dict:
 
 
 def score(emb: np.ndarray, labels: np.ndarray, args) -> dict:
-    """Verification over all genuine + sampled impostor pairs, and one-shot top-1."""
-    i, j, same = make_pairs(labels, seed=args.seed, max_impostors=args.max_impostors)
-    dist = np.linalg.norm(emb[i].astype(np.float64) - emb[j], axis=1)
-    tau, folds, _ = cv_threshold(dist, same, args.folds, args.seed, criterion="balanced_accuracy")
-    e, _ = eer(dist, same)
-    return {
-        "genuine_pairs": int(same.sum()), "impostor_pairs": int((~same).sum()),
-        "roc_auc": round(roc_auc(dist, same), 6), "eer": round(e, 6),
-        "balanced_accuracy_cv": round(float(np.mean([f["balanced_accuracy"] for f in folds])), 6),
-        "tau_cv": round(tau, 6),
-        "tar@far1e-2": round(tar_at_far(dist, same, 1e-2)[0], 6),
-        "tar@far1e-3": round(tar_at_far(dist, same, 1e-3)[0], 6),
-        **one_shot_top1(emb, labels),
-    }
-
-
-def one_shot_top1(emb: np.ndarray, labels: np.ndarray) -> dict:
-    """Gallery = each person's first photo; top-1 = probes whose nearest gallery face is theirs."""
-    first = np.unique(labels, return_index=True)[1]
-    probe = np.setdiff1d(np.arange(len(labels)), first)
-    if len(probe) == 0:
-        return {"one_shot_top1": None, "probes": 0}
-    d = np.linalg.norm(emb[probe, None, :].astype(np.float64) - emb[None, first, :], axis=2)
-    hits = labels[first][d.argmin(1)] == labels[probe]
-    return {"one_shot_top1": round(float(hits.mean()), 6), "probes": int(len(probe))}
+    """The library's dev protocol (:func:`facesearch.eval.protocol.score_embeddings`) with this run's options."""
+    return score_embeddings(emb, labels, seed=args.seed, max_impostors=args.max_impostors, folds=args.folds)
 
 
 # --- report -------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from facesearch.atomic import atomic_write_bytes, atomic_write_json
 from facesearch.errors import FacesearchError
 from facesearch.index.ops import connected_components
 from facesearch.index.store import FaceIndex
-from facesearch.search import default_tau, index_model_config
+from facesearch.eval.tau import TauPolicy, check_tau
 
 KEEP_RULES = ("largest", "sharpest", "oldest")
 
@@ -41,14 +41,21 @@ def find_duplicates(opts: DedupeOptions) -> dict:
         raise FacesearchError(f"unknown keep rule {opts.keep!r}", hint="use largest, sharpest or oldest")
     store = FaceIndex.open(opts.index, readonly=True)
     with store:
-        tau = opts.tau if opts.tau is not None else default_tau(store, index_model_config(store), "tau_dedupe")
+        policy = TauPolicy.from_config(store.manifest["model_config"])
+        if opts.tau is None:
+            tau, source = policy.duplicates()
+            warning = None
+        else:
+            tau, source = check_tau(opts.tau), "--tau"
+            warning = policy.looseness_warning(tau)
         i, j, d = store.range_pairs(tau)
         groups = _face_groups(store, i, j, d) if opts.scope == "faces" else _photo_groups(store, i, j, d)
         for g in groups:
             g["keeper"] = _keeper(g["members"], opts.keep)
         groups.sort(key=lambda g: (-len(g["members"]), g["members"][0]["path"]))
         exact = store.exact_duplicate_files()
-    return {"tau": tau, "scope": opts.scope, "keep": opts.keep, "n_pairs": int(len(i)),
+    return {"tau": tau, "tau_source": source, "warnings": [warning] if warning else [],
+            "scope": opts.scope, "keep": opts.keep, "n_pairs": int(len(i)),
             "groups": groups, "n_groups": len(groups), "n_members": sum(len(g["members"]) for g in groups),
             "exact_duplicates": exact}
 

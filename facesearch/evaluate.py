@@ -1,30 +1,28 @@
 """Verification report for a model on identity folders (or an explicit pairs file).
 
-All genuine pairs plus a seeded sample of impostor pairs; at τ (given, or the
-one cross-validated over folds) it reports accuracy, precision, recall, F1,
-ROC AUC, EER, TAR at FAR 1e-2 / 1e-3 and the pair counts, and can draw the ROC.
+The protocol is :mod:`facesearch.eval`'s: all genuine pairs plus a seeded sample
+of impostor pairs; at τ (given, or the one cross-validated over folds for
+balanced accuracy) it reports accuracy, precision, recall, F1, ROC AUC, EER,
+TAR at FAR 1e-2 / 1e-3 and the pair counts. Rendering (ROC plot, HTML) is the
+report layer's, from what :func:`evaluate` returns.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from facesearch.detect import create_detector
 from facesearch.embed import EmbeddingEngine
-from facesearch.errors import BadImageError, DataError, FacesearchError
-from facesearch.faces import largest_face
-from facesearch.imageio import load_array
-from facesearch.metrics import plot_roc, verification_report
+from facesearch.errors import DataError, FacesearchError
+from facesearch.eval.embedding import embed_files
+from facesearch.eval.folders import IdentityFolder
+from facesearch.eval.pairs import make_pairs, pair_distances
+from facesearch.metrics import verification_report
 from facesearch.models.weights import load_weights
-from facesearch.train.data import IdentityFolder, make_pairs
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -33,8 +31,6 @@ class EvalOptions:
     weights: str | None = None
     pairs_file: str | None = None
     tau: float | None = None
-    plot: str | None = None
-    html: str | None = None
     detector: str = "auto"
     device: str = "auto"
     batch_size: int = 64
@@ -43,7 +39,17 @@ class EvalOptions:
     seed: int = 0
 
 
-def evaluate(opts: EvalOptions, on_progress: Callable[[int, int], None] | None = None) -> dict:
+@dataclass
+class Evaluation:
+    """The JSON-ready ``report``, and the scored pairs a report renders from."""
+
+    report: dict
+    dist: np.ndarray = field(repr=False)
+    same: np.ndarray = field(repr=False)
+    pairs: list[tuple[str, str]] = field(repr=False)
+
+
+def evaluate(opts: EvalOptions, on_progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """Embed every image once, score the pairs, and return the verification report."""
     model = load_weights(opts.weights)
     paths, i, j, same = _pairs(opts)
@@ -54,48 +60,18 @@ def evaluate(opts: EvalOptions, on_progress: Callable[[int, int], None] | None =
     if same.all() or not same.any():
         raise DataError("need both genuine and impostor pairs to evaluate",
                         hint="use folders of at least two people with two or more photos each")
-    dist = np.linalg.norm(emb[i] - emb[j], axis=1)
-    tau = opts.tau if opts.tau is not None else None
-    report = verification_report(dist, same, tau=tau, folds=opts.folds, seed=opts.seed)
+    dist = pair_distances(emb, i, j)
+    report = verification_report(dist, same, tau=opts.tau, folds=opts.folds, seed=opts.seed)
     report.update({"model_id": model.model_id, "n_images": len(paths), "bad_files": bad,
                    "data": [str(d) for d in opts.data], "detector": opts.detector})
-    if opts.plot:
-        plot_roc(dist, same, opts.plot, tau=report["tau"], title=f"{Path(opts.data[0]).name} · {model.model_id}")
-        report["plot"] = str(opts.plot)
-    if opts.html:
-        from facesearch.report import render_evaluate_html
-
-        report["html"] = str(opts.html)
-        render_evaluate_html(report, dist, same, opts.html, pairs=[(paths[a], paths[b]) for a, b in zip(i, j)])
-    return report
-
-
-def embed_files(paths: list[str], engine: EmbeddingEngine, detector: str,
-                on_progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    """Embed the largest face of each photo (whole image if none); bad files are skipped and listed."""
-    det = create_detector(detector)
-    chips, ok, bad = [], np.zeros(len(paths), bool), []
-    for n, p in enumerate(paths):
-        try:
-            crop = largest_face(load_array(p), det, engine.config.align)
-            chips.append(crop.chip)
-            ok[n] = True
-        except BadImageError as e:
-            bad.append({"path": p, "error": e.message})
-        if on_progress:
-            on_progress(n + 1, len(paths))
-    emb = np.zeros((len(paths), engine.config.embedding_dim), np.float32)
-    if chips:
-        emb[ok] = engine.embed(chips)
-    return emb, ok, bad
+    return Evaluation(report, dist, same, [(paths[a], paths[b]) for a, b in zip(i, j)])
 
 
 def _pairs(opts: EvalOptions) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     if opts.pairs_file:
         return read_pairs_file(opts.pairs_file)
     ds = IdentityFolder.from_roots(opts.data) if len(opts.data) > 1 else IdentityFolder(opts.data[0])
-    labels = np.array([lab for _, lab in ds.samples])
-    i, j, same = make_pairs(labels, seed=opts.seed, max_impostors=opts.max_impostors)
+    i, j, same = make_pairs(ds.labels, seed=opts.seed, max_impostors=opts.max_impostors)
     return [str(p) for p, _ in ds.samples], i, j, same
 
 

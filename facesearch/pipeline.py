@@ -113,7 +113,7 @@ def _open_or_create(opts: IndexOptions, meta: dict) -> FaceIndex:
         return FaceIndex.open(opts.index, model_id=meta["model_id"])
     config = meta["config"]
     return FaceIndex.create(opts.index, model_id=meta["model_id"], model_config=config,
-                            dim=config["embedding_dim"], tau=config.get("tau"), index_type=opts.index_type)
+                            dim=config["embedding_dim"], index_type=opts.index_type)
 
 
 def _engine(opts: IndexOptions):

@@ -1,8 +1,13 @@
-"""One-shot identification: every face in a query photo gets its nearest indexed faces.
+"""One-shot, open-set identification: every face in a query photo against the indexed faces.
 
-The predicted identity is the label of the nearest *labelled* face within τ,
-else unknown. The margin is how much closer that identity is than the best
-different identity (larger = more confident).
+A face is named after the nearest *labelled* face when that distance is within
+the identification τ; otherwise it is ``unknown``. That τ comes from the τ policy
+the index recorded at creation (:mod:`facesearch.eval.tau`): it is set for a
+target false-positive identification rate (1 % of strangers named) over the
+number of labelled faces, so it tightens as the gallery grows. Each face also
+gets the FAR at its distance (how often two different people are that close),
+the margin to the best *other* identity, and the hits that are likely the same
+person (labelled or not), judged the same way over every indexed face.
 """
 
 from __future__ import annotations
@@ -11,12 +16,12 @@ import os
 from dataclasses import dataclass
 
 from facesearch.detect import create_detector
-from facesearch.errors import BadImageError, FacesearchError, NoFaceError
+from facesearch.errors import BadImageError, NoFaceError
+from facesearch.eval.tau import TauPolicy, check_tau
 from facesearch.faces import extract_faces
 from facesearch.imageio import load_array
 from facesearch.index.store import FaceIndex
 from facesearch.models.config import EmbedderConfig
-from facesearch.models.weights_meta import read_meta, resolve_weights
 
 IDENTIFY_K = 50  # neighbours scanned for the nearest labelled faces
 
@@ -31,83 +36,106 @@ class QueryOptions:
     device: str = "auto"
 
 
-def default_tau(store: FaceIndex, config: EmbedderConfig, kind: str = "tau") -> float:
-    """A default threshold: ``tau`` (identity) or ``tau_dedupe`` (near-duplicate).
+@dataclass
+class Thresholds:
+    """The τ a query names people with, the τ it groups "same person" hits with, and why."""
 
-    Taken from the model's calibration in its weights JSON (the live file when it
-    is the same model as the index's, so a later calibration applies), else the
-    index manifest, else a conservative constant.
+    name: float
+    same: float
+    source: str
+    warning: str | None = None
+
+
+def query_thresholds(policy: TauPolicy, tau: float | None, n_labelled: int, n_faces: int) -> Thresholds:
+    """A given ``tau`` (validated, with a warning when looser than verification), else the policy's."""
+    if tau is not None:
+        tau = check_tau(tau)
+        return Thresholds(tau, tau, "--tau", policy.looseness_warning(tau))
+    name, source = policy.identification(n_labelled)
+    same, _ = policy.identification(n_faces)
+    return Thresholds(name, same, source)
+
+
+def query(images: list[str], opts: QueryOptions) -> dict:
+    """Search the index for every face in each image.
+
+    Returns ``{"results": [one per image], "tau": …, "tau_same": …, "tau_source": …,
+    "gallery": {"labelled_faces", "faces"}, "warnings": [...]}``, JSON-ready.
     """
-    fallback = {"tau": 0.6, "tau_dedupe": 0.3}[kind]
-    return getattr(config, kind, None) or store.manifest.get("model_config", {}).get(kind) or fallback
-
-
-def index_model_config(store: FaceIndex, weights: str | None = None) -> EmbedderConfig:
-    """The index's model config, refreshed from the weights JSON when it names the same model."""
-    config = EmbedderConfig.from_dict(store.manifest["model_config"])
-    try:
-        meta = read_meta(resolve_weights(weights))
-    except FacesearchError:
-        return config
-    return EmbedderConfig.from_dict(meta["config"]) if meta.get("model_id") == store.manifest.get("model_id") else config
-
-
-def query(images: list[str], opts: QueryOptions) -> list[dict]:
-    """Search the index for every face in each image; JSON-ready results, one per image."""
     from facesearch.embed import EmbeddingEngine  # torch loads only for commands that embed
     from facesearch.models.weights import load_weights
 
     store = FaceIndex.open(opts.index, readonly=True)
     model = load_weights(opts.weights, expect=EmbedderConfig.from_dict(store.manifest["model_config"]))
     store.check_model(model.model_id)
-    tau = opts.tau if opts.tau is not None else default_tau(store, model.config)
+    policy = TauPolicy.from_config(store.manifest["model_config"])
     engine = EmbeddingEngine(model, device=opts.device)
     detector = create_detector(opts.detector)
     with store:
-        return [_query_safe(p, store, engine, detector, tau, opts.top, single=len(images) == 1) for p in images]
+        n_labelled, n_faces = store.count_labelled(), store.count()
+        th = query_thresholds(policy, opts.tau, n_labelled, n_faces)
+        results = [_query_safe(p, store, engine, detector, th, policy, opts.top, single=len(images) == 1)
+                   for p in images]
+    return {"results": results, "tau": round(th.name, 4), "tau_same": round(th.same, 4), "tau_source": th.source,
+            "gallery": {"labelled_faces": n_labelled, "faces": n_faces},
+            "warnings": [th.warning] if th.warning else []}
 
 
-def _query_safe(path: str, store, engine, detector, tau: float, top: int, single: bool) -> dict:
+def _query_safe(path: str, store, engine, detector, th: Thresholds, policy: TauPolicy, top: int,
+                single: bool) -> dict:
     """One image's result; with several images a bad one is reported in place, not fatal."""
     try:
-        return _query_one(path, store, engine, detector, tau, top)
+        return _query_one(path, store, engine, detector, th, policy, top)
     except (BadImageError, NoFaceError) as e:
         if single:
             raise
         return {"query": path, "faces": [], "error": e.message}
 
 
-def _query_one(path: str, store: FaceIndex, engine, detector, tau: float, top: int) -> dict:
+def _query_one(path: str, store: FaceIndex, engine, detector, th: Thresholds, policy: TauPolicy, top: int) -> dict:
     crops = extract_faces(load_array(path), detector, engine.config.align)
     if not crops:
         raise NoFaceError(f"no face found in {path}", hint="try --detector none if the image is a face crop")
     emb = engine.embed([c.chip for c in crops])
     k = min(max(top, IDENTIFY_K), max(store.count(), 1))
-    results = store.search(emb, k)
     faces = []
-    for crop, matches in zip(crops, results):
-        ident, margin = identify(matches, tau)
+    for crop, matches in zip(crops, store.search(emb, k)):
+        answer = identify(matches, th.name)
+        nearest = answer["distance"] if answer["distance"] is not None else (matches[0].distance if matches else None)
         faces.append({
             "box": [round(float(v), 1) for v in crop.face.box],
             "score": round(float(crop.face.score), 4),
-            "identity": ident, "margin": margin, "tau": tau,
+            **answer,
+            "far": _far(policy, nearest),
+            "same_person": [m.path for m in matches if m.distance <= th.same][:top],
             "matches": [_match_dict(m) for m in matches[:top]],
         })
     return {"query": path, "faces": faces}
 
 
-def identify(matches, tau: float) -> tuple[str | None, float | None]:
-    """Label of the nearest labelled match within τ, and its margin to the best other label."""
+def identify(matches, tau: float) -> dict:
+    """Open-set answer from nearest-first matches: the nearest labelled face's label if within ``tau``.
+
+    ``distance`` is to the nearest labelled face (None without labelled hits), ``margin``
+    how much farther the best *other* identity is (None without one), ``candidate`` the
+    nearest identity whether or not it was within τ.
+    """
     best: dict[str, float] = {}
     for m in matches:
         if m.label is not None and m.label not in best:
             best[m.label] = m.distance
     if not best:
-        return None, None
+        return {"identity": None, "candidate": None, "distance": None, "margin": None}
     ranked = sorted(best.items(), key=lambda kv: kv[1])
     label, d = ranked[0]
     margin = round(ranked[1][1] - d, 4) if len(ranked) > 1 else None
-    return (label if d <= tau else None), margin
+    return {"identity": label if d <= tau else None, "candidate": label, "distance": round(float(d), 4),
+            "margin": margin}
+
+
+def _far(policy: TauPolicy, d: float | None) -> float | None:
+    far = policy.far_at(d) if d is not None else None
+    return None if far is None else float(f"{far:.2g}")
 
 
 def _match_dict(m) -> dict:
@@ -116,4 +144,3 @@ def _match_dict(m) -> dict:
         "distance": round(float(m.distance), 4), "similarity": round(float(m.similarity), 4),
         "label": m.label, "face_id": int(m.face_id),
     }
-

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -102,6 +106,113 @@ def test_mismatched_weights_are_refused(runner, indexed, tmp_path):
 def test_usage_error_exit_code(runner):
     r = runner.invoke(app, ["query"])
     assert r.exit_code == 2
+
+
+def _usage_error(r) -> str:
+    """Assert ``r`` is a usage error (exit 2, nothing on stdout, no traceback); its stderr as one line of text."""
+    assert r.exit_code == 2, (r.exit_code, r.output)
+    assert r.stdout == ""
+    assert "Traceback" not in r.stderr and "unexpected" not in r.stderr
+    text = re.sub(r"\x1b\[[0-9;]*m", "", r.stderr)  # colour codes, should the runner force a terminal
+    return " ".join(text.translate(str.maketrans("", "", "│╭╮╰╯─")).split())  # Typer's error panel, unwrapped
+
+
+# (command line before the bad option, bad option and value, what the message must say)
+BAD_VALUES = [
+    *[(cmd, ["--detector", "mtcnn"], "Invalid value for '--detector': 'mtcnn' is not one of "
+       "auto, dlib-hog, dlib-cnn, opencv-haar, none")
+      for cmd in (["index", "P"], ["query", "P"], ["enroll", "NAME", "P"], ["rebuild"], ["train", "P"],
+                  ["evaluate", "P"])],
+    *[(cmd, ["--index-type", "ivf-pq"], "Invalid value for '--index-type': 'ivf-pq' is not one of "
+       "auto, flat, hnsw, ivf, ivfpq") for cmd in (["index", "P"], ["rebuild"])],
+    *[(cmd, ["--device", dev], f"Invalid value for '--device': '{dev}' is not one of auto, cpu, cuda, cuda:N, mps")
+      for cmd in (["index", "P"], ["query", "P"], ["train", "P"], ["evaluate", "P"]) for dev in ("gpu", "cuda:x")],
+    *[(cmd, ["--tau", tau], f"Invalid value for '--tau': {float(tau)} is not in 0 < tau <= 2")
+      for cmd in (["query", "P"], ["dedupe"], ["evaluate", "P"]) for tau in ("5", "0", "-1", "2.001", "nan")],
+    (["query", "P"], ["--top", "0"], "Invalid value for '--top' / '-k'"),
+    (["query", "P"], ["-k", "-3"], "Invalid value for '--top' / '-k'"),
+]
+
+
+@pytest.mark.parametrize("cmd, bad, message", BAD_VALUES, ids=[" ".join(c[:1] + b) for c, b, _ in BAD_VALUES])
+def test_bad_option_values_are_usage_errors(runner, tmp_path, cmd, bad, message):
+    cmd = [str(tmp_path / "nope") if a == "P" else a for a in cmd]
+    if cmd[0] not in ("train", "evaluate"):
+        cmd += ["--index", str(tmp_path / "idx")]
+    r = runner.invoke(app, [*cmd, *bad])
+    assert message in _usage_error(r)
+    assert not (tmp_path / "idx").exists()  # refused before any work
+
+
+def test_usage_errors_show_user_text_verbatim(runner, tmp_path):
+    r = runner.invoke(app, ["query", str(tmp_path / "p.png"), "--detector", "[red]x[/red]"])
+    assert "'[red]x[/red]' is not one of" in _usage_error(r)  # not eaten as Rich markup
+
+
+def test_bad_values_in_settings_file_are_usage_errors(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "facesearch.toml").write_text('detector = "mtcnn"\n')
+    assert "'--detector': 'mtcnn' is not one of" in _usage_error(runner.invoke(app, ["query", "p.png"]))
+    (tmp_path / "facesearch.toml").write_text('[dedupe]\ntau = 3.0\n')
+    assert "'--tau': 3.0 is not in 0 < tau <= 2" in _usage_error(runner.invoke(app, ["dedupe"]))
+
+
+def test_valid_option_values_pass_the_checks():
+    from facesearch.cli.main import check_detector, check_device, check_index_type, check_tau
+
+    for name in ("auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none", None):
+        assert check_detector(name) == name
+    for name in ("auto", "flat", "hnsw", "ivf", "ivfpq", None):
+        assert check_index_type(name) == name
+    for name in ("auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps", None):
+        assert check_device(name) == name
+    for tau in (1e-6, 0.05, 0.6, 2.0, None):
+        assert check_tau(tau) == tau
+
+
+def test_cli_value_lists_match_the_library():
+    """The CLI keeps its own copies of these lists (for a light start-up); they must not drift."""
+    import torch
+
+    from facesearch import detect
+    from facesearch.cli import main
+    from facesearch.index import ops
+
+    assert main.DETECTORS == detect.DETECTORS
+    assert main.INDEX_TYPES == ("auto", *ops.INDEX_TYPES)
+    for dev in ("cpu", "cuda", "cuda:1", "mps"):  # what select_device hands to torch.device
+        torch.device(dev)
+
+
+USAGE_ERRORS_SCRIPT = """
+import json, sys
+from facesearch.cli.main import app
+for args in (["index", "photos", "--detector", "mtcnn", "--workers", "2"], ["index", "photos", "--index-type", "x"],
+             ["query", "p.png", "--device", "tpu"], ["query", "p.png", "--tau", "5"], ["dedupe", "--tau", "0"],
+             ["evaluate", "photos", "--detector", "x"], ["train", "photos", "--device", "x"]):
+    try:
+        app(args, prog_name="facesearch")
+    except SystemExit as e:
+        assert e.code == 2, (args, e.code)
+heavy = {"torch", "timm", "cv2", "faiss", "dlib", "facesearch.pipeline", "facesearch.detect", "facesearch.embed"}
+print(json.dumps(sorted(heavy & set(sys.modules))))
+"""
+
+
+def test_usage_errors_do_no_heavy_work(tmp_path):
+    out = subprocess.run([sys.executable, "-c", USAGE_ERRORS_SCRIPT], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, "FACESEARCH_HOME": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+    assert out.stderr.count("Invalid value for") == 7 and "Traceback" not in out.stderr
+    assert not (tmp_path / "indexes").exists()
+
+
+def test_rebuild_index_type(runner, indexed):
+    idx, _ = indexed
+    r = invoke(runner, "rebuild", "--index", idx, "--index-type", "hnsw", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["index_type"] == "hnsw"
 
 
 def test_info_verify_export_json(runner, indexed, tmp_path):

@@ -45,8 +45,7 @@ def add(store: FaceIndex, path: Path, n: int, seed: int, **kw) -> list[int]:
 
 
 def create(tmp_path: Path, **kw) -> FaceIndex:
-    return FaceIndex.create(tmp_path / "idx", model_id="m1", model_config={"embedding_dim": DIM}, dim=DIM,
-                            tau=0.6, **kw)
+    return FaceIndex.create(tmp_path / "idx", model_id="m1", model_config={"embedding_dim": DIM}, dim=DIM, **kw)
 
 
 # --- create / open ------------------------------------------------------------------------
@@ -58,7 +57,8 @@ def test_create_open_and_manifest(tmp_path):
     assert FaceIndex.exists(tmp_path / "idx")
     with FaceIndex.open(tmp_path / "idx", model_id="m1") as store:
         m = store.manifest
-        assert (m["model_id"], m["metric"], m["dim"], m["tau"], m["index_type"]) == ("m1", "l2", DIM, 0.6, "auto")
+        assert (m["model_id"], m["metric"], m["dim"], m["index_type"]) == ("m1", "l2", DIM, "auto")
+        assert m["model_config"] == {"embedding_dim": DIM}  # with its τ calibration, when it has one
         assert m["model_config"] == {"embedding_dim": DIM} and "created" in m and "facesearch_version" in m
     with pytest.raises(FacesearchError, match="already exists"):
         create(tmp_path)

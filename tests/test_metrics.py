@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from facesearch.errors import DataError
+from facesearch.report.roc import plot_roc
 from facesearch.metrics import (
     _stratified_folds,
     best_threshold,
     confusion_at,
     cv_threshold,
     eer,
-    plot_roc,
     roc_auc,
     roc_curve,
     tar_at_far,

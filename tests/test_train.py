@@ -15,7 +15,8 @@ from facesearch.metrics import roc_auc
 from facesearch.models import create_embedder, load_weights
 from facesearch.models.preprocess import preprocess_one
 from facesearch.synthetic import make_identities, make_identity_folder, render_face
-from facesearch.train.data import IdentityFolder, make_pairs, split_by_identity
+from facesearch.eval.folders import IdentityFolder, split_by_identity
+from facesearch.eval.pairs import make_pairs
 from facesearch.train.trainer import TrainOptions, train
 
 

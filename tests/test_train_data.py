@@ -14,14 +14,9 @@ from PIL import Image
 from facesearch.errors import DataError
 from facesearch.synthetic import make_identity_folder
 from facesearch.train.augment import make_augment
-from facesearch.train.data import (
-    IdentityFolder,
-    ImageDataset,
-    PairDataset,
-    PKSampler,
-    make_pairs,
-    split_by_identity,
-)
+from facesearch.eval.folders import IdentityFolder, split_by_identity
+from facesearch.eval.pairs import make_pairs
+from facesearch.train.data import ImageDataset, PairDataset, PKSampler
 
 N_PEOPLE, PER_PERSON = 6, 5
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -73,7 +68,7 @@ def test_every_sample_loads_and_bad_file_is_replaced_by_same_person(messy):
 
 def test_image_dataset_applies_transform_and_shares_the_bad_log(messy):
     ds = IdentityFolder(messy)
-    sub = ds.subset(range(len(ds)), transform=lambda im: np.asarray(im).shape)
+    sub = ImageDataset(ds.samples, transform=lambda im: np.asarray(im).shape, bad=ds.bad)
     shapes = {sub[i][0] for i in range(len(sub))}
     assert shapes == {(32, 32, 3)}
     assert ds.bad_files == 1 == sub.bad_files

@@ -1,10 +1,18 @@
-"""Calibrate a model's default thresholds on dev sets and store them in its weights JSON.
+"""Calibrate a model's τ policy on dev sets and store it in its weights JSON.
 
-- ``tau``: the identity threshold at the EER of all dev pairs pooled (query/evaluate default);
-- ``tau_far1e3``: the stricter threshold at FAR = 1e-3;
-- ``tau_dedupe``: the near-duplicate threshold (dedupe default): the 99th percentile of the distance
-  between a dev photo and a re-encoded, resized, slightly shifted copy of itself, capped below
-  the 1st percentile of genuine (same person, different photo) distances.
+Writes the config fields of :func:`facesearch.eval.tau.calibrate` (the one τ policy):
+
+- ``tau``: verification τ at the EER of all dev pairs pooled (``evaluate``'s operating point);
+- ``tau_far1e3`` / ``tau_far1e4``: stricter verification τ;
+- ``calibration.far_curve``: FAR as a function of τ, from **every** impostor pair of the
+  in-the-wild dev sets (``--open-set-sets``, default pins_celebs: 2.4M pairs, so FAR 1e-5 is
+  measured, not extrapolated);
+- ``calibration.identification``: for 1 % and 0.1 % FPIR, the τ against galleries of 1 … 100,000
+  faces, measured per photo: every photo of those sets as a stranger to every other person of
+  its set (``query``'s default τ);
+- ``tau_dedupe``: the near-duplicate τ: the 99th percentile of the distance between a dev photo
+  and a re-encoded, resized, slightly shifted copy of itself, capped below the 1st percentile of
+  genuine (same person, different photo) distances.
 
 Per-set metrics go to ``metrics.dev``. Only ``dev/`` is read: thresholds are chosen on dev, never train.
 
@@ -24,22 +32,20 @@ from PIL import Image
 from facesearch.atomic import atomic_write_json
 from facesearch.detect import create_detector
 from facesearch.embed import EmbeddingEngine
-from facesearch.evaluate import embed_files
+from facesearch.eval.embedding import EmbeddedFolder, embed_folder
+from facesearch.eval.folders import IdentityFolder
+from facesearch.eval.pairs import make_pairs, pair_distances
+from facesearch.eval.tau import calibrate
 from facesearch.faces import largest_face
 from facesearch.imageio import load_image
-from facesearch.metrics import eer, tar_at_far, verification_report
+from facesearch.metrics import verification_report
 from facesearch.models.weights import load_weights, resolve_weights
-from facesearch.train.data import IdentityFolder, make_pairs
 
 
-def set_distances(root: Path, engine: EmbeddingEngine, detector: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    ds = IdentityFolder(root)
-    paths = [str(p) for p, _ in ds.samples]
-    labels = np.array([lab for _, lab in ds.samples])
-    emb, ok, _ = embed_files(paths, engine, detector)
-    i, j, same = make_pairs(labels, seed=0, max_impostors=50_000)
-    keep = ok[i] & ok[j]
-    return np.linalg.norm(emb[i[keep]] - emb[j[keep]], axis=1), same[keep], paths
+def set_distances(data: EmbeddedFolder) -> tuple[np.ndarray, np.ndarray]:
+    """Every genuine and every impostor pair of one embedded identity folder (distances, same)."""
+    i, j, same = make_pairs(data.labels, max_impostors=None)
+    return pair_distances(data.emb, i, j), same
 
 
 def near_duplicate_distances(paths: list[str], engine: EmbeddingEngine, detector: str, n: int = 200) -> np.ndarray:
@@ -66,29 +72,43 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "dev"))
     ap.add_argument("--detector", default="auto")
+    ap.add_argument("--open-set-sets", type=lambda v: v.split(","), default=["pins_celebs"],
+                    help="in-the-wild dev sets that set the FAR and identification curves")
     args = ap.parse_args(argv)
     model = load_weights(args.weights)
     engine = EmbeddingEngine(model, device="auto")
-    dists, sames, per_set, all_paths = [], [], {}, []
+    dists, sames, per_set, sets, names = [], [], {}, [], []
     for root in sorted(p for p in Path(args.data).iterdir() if p.is_dir()):
-        d, s, paths = set_distances(root, engine, args.detector)
+        data = embed_folder(IdentityFolder(root), engine, args.detector)
+        d, s = set_distances(data)
         rep = verification_report(d, s)
         per_set[root.name] = {k: rep[k] for k in ("roc_auc", "eer", "tau_eer", "cv_accuracy", "tar@far1e-3")}
-        print(root.name, json.dumps(per_set[root.name]))
-        dists.append(d), sames.append(s), all_paths.extend(paths)
+        print(root.name, json.dumps(per_set[root.name]), flush=True)
+        dists.append(d), sames.append(s), sets.append(data), names.append(root.name)
     d, s = np.concatenate(dists), np.concatenate(sames)
-    _, tau = eer(d, s)
-    _, tau3 = tar_at_far(d, s, 1e-3)
-    dup = near_duplicate_distances(all_paths, engine, args.detector)
-    tau_dup = float(min(np.percentile(dup, 99), np.percentile(d[s], 1)))
+    paths = [p for data in sets for p in data.paths]
+    fields = calibrate(d, s, duplicate_dist=near_duplicate_distances(paths, engine, args.detector))
+    # Open-set numbers (FAR curve, identification curve) from the in-the-wild sets only: the lab
+    # sets' extreme-lighting and full-profile photos of different people sit at d 0.03-0.2 and
+    # would set the τ of a photo collection (bench/openset.py reports every set against it).
+    wild = [k for k, root in enumerate(names) if root in args.open_set_sets]
+    if not wild:
+        raise SystemExit(f"none of --open-set-sets {args.open_set_sets} is under {args.data}")
+    fields["calibration"] = calibrate(
+        np.concatenate([dists[k] for k in wild]), np.concatenate([sames[k] for k in wild]),
+        emb=np.concatenate([sets[k].emb for k in wild]), labels=np.concatenate([sets[k].labels for k in wild]),
+        groups=np.concatenate([np.full(len(sets[k].paths), k) for k in wild]))["calibration"]
+    fields["calibration"]["data"] = (f"verification τ: every within-set pair of {', '.join(names)}; "
+                                     f"open set: every within-set pair and photo of {', '.join(names[k] for k in wild)}")
+    fields["calibration"]["detector"] = args.detector
     js = resolve_weights(args.weights)
     meta = json.loads(js.read_text())
-    meta["config"].update(tau=round(float(tau), 4), tau_far1e3=round(float(tau3), 4), tau_dedupe=round(tau_dup, 4))
-    meta["config"]["metrics"] = {**meta["config"].get("metrics", {}), "dev": per_set,
-                                 "near_duplicate_distance_p50_p99": [round(float(np.percentile(dup, q)), 4) for q in (50, 99)],
-                                 "calibration": {"data": "dev (all sets pooled)", "detector": args.detector}}
+    meta["config"].update(fields)
+    meta["config"]["metrics"] = {**meta["config"].get("metrics", {}), "dev": per_set}
+    meta["config"]["metrics"].pop("calibration", None)  # moved to config.calibration
     atomic_write_json(js, meta)
-    print(json.dumps({k: meta["config"][k] for k in ("tau", "tau_far1e3", "tau_dedupe")}))
+    print(json.dumps({k: v for k, v in fields.items() if k != "calibration"}))
+    print(json.dumps(fields["calibration"]))
 
 
 if __name__ == "__main__":

@@ -29,11 +29,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-from accuracy import score  # noqa: E402  (the benchmark's own scoring protocol)
-
 from facesearch.atomic import atomic_path, atomic_write_json  # noqa: E402
+from facesearch.eval.protocol import score_embeddings  # noqa: E402
 from facesearch.models.weights import load_weights, save_weights  # noqa: E402
 from facesearch.train.distill import (  # noqa: E402
     DistillOptions, FeatureBank, TailNet, build_bank, distill, embed_bank, flip_ensemble, mirrored_teacher,
@@ -152,10 +149,9 @@ def dev_bank(tail: TailNet, args, base_id: str, name: str) -> dict:
 
 def evaluate(tail: TailNet, dev: dict, args) -> dict:
     """The benchmark's scores on each dev set (same pairs, same folds)."""
-    ns = argparse.Namespace(seed=0, max_impostors=50_000, folds=10)
     out = {}
     for name, d in dev.items():
-        r = score(embed_bank(tail, d["feats"]), d["labels"], ns)
+        r = score_embeddings(embed_bank(tail, d["feats"]), d["labels"])  # seed 0, 50k impostors, 10 folds
         out[f"{name}/auc"] = r["roc_auc"]
         out[f"{name}/bacc"] = r["balanced_accuracy_cv"]
         out[f"{name}/top1"] = r["one_shot_top1"]

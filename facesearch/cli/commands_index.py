@@ -6,9 +6,11 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.text import Text
 
 from facesearch.cli import output as out
-from facesearch.cli.main import DETECTOR, DEVICE, INDEX, JSON, QUIET, WEIGHTS, app
+from facesearch.cli.main import (DETECTOR, DEVICE, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app, check_index_type,
+                                 check_tau)
 from facesearch.cli.output import handle_errors
 from facesearch.paths import resolve_index
 
@@ -24,7 +26,8 @@ def index_cmd(
     label_from_folder: bool = typer.Option(False, "--label-from-folder", help="Label faces with their folder's name."),
     prune: bool = typer.Option(False, "--prune", help="Drop entries of files that no longer exist."),
     workers: Optional[int] = typer.Option(None, help="Detection worker processes (0: in-process). [default: one per core]"),
-    index_type: str = typer.Option("auto", "--index-type", help="auto | flat | hnsw | ivf | ivfpq."),
+    index_type: str = typer.Option("auto", "--index-type", callback=check_index_type,
+                                   help=" | ".join(INDEX_TYPES) + "."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a report: sample photos with faces boxed, bad files."),
     json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
@@ -66,7 +69,8 @@ def index_cmd(
 def query_cmd(
     images: List[Path] = typer.Argument(..., help="Photos to identify."),
     top: int = typer.Option(5, "--top", "-k", min=1, help="Matches per face."),
-    tau: Optional[float] = typer.Option(None, "--tau", help="Distance threshold for identification. [default: model's]"),
+    tau: Optional[float] = typer.Option(None, "--tau", callback=check_tau,
+                                        help="Distance threshold for identification, 0 < τ ≤ 2. [default: model's]"),
     index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, detector: str = DETECTOR, device: str = DEVICE,
     html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet."),
@@ -75,26 +79,43 @@ def query_cmd(
     """One-shot identification: the nearest indexed faces for every face in each photo."""
     from facesearch.search import QueryOptions, query
 
-    results = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
-                                                           tau=tau, detector=detector, device=device))
+    answer = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
+                                                          tau=tau, detector=detector, device=device))
+    results = answer["results"]
+    for w in answer["warnings"]:
+        out.warn(w, quiet)
     _visuals(results, html, sheet, "query", quiet)
     if json_out:
-        return out.emit_json(results[0] if len(results) == 1 else results)
+        meta = {k: v for k, v in answer.items() if k != "results"}
+        return out.emit_json({**results[0], **meta} if len(results) == 1 else answer)
     con = out.stdout()
+    out.info(f"τ {answer['tau']:.3f}: {answer['tau_source']}", quiet)
     for r in results:
         if r.get("error"):
-            out.info(f"[yellow]skipped[/] {r['query']}: {r['error']}", quiet)
+            out.warn(f"skipped {r['query']}: {r['error']}", quiet)
         for n, f in enumerate(r["faces"]):
-            who = f["identity"] or "unknown"
             rows = [(m["path"], m["label"], m["distance"], m["similarity"], m["box"]) for m in f["matches"]]
-            title = f"{r['query']} face {n} {f['box']} → {who} (margin {f['margin']}, τ {f['tau']:.3f})"
-            con.print(out.table(title, ["path", "label", "distance", "cosine", "box"], rows))
+            con.print(out.table(_face_title(r["query"], n, f), ["path", "label", "distance", "cosine", "box"], rows))
+            if not f["identity"] and f["same_person"]:
+                con.print(Text(f"same person as: {', '.join(f['same_person'])}"))
+
+
+def _face_title(path: str, n: int, f: dict) -> Text:
+    """``photo face 0 [box] → name (d, FAR, margin)``; ``unknown`` names the nearest candidate."""
+    if f["identity"]:
+        who = f"{f['identity']} (d {f['distance']:.3f}, FAR {f['far']:.0e}, margin {f['margin']})"
+    elif f["candidate"]:
+        who = f"unknown (nearest named: {f['candidate']} at d {f['distance']:.3f}, beyond τ)"
+    else:
+        who = "unknown (no labelled faces near)"
+    return Text(f"{path} face {n} {f['box']} → {who}")
 
 
 @app.command("dedupe")
 @handle_errors
 def dedupe_cmd(
-    tau: Optional[float] = typer.Option(None, "--tau", help="Distance threshold. [default: model's]"),
+    tau: Optional[float] = typer.Option(None, "--tau", callback=check_tau,
+                                        help="Distance threshold, 0 < τ ≤ 2. [default: model's]"),
     index: Optional[str] = INDEX,
     scope: str = typer.Option("faces", "--scope", help="faces | photos."),
     keep: str = typer.Option("largest", "--keep", help="Suggested keeper: largest | sharpest | oldest."),
@@ -110,6 +131,8 @@ def dedupe_cmd(
     from facesearch.dedupe import DedupeOptions, apply_actions, find_duplicates, write_csv
 
     report = find_duplicates(DedupeOptions(index=resolve_index(index), tau=tau, scope=scope, keep=keep))
+    for w in report["warnings"]:  # before any file is touched
+        out.warn(w, quiet)
     if move_to or link:
         report["applied"] = apply_actions(report, str(move_to) if move_to else None, link, yes)
     if out_csv:
@@ -118,7 +141,8 @@ def dedupe_cmd(
     if json_out:
         return out.emit_json(report)
     con = out.stdout()
-    con.print(f"{report['n_groups']} groups, {report['n_members']} {scope}, τ = {report['tau']:.3f}")
+    con.print(Text(f"{report['n_groups']} groups, {report['n_members']} {scope}, τ = {report['tau']:.3f} "
+                   f"({report['tau_source']})"))
     for n, g in enumerate(report["groups"]):
         rows = [(m["path"], m.get("box"), "keep" if m["path"] == g["keeper"] else "") for m in g["members"]]
         con.print(out.table(f"group {n + 1}: max d {g['max_distance']}, mean d {g['mean_distance']}",
@@ -175,7 +199,9 @@ def enroll_cmd(name: str, photos: List[Path], index: Optional[str] = INDEX, weig
 @app.command("rebuild")
 @handle_errors
 def rebuild_cmd(index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS,
-                index_type: Optional[str] = typer.Option(None, "--index-type"), detector: str = DETECTOR,
+                index_type: Optional[str] = typer.Option(None, "--index-type", callback=check_index_type,
+                                                         help=" | ".join(INDEX_TYPES) + "."),
+                detector: str = DETECTOR,
                 json_out: bool = JSON) -> None:
     """Re-embed with new weights, or rebuild the FAISS index type; the old index stays usable until done."""
     from facesearch.maintenance import rebuild

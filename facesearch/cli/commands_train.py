@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from facesearch.cli import output as out
-from facesearch.cli.main import DETECTOR, DEVICE, JSON, QUIET, WEIGHTS, app
+from facesearch.cli.main import DETECTOR, DEVICE, JSON, QUIET, WEIGHTS, app, check_detector, check_tau
 from facesearch.cli.output import handle_errors
 
 REPORT_KEYS = ["n_genuine", "n_impostor", "roc_auc", "eer", "tau_eer", "tar@far1e-2", "tar@far1e-3",
@@ -31,8 +31,9 @@ def train_cmd(
     val_fraction: float = typer.Option(0.2, "--val-fraction", min=0.05, max=0.9),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Cap batches per epoch."),
     init: Optional[str] = typer.Option(None, "--init", help="Start from these weights (fine-tuning)."),
-    detector: str = typer.Option("none", "--detector", help="none: images are face crops; auto etc.: detect and "
-                                 "align each face as indexing does."),
+    detector: str = typer.Option("none", "--detector", callback=check_detector,
+                                 help="none: images are face crops; auto etc.: detect and align each face as "
+                                 "indexing does."),
     device: str = DEVICE, json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Train a Siamese face embedder on identity folders; keeps the best epoch by validation AUC."""
@@ -67,7 +68,8 @@ def evaluate_cmd(
     data: List[Path] = typer.Argument(..., help="Identity folders DATA/<person>/<image>."),
     weights: Optional[str] = WEIGHTS,
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="Pairs file: 'path1 path2 same(0/1)' per line."),
-    tau: Optional[float] = typer.Option(None, "--tau", help="Threshold. [default: cross-validated]"),
+    tau: Optional[float] = typer.Option(None, "--tau", callback=check_tau,
+                                        help="Distance threshold, 0 < τ ≤ 2. [default: cross-validated]"),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a ROC curve PNG."),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a report: ROC, DET, histograms, hardest mistakes."),
     detector: str = DETECTOR, device: str = DEVICE,
@@ -78,11 +80,21 @@ def evaluate_cmd(
     from facesearch.evaluate import EvalOptions, evaluate
 
     opts = EvalOptions(data=[str(d) for d in data], weights=weights, pairs_file=str(pairs) if pairs else None,
-                       tau=tau, plot=str(plot) if plot else None, html=str(html) if html else None, detector=detector, device=device,
-                       max_impostors=max_impostors, seed=seed)
+                       tau=tau, detector=detector, device=device, max_impostors=max_impostors, seed=seed)
     with out.progress(quiet or json_out) as bar:
         task = bar.add_task("embedding", total=None, status="")
-        report = evaluate(opts, lambda done, total: bar.update(task, completed=done, total=total))
+        result = evaluate(opts, lambda done, total: bar.update(task, completed=done, total=total))
+    report = result.report
+    if plot:
+        from facesearch.report.roc import plot_roc
+
+        title = f"{Path(opts.data[0]).name} · {report['model_id']}"
+        report["plot"] = str(plot_roc(result.dist, result.same, plot, tau=report["tau"], title=title))
+    if html:
+        from facesearch.report import render_evaluate_html
+
+        report["html"] = str(html)
+        render_evaluate_html(report, result.dist, result.same, html, pairs=result.pairs)
     if json_out:
         return out.emit_json(report)
     out.stdout().print(out.table(f"evaluate {', '.join(opts.data)}", ["metric", "value"],

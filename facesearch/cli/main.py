@@ -6,6 +6,8 @@ go to stderr. Exit 0 ok, 1 user/data error, 2 usage error.
 
 from __future__ import annotations
 
+import re
+
 import typer
 
 from facesearch import __version__
@@ -15,12 +17,58 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
 )
 
+# Option checks run while the command line is parsed (flags and facesearch.toml defaults alike), so a
+# bad value is a usage error -- exit 2 with Typer's "Invalid value for '--x': ..." message, no traceback
+# -- before any photo is read, worker started or model loaded. Raise typer.BadParameter, not click's:
+# Typer vendors its own Click, so a click.BadParameter would escape as a traceback.
+# The value lists are copies, not imports, to keep start-up light (facesearch.detect pulls in cv2,
+# facesearch.index.ops faiss); tests/test_cli.py checks that they match the library's.
+
+# Mirrors facesearch.detect.DETECTORS.
+DETECTORS = ("auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none")
+# "auto" plus facesearch.index.ops.INDEX_TYPES.
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+# What facesearch.embed.select_device accepts ("cuda:N" picks a GPU).
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _one_of(value: str | None, choices: tuple[str, ...]) -> str | None:
+    if value is None or value in choices:
+        return value
+    raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}.")
+
+
+def check_detector(value: str | None) -> str | None:
+    return _one_of(value, DETECTORS)
+
+
+def check_index_type(value: str | None) -> str | None:
+    return _one_of(value, INDEX_TYPES)
+
+
+def check_device(value: str | None) -> str | None:
+    if value is None or _DEVICE.fullmatch(value):
+        return value
+    raise typer.BadParameter(f"{value!r} is not one of {', '.join(DEVICES)}.")
+
+
+def check_tau(value: float | None) -> float | None:
+    from facesearch.eval.tau import check_tau as valid_tau  # the one rule (numpy only)
+
+    try:
+        return None if value is None else valid_tau(value)
+    except ValueError as e:
+        raise typer.BadParameter(f"{e}.") from None
+
+
 JSON = typer.Option(False, "--json", help="Machine-readable JSON on stdout.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress or messages on stderr.")
 INDEX = typer.Option(None, "--index", "-i", help="Index name (under indexes/) or folder. [default: default]")
 WEIGHTS = typer.Option(None, "--weights", "-w", help="Weights name or .json path. [default: shipped model]")
-DETECTOR = typer.Option("auto", "--detector", help="auto | dlib-hog | dlib-cnn | opencv-haar | none (inputs are face crops).")
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | mps.")
+DETECTOR = typer.Option("auto", "--detector", callback=check_detector,
+                        help=f"{' | '.join(DETECTORS)} (none: inputs are face crops).")
+DEVICE = typer.Option("auto", "--device", callback=check_device, help=f"{' | '.join(DEVICES)}.")
 
 
 def _version(value: bool) -> None:

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from facesearch.errors import FacesearchError
 
@@ -71,6 +72,12 @@ def _cell(v: Any) -> str:
 def info(msg: str, quiet: bool = False) -> None:
     if not quiet:
         stderr().print(msg, highlight=False)
+
+
+def warn(msg: str, quiet: bool = False) -> None:
+    """A warning on stderr; ``msg`` is plain text (paths, labels), never markup."""
+    if not quiet:
+        stderr().print(Text.assemble(("warning: ", "bold yellow"), msg), highlight=False)
 
 
 def progress(quiet: bool = False) -> Progress:

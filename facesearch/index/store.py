@@ -2,7 +2,7 @@
 
 Folder layout::
 
-    manifest.json      model id + config, metric "l2", dim, tau, index type, version
+    manifest.json      model id + config (with its τ calibration), metric "l2", dim, index type, version
     meta.sqlite        files, faces (with embeddings), runs, state   (WAL mode)
     faces.faiss        FAISS index over face ids: a derived cache
     faces.faiss.json   stamp: the SQLite generation the cache was built from
@@ -180,8 +180,12 @@ class FaceIndex:
 
     @classmethod
     def create(cls, folder: str | os.PathLike, model_id: str, model_config: dict, dim: int,
-               tau: float | None = None, index_type: str = "auto", overwrite: bool = False) -> "FaceIndex":
-        """A new, empty index opened for writing. Refuses an existing index unless ``overwrite``."""
+               index_type: str = "auto", overwrite: bool = False) -> "FaceIndex":
+        """A new, empty index opened for writing. Refuses an existing index unless ``overwrite``.
+
+        ``model_config`` (the weights' config, with its τ calibration) is recorded in the
+        manifest: commands take their thresholds from there (:mod:`facesearch.eval.tau`).
+        """
         folder = Path(folder)
         if index_type != "auto":
             ops.resolve_index_type(index_type, 0)  # validates the name
@@ -201,7 +205,7 @@ class FaceIndex:
                                [("uuid", uuid.uuid4().hex), ("generation", "0"), ("format", str(FORMAT))])
             manifest = {
                 "format": FORMAT, "model_id": model_id, "model_config": model_config, "metric": "l2",
-                "dim": int(dim), "facesearch_version": __version__, "tau": tau, "index_type": index_type,
+                "dim": int(dim), "facesearch_version": __version__, "index_type": index_type,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
             atomic_write_json(folder / MANIFEST, manifest)
@@ -432,6 +436,12 @@ class FaceIndex:
     def count(self) -> int:
         """Number of stored faces."""
         return int(self._db.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+
+    def count_labelled(self) -> int:
+        """Faces that carry a name (their own label, else their file's): the gallery a query names from."""
+        return int(self._db.execute(
+            "SELECT COUNT(*) FROM faces fa JOIN files f ON f.id = fa.file_id "
+            "WHERE COALESCE(fa.label, f.label) IS NOT NULL").fetchone()[0])
 
     def count_faces_under(self, path: str | os.PathLike) -> int:
         """Faces of the file ``path``, or of all files under the folder ``path``."""

@@ -38,9 +38,12 @@ class EmbedderConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     head: str = "bn"  # "bn" (linear + BatchNorm), "linear" (projection to embedding_dim) or "none"
     align: str = "dlib5_150_p25"
-    tau: float | None = None  # default decision threshold (L2 distance between unit vectors)
+    # The τ policy's numbers (facesearch.eval.tau): L2 distances between unit vectors.
+    tau: float | None = None  # verification τ at the EER
     tau_far1e3: float | None = None
+    tau_far1e4: float | None = None
     tau_dedupe: float | None = None  # near-duplicate threshold (dedupe's default)
+    calibration: dict[str, Any] = field(default_factory=dict)  # FAR curve and pair counts
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     version: str = __version__

@@ -27,13 +27,17 @@ from facesearch.embed import select_device
 from facesearch.errors import DataError
 from facesearch.faces import largest_face
 from facesearch.losses import make_loss
-from facesearch.metrics import best_threshold, roc_auc
+from facesearch.eval.pairs import pair_distances
+from facesearch.eval.tau import calibrate
+from facesearch.metrics import roc_auc
 from facesearch.models.factory import Embedder, create_embedder
 from facesearch.models.preprocess import preprocess_one
 from facesearch.models.weights import load_weights, save_weights
 from facesearch.train.augment import make_augment
 from facesearch.train.checkpoint import load_checkpoint, save_checkpoint
-from facesearch.train.data import IdentityFolder, ImageDataset, PKSampler, make_pairs, split_by_identity
+from facesearch.eval.folders import IdentityFolder, split_by_identity
+from facesearch.eval.pairs import make_pairs
+from facesearch.train.data import ImageDataset, PKSampler
 
 log = logging.getLogger(__name__)
 EventFn = Callable[[str, dict], None]
@@ -83,14 +87,14 @@ def train(opts: TrainOptions, on_event: EventFn | None = None) -> dict:
         seed_everything(opts.seed + epoch)  # per-epoch seeds keep resumed runs identical to unbroken ones
         train_tf = _train_transform(model, opts.seed + epoch, align)
         mean_loss = _train_epoch(both, optim, ds, train_idx, train_tf, opts, epoch, device, emit)
-        auc, tau = validate(model, ds, val_idx, device, opts.max_val_images, opts.seed, align)
+        auc, cal = validate(model, ds, val_idx, device, opts.max_val_images, opts.seed, align)
         is_best = auc > best_auc
-        row = {"epoch": epoch + 1, "loss": mean_loss, "val_auc": auc, "val_tau": tau, "best": is_best,
+        row = {"epoch": epoch + 1, "loss": mean_loss, "val_auc": auc, "val_tau": cal.get("tau"), "best": is_best,
                "seconds": round(time.perf_counter() - t0, 2)}
         history.append(row)
         if is_best:
             best_auc = auc
-            _save_best(model, stem, opts, ds, row)
+            _save_best(model, stem, opts, ds, row, cal)
         save_checkpoint(stem, both, optim, {"epoch": epoch, "history": history, "best_auc": best_auc})
         emit("epoch_end", {**row, "epochs": opts.epochs})
     best = max(history, key=lambda r: r["val_auc"]) if history else None
@@ -170,7 +174,8 @@ def _train_epoch(both, optim, ds, train_idx, transform, opts, epoch, device, emi
 @torch.inference_mode()
 def validate(model: Embedder, ds: IdentityFolder, val_idx: np.ndarray, device, max_images: int, seed: int,
              align: ChipAligner | None = None):
-    """ROC AUC and best-accuracy τ over all genuine + sampled impostor pairs of held-out people."""
+    """ROC AUC, and the τ policy's calibration (:func:`facesearch.eval.tau.calibrate`), over all
+    genuine + sampled impostor pairs of held-out people."""
     rng = np.random.default_rng(seed)
     idx = val_idx if len(val_idx) <= max_images else np.sort(rng.choice(val_idx, max_images, replace=False))
     align = align or ChipAligner("none", model.config.align)
@@ -183,13 +188,15 @@ def validate(model: Embedder, ds: IdentityFolder, val_idx: np.ndarray, device, m
     emb, lab = np.concatenate(embs), np.concatenate(labels)
     i, j, same = make_pairs(lab, seed=seed, max_impostors=20_000)
     if same.all() or not same.any():
-        return float("nan"), float("nan")
-    dist = np.linalg.norm(emb[i] - emb[j], axis=1)
-    return round(roc_auc(dist, same), 5), round(best_threshold(dist, same), 5)
+        return float("nan"), {}
+    dist = pair_distances(emb, i, j)
+    return round(roc_auc(dist, same), 5), calibrate(dist, same, emb=emb, labels=lab)
 
 
-def _save_best(model: Embedder, stem: Path, opts: TrainOptions, ds: IdentityFolder, row: dict) -> None:
-    model.config.tau = row["val_tau"]
+def _save_best(model: Embedder, stem: Path, opts: TrainOptions, ds: IdentityFolder, row: dict, cal: dict) -> None:
+    # Held-out people's pairs set the τ policy (EER τ, FAR curve); tools/calibrate.py refines it on dev.
+    for key, value in cal.items():
+        setattr(model.config, key, value)
     model.config.recipe = {k: v for k, v in asdict(opts).items() if k not in ("resume", "device", "workers")}
     model.config.metrics = {"val_auc": row["val_auc"], "val_tau": row["val_tau"], "epoch": row["epoch"],
                             "n_images": len(ds.samples)}

@@ -1,0 +1,110 @@
+"""Aligned face chips of whole photo sets, detected once and cached as ``.npz``.
+
+Detection (dlib HOG, CNN fallback) costs far more than the network, so tools and
+benchmarks that go over the same photos many times (fine-tuning, distillation,
+open-set benchmarks) detect them once here, with the product's own
+:func:`facesearch.faces.largest_face` (the chip indexing would make), in
+parallel. The cache holds face pixels, so it lives outside the repository
+(:func:`chip_cache_dir`).
+
+One ``<set>.npz`` per set: ``chips`` (N,150,150,3 uint8), ``labels`` (N,; -1 for
+photos directly in the set folder, an unlabelled set), ``classes``, ``paths``,
+``detected`` (False where the whole image was used). Unreadable files are
+skipped and listed on stderr.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facesearch.atomic import atomic_path
+from facesearch.detect import create_detector
+from facesearch.errors import BadImageError
+from facesearch.faces import largest_face
+from facesearch.imageio import load_array, scan_images
+
+ALIGN = "dlib5_150_p25"
+_detector = None
+_min_side: int | None = None
+
+
+def chip_cache_dir() -> Path:
+    """``$FACESEARCH_CACHE/chips`` or ``~/.cache/facesearch/chips``."""
+    return Path(os.environ.get("FACESEARCH_CACHE") or Path.home() / ".cache" / "facesearch") / "chips"
+
+
+def cached_set(set_dir: Path, out: Path, detector: str = "auto", workers: int | None = None,
+               min_side: int | None = None) -> dict:
+    """The chips of ``set_dir`` from ``out/<set>.npz``, detecting and caching them first if absent.
+
+    ``min_side`` upscales smaller photos before detection (``<set>@<min_side>.npz``): thumbnails
+    such as 80 px LFW frames hold faces too small for the detector, which would leave whole-frame
+    chips instead of aligned faces.
+    """
+    dest = Path(out) / (f"{Path(set_dir).name}@{min_side}.npz" if min_side else f"{Path(set_dir).name}.npz")
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        cache_set(Path(set_dir), dest, detector, workers or os.cpu_count() or 1, min_side)
+    with np.load(dest) as z:
+        return {k: z[k] for k in z.files}
+
+
+def list_photos(set_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
+    """Photos sorted by identity folder then name, with integer labels.
+
+    Photos directly in ``set_dir`` (an unlabelled set) get label -1."""
+    classes = sorted(d.name for d in set_dir.iterdir() if d.is_dir())
+    paths = [p for p in scan_images([set_dir]) if p.parent == set_dir]
+    labels = [-1] * len(paths)
+    for k, c in enumerate(classes):
+        files = scan_images([set_dir / c])
+        paths += files
+        labels += [k] * len(files)
+    return paths, np.array(labels, np.int64), classes
+
+
+def cache_set(set_dir: Path, dest: Path, detector: str, workers: int, min_side: int | None = None) -> None:
+    paths, labels, classes = list_photos(set_dir)
+    if not paths:
+        print(f"{set_dir.name}: no photos, skipped", file=sys.stderr)
+        return
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(workers, initializer=_init, initargs=(detector, min_side)) as pool:
+        results = pool.map(_one, paths, chunksize=32)
+    ok = np.array([r is not None for r in results])
+    for p, r in zip(paths, results):
+        if r is None:
+            print(f"skipped unreadable {p}", file=sys.stderr)
+    chips = np.stack([r[0] for r in results if r is not None])
+    detected = np.array([r[1] for r in results if r is not None])
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, chips=chips, labels=labels[ok], classes=np.array(classes),
+                     paths=np.array([str(p) for p in np.array(paths, object)[ok]]), detected=detected)
+    print(f"{set_dir.name}: {len(chips)} chips, {detected.mean():.3f} detected, "
+          f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+
+def _init(detector: str, min_side: int | None = None) -> None:
+    global _detector, _min_side
+    _detector, _min_side = create_detector(detector), min_side
+
+
+def _one(path: Path):
+    try:
+        img = load_array(path)
+    except BadImageError:
+        return None
+    if _min_side and min(img.shape[:2]) < _min_side:
+        scale = _min_side / min(img.shape[:2])
+        size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
+        img = np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
+    crop = largest_face(img, _detector, ALIGN)
+    return crop.chip, crop.face.landmarks is not None
