@@ -129,6 +129,10 @@ BAD_VALUES = [
       for cmd in (["index", "P"], ["query", "P"], ["train", "P"], ["evaluate", "P"]) for dev in ("gpu", "cuda:x")],
     *[(cmd, ["--tau", tau], f"Invalid value for '--tau': {float(tau)} is not in 0 < tau <= 2")
       for cmd in (["query", "P"], ["dedupe"], ["evaluate", "P"]) for tau in ("5", "0", "-1", "2.001", "nan")],
+    (["index", "P"], ["--policy", "biggest"], "Invalid value for '--policy': 'biggest' is not one of all, largest"),
+    (["dedupe"], ["--scope", "files"], "Invalid value for '--scope': 'files' is not one of faces, photos"),
+    (["dedupe"], ["--keep", "newest"], "Invalid value for '--keep': 'newest' is not one of largest, sharpest, oldest"),
+    (["train", "P"], ["--loss", "arcface"], "Invalid value for '--loss': 'arcface' is not one of contrastive, triplet"),
     (["query", "P"], ["--top", "0"], "Invalid value for '--top' / '-k'"),
     (["query", "P"], ["-k", "-3"], "Invalid value for '--top' / '-k'"),
 ]
@@ -178,7 +182,10 @@ def test_cli_value_lists_match_the_library():
     from facesearch.cli import main
     from facesearch.index import ops
 
-    assert main.DETECTORS == detect.DETECTORS
+    from facesearch import dedupe, losses
+
+    assert main.DETECTORS == detect.DETECTORS and main.POLICIES == detect.POLICIES
+    assert main.KEEP_RULES == dedupe.KEEP_RULES and main.LOSSES == losses.LOSSES
     assert main.INDEX_TYPES == ("auto", *ops.INDEX_TYPES)
     for dev in ("cpu", "cuda", "cuda:1", "mps"):  # what select_device hands to torch.device
         torch.device(dev)
@@ -251,7 +258,7 @@ def test_train_errors_are_clear(runner, tmp_path):
     r = runner.invoke(app, ["train", str(tmp_path / "empty")])
     assert r.exit_code == 1 and "error:" in r.stderr and "hint:" in r.stderr
     r = runner.invoke(app, ["train", str(tmp_path / "empty"), "--loss", "nope"])
-    assert r.exit_code == 1
+    assert r.exit_code == 2 and "'nope' is not one of contrastive, triplet, bce" in r.output
 
 
 def test_end_to_end_train_index_query_dedupe(runner, tmp_path):

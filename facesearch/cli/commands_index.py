@@ -10,7 +10,7 @@ from rich.text import Text
 
 from facesearch.cli import output as out
 from facesearch.cli.main import (DETECTOR, DEVICE, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app, check_index_type,
-                                 check_tau)
+                                 check_keep, check_policy, check_scope, check_tau)
 from facesearch.cli.output import handle_errors
 from facesearch.paths import resolve_index
 
@@ -21,7 +21,7 @@ def index_cmd(
     paths: List[Path] = typer.Argument(..., help="Photo files or folders (scanned recursively)."),
     index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, detector: str = DETECTOR,
     min_face: int = typer.Option(40, help="Smallest face side in pixels."),
-    policy: str = typer.Option("all", help="Faces per photo: all | largest."),
+    policy: str = typer.Option("all", callback=check_policy, help="Faces per photo: all | largest."),
     batch_size: int = typer.Option(64, "--batch-size", min=1), device: str = DEVICE,
     label_from_folder: bool = typer.Option(False, "--label-from-folder", help="Label faces with their folder's name."),
     prune: bool = typer.Option(False, "--prune", help="Drop entries of files that no longer exist."),
@@ -117,8 +117,9 @@ def dedupe_cmd(
     tau: Optional[float] = typer.Option(None, "--tau", callback=check_tau,
                                         help="Distance threshold, 0 < τ ≤ 2. [default: model's]"),
     index: Optional[str] = INDEX,
-    scope: str = typer.Option("faces", "--scope", help="faces | photos."),
-    keep: str = typer.Option("largest", "--keep", help="Suggested keeper: largest | sharpest | oldest."),
+    scope: str = typer.Option("faces", "--scope", callback=check_scope, help="faces | photos."),
+    keep: str = typer.Option("largest", "--keep", callback=check_keep,
+                             help="Suggested keeper: largest | sharpest | oldest."),
     out_csv: Optional[Path] = typer.Option(None, "--out", help="Write the groups as CSV."),
     move_to: Optional[Path] = typer.Option(None, "--move-to", help="Move non-keepers here (needs --yes)."),
     link: bool = typer.Option(False, "--link", help="Replace non-keepers by symlinks to the keeper (needs --yes)."),

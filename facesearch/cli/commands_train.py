@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from facesearch.cli import output as out
-from facesearch.cli.main import DETECTOR, DEVICE, JSON, QUIET, WEIGHTS, app, check_detector, check_tau
+from facesearch.cli.main import DETECTOR, DEVICE, JSON, QUIET, WEIGHTS, app, check_detector, check_loss, check_tau
 from facesearch.cli.output import handle_errors
 
 REPORT_KEYS = ["n_genuine", "n_impostor", "roc_auc", "eer", "tau_eer", "tar@far1e-2", "tar@far1e-3",
@@ -20,7 +20,7 @@ REPORT_KEYS = ["n_genuine", "n_impostor", "roc_auc", "eer", "tau_eer", "tar@far1
 def train_cmd(
     data: List[Path] = typer.Argument(..., help="Identity folders: DATA/<person>/<image> (several allowed)."),
     backbone: str = typer.Option("mobilenetv3_small_100", help="Any timm model name."),
-    loss: str = typer.Option("contrastive", help="contrastive | triplet | bce."),
+    loss: str = typer.Option("contrastive", callback=check_loss, help="contrastive | triplet | bce."),
     margin: Optional[float] = typer.Option(None, help="Loss margin. [default: 1.0 contrastive, 0.2 triplet]"),
     epochs: int = typer.Option(20, min=1), batch_size: int = typer.Option(32, "--batch-size", min=2),
     lr: float = typer.Option(1e-3), embedding_dim: int = typer.Option(128, "--dim", min=2),

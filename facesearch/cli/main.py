@@ -39,6 +39,29 @@ def _one_of(value: str | None, choices: tuple[str, ...]) -> str | None:
     raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}.")
 
 
+# Mirror facesearch.detect.POLICIES, dedupe's scopes and KEEP_RULES, losses.LOSSES.
+POLICIES = ("all", "largest")
+SCOPES = ("faces", "photos")
+KEEP_RULES = ("largest", "sharpest", "oldest")
+LOSSES = ("contrastive", "triplet", "bce")
+
+
+def check_policy(value: str | None) -> str | None:
+    return _one_of(value, POLICIES)
+
+
+def check_scope(value: str | None) -> str | None:
+    return _one_of(value, SCOPES)
+
+
+def check_keep(value: str | None) -> str | None:
+    return _one_of(value, KEEP_RULES)
+
+
+def check_loss(value: str | None) -> str | None:
+    return _one_of(value, LOSSES)
+
+
 def check_detector(value: str | None) -> str | None:
     return _one_of(value, DETECTORS)
 
