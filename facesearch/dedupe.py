@@ -1,28 +1,34 @@
 """Duplicate faces and photos by a distance threshold.
 
-All pairs within τ come from FAISS range search (never an O(n²) Python loop)
-and are grouped by connected components. Byte-identical files are reported as
-exact duplicates. Nothing is changed on disk unless an action is confirmed.
+All pairs within τ come from FAISS range search (never an O(n²) Python loop).
+Groups are formed by complete linkage seeded at the would-be keeper
+(:func:`facesearch.index.ops.keeper_groups`): every member is within τ of every
+other, so look-alikes never chain different people into one group. Byte-identical
+files are reported as exact duplicates. Nothing is changed on disk unless an
+action is confirmed, and every change is journaled first (:mod:`facesearch.journal`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import time
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from facesearch.atomic import atomic_write_bytes, atomic_write_json
+from facesearch.atomic import atomic_write_bytes
 from facesearch.errors import FacesearchError
-from facesearch.index.ops import connected_components
-from facesearch.index.store import FaceIndex
 from facesearch.eval.tau import TauPolicy, check_tau
+from facesearch.index.ops import keeper_groups
+from facesearch.index.store import FaceIndex
+from facesearch.journal import MoveJournal, latest_journal
+from facesearch.paths import journal_dir
+from facesearch.journal import undo as undo_journal
 
 KEEP_RULES = ("largest", "sharpest", "oldest")
+# Names that say "I am the copy": "copy of", "Kopie", "(1)", "_dup", "-copy2".
+_COPY_NAME = re.compile(r"copy|kopie|copie|duplicate|\bdup\b|_dup|\(\d+\)", re.IGNORECASE)
 
 
 @dataclass
@@ -34,7 +40,7 @@ class DedupeOptions:
 
 
 def find_duplicates(opts: DedupeOptions) -> dict:
-    """Groups of near-duplicate faces (or photos), largest groups first."""
+    """Groups of near-duplicate faces (or photos), largest groups first, each with its keeper and why."""
     if opts.scope not in ("faces", "photos"):
         raise FacesearchError(f"unknown scope {opts.scope!r}", hint="use --scope faces or --scope photos")
     if opts.keep not in KEEP_RULES:
@@ -49,9 +55,7 @@ def find_duplicates(opts: DedupeOptions) -> dict:
             tau, source = check_tau(opts.tau), "--tau"
             warning = policy.looseness_warning(tau)
         i, j, d = store.range_pairs(tau)
-        groups = _face_groups(store, i, j, d) if opts.scope == "faces" else _photo_groups(store, i, j, d)
-        for g in groups:
-            g["keeper"] = _keeper(g["members"], opts.keep)
+        groups = (_face_groups if opts.scope == "faces" else _photo_groups)(store, i, j, d, opts.keep)
         groups.sort(key=lambda g: (-len(g["members"]), g["members"][0]["path"]))
         exact = store.exact_duplicate_files()
     return {"tau": tau, "tau_source": source, "warnings": [warning] if warning else [],
@@ -60,21 +64,18 @@ def find_duplicates(opts: DedupeOptions) -> dict:
             "exact_duplicates": exact}
 
 
-def _face_groups(store: FaceIndex, i, j, d) -> list[dict]:
-    comps = connected_components(np.concatenate([i, j]), i, j) if len(i) else []
-    pair_d = _pair_lookup(i, j, d)
-    groups = []
-    for comp in comps:
-        rows = store.faces(sorted(comp))
-        groups.append({"members": [_member(r) for r in rows], **_group_stats(sorted(comp), pair_d)})
-    return groups
+def _face_groups(store: FaceIndex, i, j, d, rule: str) -> list[dict]:
+    ids = sorted(set(i.tolist()) | set(j.tolist()))
+    members = {r.face_id: _member(r) for r in store.faces(ids)} if ids else {}
+    return _groups(members, i, j, d, rule)
 
 
-def _photo_groups(store: FaceIndex, i, j, d) -> list[dict]:
+def _photo_groups(store: FaceIndex, i, j, d, rule: str) -> list[dict]:
     """Photos whose faces all match one to one (same face count) are duplicates of each other.
 
     A group photo that merely contains a face from a portrait is not a duplicate
-    of that portrait, so a shared face alone does not link two photos.
+    of that portrait, so a shared face alone does not link two photos. The photo
+    pair's distance is its farthest matched face pair.
     """
     face_file = {r.face_id: r.path for r in store.faces(sorted(set(i.tolist()) | set(j.tolist())))}
     paths = sorted(set(face_file.values()))
@@ -85,32 +86,30 @@ def _photo_groups(store: FaceIndex, i, j, d) -> list[dict]:
         if pa == pb:
             continue
         (pa, a), (pb, b) = sorted([(pa, a), (pb, b)])
-        fa, fb, dmin = matched.get((pa, pb), (set(), set(), x))
-        matched[(pa, pb)] = (fa | {a}, fb | {b}, min(dmin, x))
+        fa, fb, dmax = matched.get((pa, pb), (set(), set(), x))
+        matched[(pa, pb)] = (fa | {a}, fb | {b}, max(dmax, x))
     pid = {p: n for n, p in enumerate(paths)}
     links = [(pid[pa], pid[pb], x) for (pa, pb), (fa, fb, x) in matched.items()
              if stats[pa]["n_faces"] == stats[pb]["n_faces"] == len(fa) == len(fb)]
-    fi = np.array([a for a, _, _ in links], np.int64)
-    fj = np.array([b for _, b, _ in links], np.int64)
-    fd = np.array([x for _, _, x in links], np.float64)
-    comps = connected_components(np.concatenate([fi, fj]), fi, fj) if len(fi) else []
-    pair_d = _pair_lookup(fi, fj, fd)
-    return [{"members": [{"path": paths[n], **stats[paths[n]]} for n in sorted(c)], **_group_stats(sorted(c), pair_d)}
-            for c in comps]
+    members = {n: {"path": p, **stats[p]} for n, p in enumerate(paths)}
+    arr = (np.array([x[k] for x in links]) for k in range(3)) if links else (np.zeros(0),) * 3
+    return _groups(members, *arr, rule)
 
 
-def _pair_lookup(i, j, d) -> dict:
-    out: dict = {}
-    for a, b, x in zip(i.tolist(), j.tolist(), d.tolist()):
-        key = (min(a, b), max(a, b))
-        out[key] = min(x, out.get(key, x))
+def _groups(members: dict[int, dict], i, j, d, rule: str) -> list[dict]:
+    """Complete-linkage groups seeded at the best keeper, with distance stats and the keeper's reason."""
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    pair_d = {(min(a, b), max(a, b)): x for a, b, x in zip(i.tolist(), j.tolist(), np.asarray(d).tolist())}
+    ranked = sorted(members, key=lambda k: (keeper_key(members[k], rule), k))
+    rank = {k: n for n, k in enumerate(ranked)}
+    out = []
+    for ids in keeper_groups(i, j, rank):
+        ds = [pair_d[(min(a, b), max(a, b))] for n, a in enumerate(ids) for b in ids[n + 1:]]
+        group = [members[k] for k in ids]
+        out.append({"members": group, "keeper": group[0]["path"],
+                    "keeper_reason": keeper_reason(group[0], group[1], rule),
+                    "max_distance": round(max(ds), 4), "mean_distance": round(float(np.mean(ds)), 4)})
     return out
-
-
-def _group_stats(ids: list[int], pair_d: dict) -> dict:
-    """Max and mean distance over the within-τ pairs that link the group."""
-    ds = [x for (a, b), x in pair_d.items() if a in set(ids) and b in set(ids)] if len(ids) < 500 else []
-    return {"max_distance": round(max(ds), 4) if ds else None, "mean_distance": round(float(np.mean(ds)), 4) if ds else None}
 
 
 def _member(r) -> dict:
@@ -118,91 +117,144 @@ def _member(r) -> dict:
             "label": r.label, "size": r.size, "mtime_ns": r.mtime_ns, "score": r.score}
 
 
-def _keeper(members: list[dict], rule: str) -> str:
+# --- which copy to keep -----------------------------------------------------------------------
+
+
+def keeper_key(m: dict, rule: str) -> tuple:
+    """Sort key, best keeper first: the original is the largest, then oldest, then the shortest
+    path that does not say "copy" (``rule`` puts sharpness or age first instead)."""
+    size = (-_area(m.get("box")), -(m.get("size") or 0))
+    age = (m.get("mtime_ns") or 0,)
+    name = (bool(_COPY_NAME.search(Path(m["path"]).name)), len(m["path"]), m["path"])
     if rule == "oldest":
-        return min(members, key=lambda m: (m.get("mtime_ns") or 0, m["path"]))["path"]
+        return age + size + name
     if rule == "sharpest":
-        return max(members, key=lambda m: (_sharpness(m["path"]), m["path"]))["path"]
-    return max(members, key=lambda m: (_area(m.get("box")) or (m.get("size") or 0), m.get("size") or 0))["path"]
+        return (-_sharpness(m["path"]),) + size + age + name
+    return size + age + name
+
+
+def keeper_reason(keeper: dict, other: dict, rule: str) -> str:
+    """Why ``keeper`` beat the best other member, in words (the first criterion that decided)."""
+    if rule == "sharpest" and _sharpness(keeper["path"]) != _sharpness(other["path"]):
+        return "sharpest photo"
+    checks = [("larger face" if keeper.get("box") else "larger file", lambda m: (-_area(m.get("box")), -(m.get("size") or 0))),
+              ("older file", lambda m: m.get("mtime_ns") or 0),
+              ("name without 'copy'", lambda m: bool(_COPY_NAME.search(Path(m["path"]).name))),
+              ("shorter path", lambda m: len(m["path"]))]
+    if rule == "oldest":
+        checks.insert(0, checks.pop(1))
+    for why, key in checks:
+        if key(keeper) != key(other):
+            return why
+    return "first path in order (the copies are alike)"
 
 
 def _area(box) -> float:
     return (box[2] - box[0]) * (box[3] - box[1]) if box else 0.0
 
 
-def _sharpness(path: str) -> float:
+def _sharpness(path: str, _cache: dict = {}) -> float:  # noqa: B006  (memo: one decode per photo per run)
     """Variance of the Laplacian of the greyscale photo: higher is sharper."""
-    import cv2
+    if path not in _cache:
+        import cv2
 
-    from facesearch.errors import BadImageError
-    from facesearch.imageio import load_array
+        from facesearch.errors import BadImageError
+        from facesearch.imageio import load_array
 
-    try:
-        grey = cv2.cvtColor(load_array(path, max_pixels=40_000_000), cv2.COLOR_RGB2GRAY)
-    except BadImageError:
-        return -1.0
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+        try:
+            grey = cv2.cvtColor(load_array(path, max_pixels=40_000_000), cv2.COLOR_RGB2GRAY)
+            _cache[path] = float(cv2.Laplacian(grey, cv2.CV_64F).var())
+        except BadImageError:
+            _cache[path] = -1.0
+    return _cache[path]
 
 
-def apply_actions(report: dict, move_to: str | None = None, link: bool = False, yes: bool = False,
-                  log_path: str | None = None) -> dict:
-    """Move (or replace with symlinks) every non-keeper photo; needs ``yes``; logs for undo.
+def plan_actions(report: dict, move_to: str | None = None) -> list[dict]:
+    """What to act on, planned over the whole report: every non-keeper file once, never a keeper.
 
-    Never deletes. The JSON log lists each ``(from, to)`` so ``undo_actions`` can put files back.
+    A photo that is the keeper of any group stays, even where it is a duplicate in
+    another (two collages of the same two people). With ``move_to`` each file's
+    destination mirrors its folder relative to the files' common folder.
+    """
+    keepers = {g["keeper"] for g in report["groups"]}
+    todo: dict[str, str] = {}
+    for g in report["groups"]:
+        for m in g["members"]:
+            if m["path"] not in keepers:
+                todo.setdefault(m["path"], g["keeper"])
+    root = _common_folder([*todo, *keepers]) if todo else None
+    return [{"src": p, "keeper": k, "dst": str(Path(move_to) / os.path.relpath(p, root)) if move_to else None}
+            for p, k in sorted(todo.items())]
+
+
+def apply_actions(report: dict, index: os.PathLike, move_to: str | None = None, link: bool = False,
+                  yes: bool = False) -> dict:
+    """Move (or replace with symlinks to their keeper) every planned file; needs ``yes``.
+
+    Never deletes. Each change is written to a journal in the index folder *before*
+    it is made (``facesearch undo`` restores them, after a clean run, a kill or a full
+    disk), and the moved files leave the index so that ``verify`` still passes.
     """
     if not (move_to or link):
         return {"actions": []}
     if not yes:
         raise FacesearchError("dedupe actions change files on disk and need confirmation",
                               hint="re-run with --yes (nothing has been changed)")
-    dest = Path(move_to) if move_to else None
-    actions = []
-    for g in report["groups"]:
-        for path in sorted({m["path"] for m in g["members"]} - {g["keeper"]}):
-            actions.append(_act(Path(path), Path(g["keeper"]), dest, link))
-    log_file = Path(log_path or f"dedupe-log-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    atomic_write_json(log_file, {"actions": actions})
-    return {"actions": actions, "log": str(log_file)}
+    actions = plan_actions(report, move_to)
+    journal = MoveJournal.create(journal_dir(index), "dedupe", {
+        "index": str(index), "move_to": move_to, "link": link, "tau": report["tau"], "scope": report["scope"]})
+    done: list[str] = []
+    try:
+        for a in actions:
+            _act(journal, a, link)
+            if not a.get("skipped"):
+                done.append(a["src"])
+    finally:
+        _forget(index, done)  # also after a failure: what moved must leave the index
+    return {"actions": actions, "moved": len(done), "journal": str(journal.path)}
 
 
-def _act(path: Path, keeper: Path, dest: Path | None, link: bool) -> dict:
-    if not path.exists():
-        return {"from": str(path), "to": None, "skipped": "missing"}
-    target = None
-    if dest is not None:
-        dest.mkdir(parents=True, exist_ok=True)
-        target = _free_name(dest / path.name)
-        shutil.move(str(path), target)
+def _act(journal: MoveJournal, a: dict, link: bool) -> None:
+    src = Path(a["src"])
+    if not src.exists() or src.is_symlink():
+        a["skipped"] = "missing" if not src.exists() else "already a link"
+        return
     if link:
-        if target is None:  # keep a copy of the replaced file beside it, never delete
-            target = _free_name(path.with_name(path.name + ".dup"))
-            os.replace(path, target)
-        os.symlink(os.path.abspath(keeper), path)
-    return {"from": str(path), "to": str(target), "link": link}
+        backup = Path(a["dst"]) if a["dst"] else _free_name(src.with_name(src.name + ".dup"))
+        journal.symlink(src, Path(a["keeper"]), backup)
+        a["dst"] = str(backup)
+    else:
+        journal.move(src, Path(a["dst"]))
+
+
+def _forget(index: os.PathLike, paths: list[str]) -> None:
+    if paths:
+        with FaceIndex.open(index) as store:
+            store.remove_paths(paths)
+
+
+def _common_folder(paths: list[str]) -> str:
+    """The deepest folder holding all ``paths`` (distinct files, so never a file itself)."""
+    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
 
 
 def _free_name(p: Path) -> Path:
     n, cand = 1, p
-    while cand.exists():
+    while cand.exists() or cand.is_symlink():
         cand = p.with_name(f"{p.stem}.{n}{p.suffix}")
         n += 1
     return cand
 
 
-def undo_actions(log_path: str) -> int:
-    """Reverse a dedupe log: remove created links and move files back. Returns files restored."""
-    actions = json.loads(Path(log_path).read_text())["actions"]
-    restored = 0
-    for a in actions:
-        src, dst = Path(a["from"]), a.get("to")
-        if dst is None:
-            continue
-        if src.is_symlink():
-            src.unlink()
-        if not src.exists() and Path(dst).exists():
-            shutil.move(dst, src)
-            restored += 1
-    return restored
+def undo(index: os.PathLike, journal: str | os.PathLike | None = None) -> dict:
+    """Undo a dedupe run from its journal (default: the index's newest one not yet undone)."""
+    path = Path(journal) if journal else latest_journal(journal_dir(index))
+    if path is None or not path.is_file():
+        raise FacesearchError(f"no dedupe journal to undo{f' at {path}' if path else f' in {index}'}",
+                              hint="pass the journal path that dedupe printed")
+    result = undo_journal(path)
+    result["hint"] = "restored files are not in the index yet: re-run `facesearch index` on their folders"
+    return result
 
 
 def write_csv(report: dict, path: os.PathLike) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from facesearch.atomic import atomic_path
 from facesearch.errors import FacesearchError
 from facesearch.index.store import FaceIndex
-from facesearch.paths import canonical
+from facesearch.paths import canonical, journal_dir
 from facesearch.pipeline import IndexOptions, index_collection
 
 
@@ -89,6 +89,8 @@ def rebuild(index: os.PathLike, weights: str | None = None, index_type: str | No
     with FaceIndex.open(tmp) as new:
         for path, name in labels.items():
             new.set_label(path, name)
+    if journal_dir(index).is_dir():  # dedupe journals: undo must survive a rebuild
+        shutil.copytree(journal_dir(index), journal_dir(tmp), dirs_exist_ok=True)
     old = index.with_name(index.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     os.replace(index, old)

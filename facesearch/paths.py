@@ -29,3 +29,8 @@ def resolve_index(name: str | os.PathLike | None = None) -> Path:
 def canonical(path: str | os.PathLike) -> str:
     """The one spelling of a photo's path stored in an index (absolute, normalised)."""
     return os.path.abspath(os.fspath(path))
+
+
+def journal_dir(index: str | os.PathLike) -> Path:
+    """Where an index keeps the journals of its destructive runs (dedupe moves), for ``undo``."""
+    return Path(index) / "journal"

@@ -131,11 +131,14 @@ def dedupe_cmd(
     """Find duplicate faces or photos within distance τ (report only unless --yes)."""
     from facesearch.dedupe import DedupeOptions, apply_actions, find_duplicates, write_csv
 
-    report = find_duplicates(DedupeOptions(index=resolve_index(index), tau=tau, scope=scope, keep=keep))
+    folder = resolve_index(index)
+    report = find_duplicates(DedupeOptions(index=folder, tau=tau, scope=scope, keep=keep))
     for w in report["warnings"]:  # before any file is touched
         out.warn(w, quiet)
     if move_to or link:
-        report["applied"] = apply_actions(report, str(move_to) if move_to else None, link, yes)
+        report["applied"] = apply_actions(report, folder, str(move_to) if move_to else None, link, yes)
+        out.info(Text(f"{report['applied']['moved']} files {'linked' if link else 'moved'}; journal "
+                      f"{report['applied']['journal']} (undo: facesearch undo --index {folder})"), quiet)
     if out_csv:
         write_csv(report, out_csv)
     _visuals(report, html, sheet, "dedupe", quiet)
@@ -150,6 +153,25 @@ def dedupe_cmd(
                             ["path", "box", ""], rows))
     for e in report["exact_duplicates"]:
         con.print(f"exact duplicates: {', '.join(e)}")
+
+
+@app.command("undo")
+@handle_errors
+def undo_cmd(
+    journal: Optional[Path] = typer.Argument(None, help="A dedupe journal. [default: the index's newest]"),
+    index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET,
+) -> None:
+    """Put back every file a dedupe run moved or replaced by a link (also after a crash or a full disk)."""
+    from facesearch.dedupe import undo
+
+    result = undo(resolve_index(index), journal)
+    if json_out:
+        return out.emit_json(result)
+    out.stdout().print(Text(f"restored {result['restored']} files from {result['journal']}"
+                            + (f", cleaned {result['cleaned']} partial copies" if result.get("cleaned") else "")))
+    for c in result.get("conflicts", []):
+        out.warn(f"left alone: {c}", quiet)
+    out.info(Text(result["hint"]), quiet)
 
 
 @app.command("info")

@@ -600,3 +600,40 @@ def _group(uniq: np.ndarray, root: np.ndarray, min_size: int) -> list[list[int]]
     comps = [c.tolist() for c in np.split(uniq[order], bounds) if len(c) >= min_size] if len(uniq) else []
     comps.sort(key=lambda c: (-len(c), c[0]))
     return comps
+
+
+def keeper_groups(i, j, rank, min_size: int = 2) -> list[list[int]]:
+    """Near-duplicate groups without chaining: complete linkage over the edges ``(i[e], j[e])``.
+
+    The edges are the pairs within τ. In each connected component the best-ranked
+    id not yet grouped (``rank[id]``: lower is better, the would-be keeper) seeds a
+    group; its neighbours join nearest-ranked first, each only if it has an edge to
+    *every* member already in, so every member is within τ of every other (diameter
+    ≤ τ) instead of a chain of look-alikes. Repeat until the component is used up.
+    Groups are keeper first; smaller than ``min_size`` are dropped.
+    """
+    adj: dict[int, set[int]] = {}
+    for a, b in zip(np.asarray(i, np.int64).tolist(), np.asarray(j, np.int64).tolist()):
+        if a != b:
+            adj.setdefault(a, set()).add(b)
+            adj.setdefault(b, set()).add(a)
+    groups = []
+    for comp in connected_components(list(adj), i, j, min_size=2) if adj else []:
+        left = sorted(comp, key=lambda x: (rank[x], x))
+        while left:
+            group = _grow(left[0], left, adj, rank)
+            if len(group) >= min_size:
+                groups.append(group)
+            left = [x for x in left if x not in set(group)]
+    return groups
+
+
+def _grow(seed: int, left: list[int], adj: dict[int, set[int]], rank) -> list[int]:
+    group, members = [seed], {seed}
+    common = adj[seed] & set(left)  # ids linked to every member so far
+    for x in sorted(common, key=lambda y: (rank[y], y)):
+        if x in common:
+            group.append(x)
+            members.add(x)
+            common &= adj[x]
+    return group
