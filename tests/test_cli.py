@@ -308,3 +308,19 @@ def test_settings_file_sets_defaults_and_flags_win(runner, indexed, collection, 
     assert len(out["faces"][0]["matches"]) == 2
     out = json.loads(invoke(runner, "query", probe, "--top", "3", "--json").stdout)
     assert len(out["faces"][0]["matches"]) == 3
+
+
+def test_user_text_is_never_markup(runner, indexed, collection, tmp_path):
+    """Labels and paths with brackets print as they are, and cannot break or style the output."""
+    idx, _ = indexed
+    probe = sorted((collection / "person_01").iterdir())[0]
+    odd = tmp_path / "[edited] me [link=https:x.invalid]x.png"
+    odd.write_bytes(probe.read_bytes())
+    r = runner.invoke(app, ["label", str(probe), "a[/x]b", "--index", str(idx)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["query", str(odd), "--index", str(idx), "--detector", "none", "--top", "1"])
+    assert r.exit_code == 0 and "Traceback" not in r.output
+    assert "[edited] me [link=https:x.invalid]x.png" in r.stdout.replace("\n", "")
+    assert "a[/x]b" in r.stdout
+    r = runner.invoke(app, ["query", str(tmp_path / "[bold]gone[red].png"), "--index", str(idx)])
+    assert r.exit_code == 1 and "[bold]gone[red].png" in r.stderr

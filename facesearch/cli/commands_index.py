@@ -152,7 +152,7 @@ def dedupe_cmd(
         con.print(out.table(f"group {n + 1}: max d {g['max_distance']}, mean d {g['mean_distance']}",
                             ["path", "box", ""], rows))
     for e in report["exact_duplicates"]:
-        con.print(f"exact duplicates: {', '.join(e)}")
+        con.print(Text(f"exact duplicates: {', '.join(e)}"))
 
 
 @app.command("undo")

@@ -52,13 +52,19 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    t = Table(title=title, show_lines=False)
+def table(title: str | Text | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    """A Rich table; title and cells are plain text (paths and labels are never read as markup)."""
+    t = Table(title=plain(title) if title is not None else None, show_lines=False)
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*[_cell(v) for v in r])
+        t.add_row(*[plain(_cell(v)) for v in r])
     return t
+
+
+def plain(text: str | Text) -> Text:
+    """``text`` as literal Rich text: ``[edited] me.jpg`` stays as it is, ``[link=…]`` is no link."""
+    return text if isinstance(text, Text) else Text(str(text))
 
 
 def _cell(v: Any) -> str:
@@ -69,9 +75,10 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def info(msg: str, quiet: bool = False) -> None:
+def info(msg: str | Text, quiet: bool = False) -> None:
+    """A message on stderr, as plain text."""
     if not quiet:
-        stderr().print(msg, highlight=False)
+        stderr().print(plain(msg), highlight=False)
 
 
 def warn(msg: str, quiet: bool = False) -> None:
@@ -91,9 +98,9 @@ def progress(quiet: bool = False) -> Progress:
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> None:
     err = stderr()
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(Text.assemble(("error: ", "bold red"), str(message)), highlight=False)
     if hint:
-        err.print(f"[dim]hint:[/] {hint}", highlight=False)
+        err.print(Text.assemble(("hint: ", "dim"), str(hint)), highlight=False)
     raise typer.Exit(code)
 
 
