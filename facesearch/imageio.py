@@ -7,6 +7,7 @@ Everything here turns messy files into clean data or a typed error:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -227,9 +228,12 @@ class FileStat:
 
 
 def stat_file(path: str | os.PathLike) -> FileStat:
-    """Stat ``path`` (following symlinks); raises ``OSError`` (e.g. FileNotFoundError) as os.stat does."""
+    """Stat ``path`` (following symlinks); raises ``OSError`` as os.stat does, and for anything
+    that is not a regular file (a FIFO or device named on the command line must never be opened)."""
     path = Path(path)
     st = path.stat()
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, device or folder)", str(path))
     return FileStat(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
 
 
@@ -239,9 +243,15 @@ def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     Raises ``OSError`` if the file cannot be read.
     """
     digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fp:
-        while block := fp.read(chunk):
+    # Non-blocking open: a FIFO swapped in after the stat must not hang the run holding the lock.
+    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fp:
+        st = os.fstat(fp.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file (a pipe, device or folder)", str(path))
+        left = st.st_size  # never past the size it had: a growing file cannot keep us reading
+        while left > 0 and (block := fp.read(min(chunk, left))):
             digest.update(block)
+            left -= len(block)
     return digest.hexdigest()
 
 

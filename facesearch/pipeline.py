@@ -89,6 +89,8 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     """Index every face under ``opts.paths`` into ``opts.index``, incrementally."""
     t0 = time.perf_counter()
     notify = on_progress or (lambda event, data: None)
+    # Options first, in this process: a bad name inside a pool initializer respawns workers forever.
+    create_detector(opts.detector, policy=opts.policy)
     meta = read_meta(resolve_weights(opts.weights))
     store = _open_or_create(opts, meta)
     summary = IndexSummary(index=str(opts.index))

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
+import json
 import os
 import shutil
 import signal
@@ -15,6 +14,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from facesearch import maintenance
@@ -168,3 +168,25 @@ def test_rebuild_with_new_weights_keeps_labels(collection, tmp_path):
     assert out["rebuilt"] == "embeddings" and info["faces"] == 16
     assert info["manifest"]["model_id"] != old_id and info["manifest"]["dim"] == 16
     assert info["labels"] == 4 and maintenance.verify(idx)["ok"]
+
+
+def test_a_fifo_named_on_the_command_line_is_reported_not_waited_on(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes: the run must not hang holding the lock."""
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    good = make_identity_folder(tmp_path / "photos", n_people=1, per_person=1, seed=3)
+    cmd = [sys.executable, "-m", "facesearch", "index", str(fifo), str(good), "--index", str(tmp_path / "idx"),
+           "--detector", "none", "--workers", "0", "--json", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["faces"] == 1 and [b["path"] for b in summary["bad_files"]] == [str(fifo)]
+    assert "not a regular file" in summary["bad_files"][0]["error"]
+
+
+def test_unknown_detector_stops_before_any_worker_or_index(tmp_path, collection):
+    from facesearch.errors import FacesearchError
+
+    with pytest.raises(FacesearchError, match="unknown face detector 'mtcnn'"):
+        index_collection(IndexOptions(paths=[collection], index=tmp_path / "idx", detector="mtcnn", workers=2))
+    assert not (tmp_path / "idx").exists()
