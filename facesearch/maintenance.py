@@ -13,6 +13,7 @@ import numpy as np
 
 from facesearch.atomic import atomic_path
 from facesearch.errors import FacesearchError
+from facesearch.index.lock import WriterLock
 from facesearch.index.store import FaceIndex
 from facesearch.paths import canonical, journal_dir
 from facesearch.pipeline import IndexOptions, index_collection
@@ -79,24 +80,27 @@ def rebuild(index: os.PathLike, weights: str | None = None, index_type: str | No
         with FaceIndex.open(index) as store:
             store.rebuild_faiss(index_type=index_type)
             return {"rebuilt": "faiss", "index_type": store.manifest.get("index_type")}
-    with FaceIndex.open(index, readonly=True) as store:
-        files = store.file_paths(status="ok")
-        labels = store.labels_by_path()
-    tmp = index.with_name(index.name + ".rebuild")
-    shutil.rmtree(tmp, ignore_errors=True)
-    summary = index_collection(IndexOptions(paths=files, index=tmp, weights=weights,
-                                            index_type=index_type or "auto", **kw))
-    with FaceIndex.open(tmp) as new:
-        for path, name in labels.items():
-            new.set_label(path, name)
-    if journal_dir(index).is_dir():  # dedupe journals: undo must survive a rebuild
-        shutil.copytree(journal_dir(index), journal_dir(tmp), dirs_exist_ok=True)
-    old = index.with_name(index.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    os.replace(index, old)
-    os.replace(tmp, index)
-    shutil.rmtree(old, ignore_errors=True)
-    return {"rebuilt": "embeddings", "summary": summary.to_dict()}
+    # The live index stays readable but takes no writes until the swap: a label or remove made
+    # meanwhile would be silently lost with the old folder (they now fail: "index is locked").
+    with WriterLock(index):
+        with FaceIndex.open(index, readonly=True) as store:
+            files = store.file_paths(status="ok")
+            labels = store.labels_by_path()
+        tmp = index.with_name(index.name + ".rebuild")
+        shutil.rmtree(tmp, ignore_errors=True)
+        summary = index_collection(IndexOptions(paths=files, index=tmp, weights=weights,
+                                                index_type=index_type or "auto", **kw))
+        with FaceIndex.open(tmp) as new:
+            for path, name in labels.items():
+                new.set_label(path, name)
+        if journal_dir(index).is_dir():  # dedupe journals: undo must survive a rebuild
+            shutil.copytree(journal_dir(index), journal_dir(tmp), dirs_exist_ok=True)
+        old = index.with_name(index.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(index, old)
+        os.replace(tmp, index)
+        shutil.rmtree(old, ignore_errors=True)
+    return {"rebuilt": "embeddings", "summary": {**summary.to_dict(), "index": str(index)}}
 
 
 def export(index: os.PathLike, out: str) -> dict:

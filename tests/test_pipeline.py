@@ -190,3 +190,28 @@ def test_unknown_detector_stops_before_any_worker_or_index(tmp_path, collection)
     with pytest.raises(FacesearchError, match="unknown face detector 'mtcnn'"):
         index_collection(IndexOptions(paths=[collection], index=tmp_path / "idx", detector="mtcnn", workers=2))
     assert not (tmp_path / "idx").exists()
+
+
+def test_rebuild_refuses_concurrent_writes_instead_of_losing_them(collection, tmp_path, monkeypatch):
+    from facesearch.errors import FacesearchError
+    from facesearch.models import create_embedder, save_weights
+
+    idx = tmp_path / "idx"
+    run([collection], idx, label_from_folder=True)
+    tiny = save_weights(create_embedder("resnet10t", embedding_dim=16, input_size=32).eval(), tmp_path / "tiny")
+    probe = str(sorted((collection / "person_01").iterdir())[0])
+    attempts = []
+
+    def index_and_meanwhile_label(opts, *a, **kw):  # another process labels while the rebuild runs
+        try:
+            maintenance.label(idx, probe, "renamed")
+            attempts.append("labelled")
+        except FacesearchError as e:
+            attempts.append(e.message)
+        return index_collection(opts, *a, **kw)
+
+    monkeypatch.setattr(maintenance, "index_collection", index_and_meanwhile_label)
+    out = maintenance.rebuild(idx, weights=str(tiny), detector="none", workers=0)
+    assert len(attempts) == 1 and "locked" in attempts[0]  # refused, not accepted and then lost
+    assert out["summary"]["index"] == str(idx)  # not the .rebuild folder
+    assert maintenance.label(idx, probe, "renamed")["labelled_faces"] == 1  # writable again after the swap
