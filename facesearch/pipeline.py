@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -207,6 +208,13 @@ def _init_worker(detector: str, min_face: int, policy: str, align: str) -> None:
     _ALIGN = align
 
 
+def _init_pool_worker(*args) -> None:
+    # Ctrl-C goes to the whole process group: only the parent handles it (it stops the pool);
+    # workers that also raised KeyboardInterrupt printed tracebacks and could hang the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(*args)
+
+
 def _detect_one(work: _Work) -> _Result:
     try:
         img = load_array(work.path)
@@ -231,6 +239,6 @@ def _detect_all(todo: list[_Work], opts: IndexOptions) -> Iterator[_Result]:
         yield from map(_detect_one, todo)
         return
     ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
-    with ctx.Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
+    with ctx.Pool(workers, initializer=_init_pool_worker, initargs=init_args) as pool:
         yield from pool.imap(_detect_one, todo, chunksize=4)
 

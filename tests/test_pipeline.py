@@ -215,3 +215,22 @@ def test_rebuild_refuses_concurrent_writes_instead_of_losing_them(collection, tm
     assert len(attempts) == 1 and "locked" in attempts[0]  # refused, not accepted and then lost
     assert out["summary"]["index"] == str(idx)  # not the .rebuild folder
     assert maintenance.label(idx, probe, "renamed")["labelled_faces"] == 1  # writable again after the swap
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_workers_cleanly_with_exit_130(tmp_path):
+    photos = make_identity_folder(tmp_path / "photos", n_people=20, per_person=20, size=96, seed=6)
+    idx = tmp_path / "idx"
+    cmd = [sys.executable, "-m", "facesearch", "index", str(photos), "--index", str(idx), "--detector", "auto",
+           "--workers", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group: the signal reaches it and its workers
+    deadline = time.time() + 120
+    while time.time() < deadline and not _has_faces(idx):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the indexer finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = proc.communicate(timeout=60)  # no deadlock
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "interrupted" in err
+    assert maintenance.verify(idx)["ok"]

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from facesearch.errors import FacesearchError
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def stdout() -> Console:
@@ -119,8 +119,9 @@ def handle_errors(fn: Callable) -> Callable:
             if debug_enabled():
                 raise
             fail(e.message, e.hint)
-        except KeyboardInterrupt:
-            fail("interrupted", "nothing was lost: the last completed state is kept; re-run to resume")
+        except KeyboardInterrupt:  # 130 = 128 + SIGINT, as shells report a Ctrl-C
+            fail("interrupted", "nothing was lost: the last completed state is kept; re-run to resume",
+                 code=EXIT_INTERRUPTED)
         except Exception as e:  # a bug: say so briefly, trace on request
             if debug_enabled():
                 raise
