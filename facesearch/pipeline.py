@@ -61,6 +61,8 @@ class IndexSummary:
     seconds: float = 0.0
     files_per_s: float = 0.0
     bad_files: list[dict] = field(default_factory=list)
+    failed: int = 0  # files an unexpected error stopped: not recorded, so the next run retries them
+    failed_files: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,7 +80,8 @@ class _Work:
 @dataclass
 class _Result:
     work: _Work
-    error: str | None = None
+    error: str | None = None  # the file's own fault (unreadable, odd content): recorded as bad
+    failed: str | None = None  # anything else (a bug, MemoryError): not recorded, retried next run
     faces: list = field(default_factory=list)  # list[Face]
     chips: list = field(default_factory=list)  # list[np.ndarray]
 
@@ -176,6 +179,12 @@ def _write(store: FaceIndex, engine, results: list[_Result], summary: IndexSumma
     """Embed a batch of files' chips and commit them in one transaction."""
     if not results:
         return
+    for r in (r for r in results if r.failed):
+        summary.failed += 1
+        summary.failed_files.append({"path": r.work.path, "error": r.failed})
+    results = [r for r in results if not r.failed]
+    if not results:
+        return
     chips = [c for r in results for c in r.chips]
     emb = engine.embed(chips) if chips else np.zeros((0, engine.config.embedding_dim), np.float32)
     items, at = [], 0
@@ -222,9 +231,17 @@ def _detect_one(work: _Work) -> _Result:
         return _Result(work, faces=[c.face for c in crops], chips=[c.chip for c in crops])
     except BadImageError as e:
         return _Result(work, error=e.message)
-    except Exception as e:  # a detector failure on one odd file must not stop the batch
-        log.debug("failed on %s", work.path, exc_info=True)
-        return _Result(work, error=f"{type(e).__name__}: {e}")
+    except RuntimeError as e:  # dlib/OpenCV refusing odd content (1x1, 100000x10): the file's fault
+        return _Result(work, error=f"detector failed: {_first_line(e)}")
+    except Exception as e:  # not the file's fault: report it, keep the batch going, retry next run
+        log.warning("failed on %s: %s", work.path, _first_line(e), exc_info=log.isEnabledFor(logging.DEBUG))
+        return _Result(work, failed=f"{type(e).__name__}: {_first_line(e)}")
+
+
+def _first_line(e: BaseException) -> str:
+    """dlib's errors span many lines ("Error detected at line ..."); one line is enough."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
 
 
 def _detect_all(todo: list[_Work], opts: IndexOptions) -> Iterator[_Result]:

@@ -234,3 +234,23 @@ def test_ctrl_c_stops_workers_cleanly_with_exit_130(tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "interrupted" in err
     assert maintenance.verify(idx)["ok"]
+
+
+def test_only_the_files_fault_is_permanent(collection, tmp_path, monkeypatch):
+    """A bug or MemoryError on one file is reported and retried next run, not stored as a bad file."""
+    import facesearch.pipeline as pipeline
+
+    victim = str(sorted((collection / "person_02").iterdir())[1])
+    real = pipeline.extract_faces
+
+    def flaky(img, detector, align):
+        if pipeline.load_array(victim).shape == img.shape and (pipeline.load_array(victim) == img).all():
+            raise MemoryError("simulated")
+        return real(img, detector, align)
+
+    monkeypatch.setattr(pipeline, "extract_faces", flaky)
+    s = run([collection], tmp_path / "idx")
+    assert s.failed == 1 and s.failed_files[0]["path"] == victim and s.bad == 0 and s.faces == 15
+    monkeypatch.setattr(pipeline, "extract_faces", real)
+    again = run([collection], tmp_path / "idx")
+    assert again.new == 1 and again.faces == 1 and maintenance.info(tmp_path / "idx")["faces"] == 16

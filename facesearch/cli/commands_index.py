@@ -56,12 +56,17 @@ def index_cmd(
         summary["html"] = str(html)
         out.info(f"report: {html}", quiet)
     if json_out:
-        return out.emit_json(summary)
-    keys = ["scanned", "new", "updated", "unchanged", "bad", "noface", "faces", "pruned", "seconds", "files_per_s"]
-    out.stdout().print(out.table(f"index {summary['index']}", ["", "count"], [(k, summary[k]) for k in keys]))
-    if summary["bad_files"]:
-        out.stdout().print(out.table("bad files (skipped)", ["path", "error"],
-                                     [(b["path"], b["error"]) for b in summary["bad_files"]]))
+        out.emit_json(summary)
+    else:
+        keys = ["scanned", "new", "updated", "unchanged", "bad", "noface", "failed", "faces", "pruned", "seconds",
+                "files_per_s"]
+        out.stdout().print(out.table(f"index {summary['index']}", ["", "count"], [(k, summary[k]) for k in keys]))
+        for key, title in (("bad_files", "bad files (skipped)"), ("failed_files", "failed (retried next run)")):
+            if summary[key]:
+                out.stdout().print(out.table(title, ["path", "error"], [(b["path"], b["error"]) for b in summary[key]]))
+    if summary["failed"]:  # not the files' fault: say so with the exit code too
+        out.fail(f"{summary['failed']} files failed for a reason other than the file itself",
+                 "they were not recorded and are retried by the next `facesearch index`; FACESEARCH_DEBUG=1 shows why")
 
 
 @app.command("query")
