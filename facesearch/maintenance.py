@@ -39,6 +39,9 @@ def remove(index: os.PathLike, paths: list[str]) -> dict:
     """Delete the entries of ``paths`` (files, or folders: everything under them) from both stores."""
     with FaceIndex.open(index) as store:
         n = store.remove_paths([canonical(p) for p in paths])
+    if n == 0:
+        raise FacesearchError(f"nothing under {', '.join(map(str, paths))} is in the index",
+                              hint="check the path (`facesearch info` shows the index); nothing was changed")
     return {"removed_files": n}
 
 

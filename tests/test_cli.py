@@ -324,3 +324,13 @@ def test_user_text_is_never_markup(runner, indexed, collection, tmp_path):
     assert "a[/x]b" in r.stdout
     r = runner.invoke(app, ["query", str(tmp_path / "[bold]gone[red].png"), "--index", str(idx)])
     assert r.exit_code == 1 and "[bold]gone[red].png" in r.stderr
+
+
+def test_remove_of_an_unindexed_path_is_an_error_and_verify_hints_prune(runner, indexed, collection, tmp_path):
+    idx, _ = indexed
+    r = runner.invoke(app, ["remove", str(tmp_path / "never-indexed.jpg"), "--index", str(idx)])
+    assert r.exit_code == 1 and "is in the index" in r.stderr and "nothing was changed" in r.stderr
+    gone = sorted((collection / "person_00").iterdir())[0]
+    gone.unlink()
+    r = runner.invoke(app, ["verify", "--index", str(idx)])
+    assert r.exit_code == 1 and "--prune" in r.stderr

@@ -246,6 +246,8 @@ def verify_cmd(index: Optional[str] = INDEX, fix: bool = typer.Option(False, "--
 
     report = verify(resolve_index(index), fix=fix)
     _report(report, json_out)
+    if report.get("files_missing"):
+        out.info("hint: files that are gone leave the index with `facesearch index FOLDER --prune`", json_out)
     if not report.get("ok", False) and not fix:
         raise typer.Exit(1)
 

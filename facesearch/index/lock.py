@@ -35,7 +35,7 @@ class WriterLock:
             who = f" (pid {holder})" if holder else ""
             raise FacesearchError(
                 f"index {self.path.parent} is locked by another facesearch process{who}",
-                hint="wait for it to finish, or stop it; read-only commands (search, info) still work",
+                hint="wait for it to finish, or stop it; read-only commands (query, info, dedupe without --yes) still work",
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
