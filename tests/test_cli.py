@@ -334,3 +334,17 @@ def test_remove_of_an_unindexed_path_is_an_error_and_verify_hints_prune(runner, 
     gone.unlink()
     r = runner.invoke(app, ["verify", "--index", str(idx)])
     assert r.exit_code == 1 and "--prune" in r.stderr
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   __import__("sqlite3").OperationalError("database or disk is full")])
+def test_disk_full_is_one_line_with_a_hint(runner, indexed, monkeypatch, error):
+    import facesearch.maintenance as maintenance
+
+    def full(*a, **kw):
+        raise error
+
+    monkeypatch.setattr(maintenance, "info", full)
+    r = runner.invoke(app, ["info", "--index", str(indexed[0])])
+    assert r.exit_code == 1 and r.stderr.startswith("error: the disk is full") and "Traceback" not in r.stderr
+    assert "free some space" in r.stderr and len(r.stderr.strip().splitlines()) <= 3

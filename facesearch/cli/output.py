@@ -7,6 +7,7 @@ error (Typer's own). Tracebacks only with ``FACESEARCH_DEBUG=1``.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -122,9 +123,22 @@ def handle_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:  # 130 = 128 + SIGINT, as shells report a Ctrl-C
             fail("interrupted", "nothing was lost: the last completed state is kept; re-run to resume",
                  code=EXIT_INTERRUPTED)
-        except Exception as e:  # a bug: say so briefly, trace on request
+        except Exception as e:
             if debug_enabled():
                 raise
-            fail(f"unexpected {type(e).__name__}: {e}", "re-run with FACESEARCH_DEBUG=1 for a traceback")
+            if _disk_full(e):
+                fail(f"the disk is full ({e})", "free some space and re-run: what was committed before is intact, "
+                                                 "and the run resumes where it stopped")
+            _unexpected(e)
 
     return wrapper
+
+
+def _disk_full(e: BaseException) -> bool:
+    """ENOSPC from the OS, or SQLite's own 'database or disk is full'."""
+    return getattr(e, "errno", None) == errno.ENOSPC or "disk is full" in str(e)
+
+
+def _unexpected(e: BaseException) -> None:
+    # A bug: say so briefly, trace on request.
+    fail(f"unexpected {type(e).__name__}: {e}", "re-run with FACESEARCH_DEBUG=1 for a traceback")
