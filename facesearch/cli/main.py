@@ -33,10 +33,15 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
-def _one_of(value: str | None, choices: tuple[str, ...]) -> str | None:
-    if value is None or value in choices:
-        return value
-    raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}.")
+def one_of(choices: tuple[str, ...]):
+    """An option callback accepting only ``choices`` (None passes: the option was not given)."""
+
+    def check(value: str | None) -> str | None:
+        if value is None or value in choices:
+            return value
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}.")
+
+    return check
 
 
 # Mirror facesearch.detect.POLICIES, dedupe's scopes and KEEP_RULES, losses.LOSSES.
@@ -44,30 +49,8 @@ POLICIES = ("all", "largest")
 SCOPES = ("faces", "photos")
 KEEP_RULES = ("largest", "sharpest", "oldest")
 LOSSES = ("contrastive", "triplet", "bce")
-
-
-def check_policy(value: str | None) -> str | None:
-    return _one_of(value, POLICIES)
-
-
-def check_scope(value: str | None) -> str | None:
-    return _one_of(value, SCOPES)
-
-
-def check_keep(value: str | None) -> str | None:
-    return _one_of(value, KEEP_RULES)
-
-
-def check_loss(value: str | None) -> str | None:
-    return _one_of(value, LOSSES)
-
-
-def check_detector(value: str | None) -> str | None:
-    return _one_of(value, DETECTORS)
-
-
-def check_index_type(value: str | None) -> str | None:
-    return _one_of(value, INDEX_TYPES)
+check_policy, check_scope, check_keep, check_loss = (one_of(c) for c in (POLICIES, SCOPES, KEEP_RULES, LOSSES))
+check_detector, check_index_type = one_of(DETECTORS), one_of(INDEX_TYPES)
 
 
 def check_device(value: str | None) -> str | None:
