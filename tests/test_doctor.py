@@ -11,6 +11,7 @@ from facesearch.doctor import _check, run_doctor
 from facesearch.errors import FacesearchError
 from facesearch.index.store import FaceIndex
 from facesearch.models.config import EmbedderConfig
+from facesearch.models.weights_meta import model_id
 
 EXPECTED = {"python", "torch", "cuda", "faiss", "faiss-gpu", "detector dlib-hog", "landmarks dlib 5-point",
             "detector dlib-cnn", "detector opencv-haar", "weights", "index"}
@@ -20,11 +21,16 @@ def by_name(result: dict) -> dict:
     return {c["name"]: c for c in result["checks"]}
 
 
-def fake_weights(folder, tensors: bytes = b"tensors", model_id: str = "fake-model", sha: str | None = None):
+def fake_id(tensors: bytes = b"tensors") -> str:
+    """The id such weights get: derived from the config and the tensors' checksum."""
+    return model_id(EmbedderConfig(), hashlib.sha256(tensors).hexdigest())
+
+
+def fake_weights(folder, tensors: bytes = b"tensors", sha: str | None = None):
     """A weights pair the doctor can check (it never loads the tensors)."""
     (folder / "w.safetensors").write_bytes(tensors)
-    meta = {"config": EmbedderConfig().to_dict(), "model_id": model_id,
-            "sha256": sha or hashlib.sha256(tensors).hexdigest()}
+    sha = sha or hashlib.sha256(tensors).hexdigest()
+    meta = {"config": EmbedderConfig().to_dict(), "model_id": model_id(EmbedderConfig(), sha), "sha256": sha}
     (folder / "w.json").write_text(json.dumps(meta))
     return str(folder / "w.json")
 
@@ -71,7 +77,7 @@ def test_weights_checksum(tmp_path):
 @pytest.fixture()
 def index_folder(tmp_path):
     folder = tmp_path / "idx"
-    with FaceIndex.create(folder, model_id="fake-model", model_config=EmbedderConfig().to_dict(), dim=8):
+    with FaceIndex.create(folder, model_id=fake_id(), model_config=EmbedderConfig().to_dict(), dim=8):
         pass
     return folder
 
@@ -82,9 +88,9 @@ def test_healthy_index(index_folder, tmp_path):
 
 
 def test_index_built_with_other_weights(index_folder, tmp_path):
-    w = fake_weights(tmp_path, model_id="another-model")
+    w = fake_weights(tmp_path, tensors=b"other tensors")
     idx = by_name(run_doctor(index_folder=index_folder, weights=w))["index"]
-    assert not idx["ok"] and "another-model" in idx["detail"] and "rebuild" in idx["hint"]
+    assert not idx["ok"] and fake_id(b"other tensors") in idx["detail"] and "rebuild" in idx["hint"]
 
 
 def test_index_with_vanished_file(index_folder, tmp_path):

@@ -117,3 +117,52 @@ def test_cuda_unavailable_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(FacesearchError, match="CUDA"):
         select_device("cuda")
+
+
+# --- weights are checked, not trusted (issue 13) ------------------------------------------------
+
+
+def _tiny(tmp_path, name="w"):
+    return save_weights(create_embedder("resnet10t", embedding_dim=8, input_size=32).eval(), tmp_path / name)
+
+
+def test_model_id_is_derived_from_the_tensors_not_trusted(tmp_path):
+    from facesearch.models.weights_meta import read_meta
+
+    js = _tiny(tmp_path)
+    meta = json.loads(js.read_text())
+    meta["model_id"] = "dlib_resnet29-128-c215a655b443"  # claims to be the shipped model
+    js.write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="names model"):
+        read_meta(js)
+    with pytest.raises(ModelMismatchError):
+        load_weights(js)
+
+
+def test_non_finite_tensors_are_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from facesearch.models.weights_meta import model_id, sha256_file
+
+    js = _tiny(tmp_path)
+    st = js.with_suffix(".safetensors")
+    state = load_file(str(st))
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state[key][0] = float("nan")
+    save_file(state, str(st))
+    meta = json.loads(js.read_text())  # a consistent pair: checksum and id match the NaN tensors
+    meta["sha256"] = sha256_file(st)
+    meta["model_id"] = model_id(EmbedderConfig.from_dict(meta["config"]), meta["sha256"])
+    js.write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="NaN or infinite"):
+        load_weights(js)
+
+
+@pytest.mark.parametrize("name", ["hf-hub:timm/resnet18.a1_in1k", "timm/resnet18.a1_in1k", "no_such_net"])
+def test_only_local_architectures(name, monkeypatch):
+    def no_network(*a, **kw):
+        raise AssertionError("tried the network")
+
+    monkeypatch.setattr("socket.socket.connect", no_network)
+    with pytest.raises(FacesearchError, match="unknown backbone"):
+        create_embedder(name, embedding_dim=8, input_size=32)

@@ -91,13 +91,12 @@ def _create_trunk(name: str) -> nn.Module:
         return NATIVE_TRUNKS[name](pretrained=False, num_classes=0)
     import timm
 
+    from facesearch.errors import FacesearchError
     from facesearch.models import timm_models  # noqa: F401  (our names, for timm's registry)
 
-    try:
-        return timm.create_model(name, pretrained=False, num_classes=0)
-    except RuntimeError as e:  # timm's "Unknown model" error
-        from facesearch.errors import FacesearchError
-
-        raise FacesearchError(
-            f"unknown backbone {name!r}", hint="use a timm model name, e.g. mobilenetv3_small_100"
-        ) from e
+    # Only architectures registered here: "hf-hub:..." or "timm/..." would make timm fetch
+    # a config (and weights) from the network.
+    if ":" in name or "/" in name or not timm.is_model(name):
+        raise FacesearchError(f"unknown backbone {name!r}",
+                              hint="use a locally registered timm model name, e.g. mobilenetv3_small_100")
+    return timm.create_model(name, pretrained=False, num_classes=0)

@@ -61,15 +61,21 @@ def load_weights(spec: str | os.PathLike | None = None, expect: EmbedderConfig |
     st = js.with_suffix(".safetensors")
     if not st.is_file():
         raise FacesearchError(f"missing tensor file {st}", hint="copy the .safetensors beside its .json")
-    if meta.get("sha256") and sha256_file(st) != meta["sha256"]:
+    digest = sha256_file(st)
+    if meta.get("sha256") and digest != meta["sha256"]:
         raise ModelMismatchError(f"{st.name} does not match the checksum in {js.name}",
                                  hint="the two files come from different trainings; copy the matching pair")
+    state = load_file(str(st))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise ModelMismatchError(f"{st.name} holds NaN or infinite values ({', '.join(bad[:3])})",
+                                 hint="the training diverged or the file is damaged; use another checkpoint")
     model = create_embedder(config=config)
     try:
-        model.load_state_dict(load_file(str(st)), strict=True)
+        model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise ModelMismatchError(f"tensors in {st.name} do not fit {config.backbone}: {str(e).splitlines()[0]}",
                                  hint="the .json and .safetensors come from different models") from e
     model.meta = meta  # type: ignore[attr-defined]
-    model.model_id = meta.get("model_id") or model_id(config, sha256_file(st))  # type: ignore[attr-defined]
+    model.model_id = model_id(config, digest)  # type: ignore[attr-defined]  (of these very tensors)
     return model.eval()

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from facesearch.errors import FacesearchError
+from facesearch.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
 
 DEFAULT_WEIGHTS_NAME = "default"
@@ -77,6 +77,11 @@ def read_meta(json_path: Path) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise FacesearchError(f"unreadable weights config {json_path}: {e}",
                               hint="the .json beside the .safetensors is damaged; re-train or re-copy it") from e
-    if not meta.get("model_id"):
-        meta["model_id"] = model_id(config, meta.get("sha256") or sha256_file(Path(json_path).with_suffix(".safetensors")))
+    # The id is derived, never trusted as written: it names the config and the tensors' checksum
+    # (load_weights checks that checksum against the tensors themselves).
+    derived = model_id(config, meta.get("sha256") or sha256_file(Path(json_path).with_suffix(".safetensors")))
+    if meta.get("model_id") not in (None, derived):
+        raise ModelMismatchError(f"{json_path} names model {meta['model_id']} but its config and checksum make {derived}",
+                                 hint="the .json was edited or mixed up; re-export the weights")
+    meta["model_id"] = derived
     return meta
