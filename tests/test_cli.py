@@ -348,3 +348,14 @@ def test_disk_full_is_one_line_with_a_hint(runner, indexed, monkeypatch, error):
     r = runner.invoke(app, ["info", "--index", str(indexed[0])])
     assert r.exit_code == 1 and r.stderr.startswith("error: the disk is full") and "Traceback" not in r.stderr
     assert "free some space" in r.stderr and len(r.stderr.strip().splitlines()) <= 3
+
+
+def test_damaged_index_database_is_a_clear_error(runner, indexed):
+    from facesearch.index.store import DB
+
+    idx, _ = indexed
+    for suffix in ("", "-wal", "-shm"):
+        (idx / (DB + suffix)).unlink(missing_ok=True)
+    (idx / DB).write_bytes(b"this is not a database" * 100)
+    r = runner.invoke(app, ["info", "--index", str(idx)])
+    assert r.exit_code == 1 and "is damaged or not an index" in r.stderr and "unexpected" not in r.stderr

@@ -789,13 +789,22 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with WAL and foreign keys."""
     try:
         if readonly:
-            db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
+            # A folder nobody may write (a read-only mount, a copy on a DVD) has no WAL to wait
+            # for, and SQLite could not create its -shm file there: open it as immutable.
+            mode = "mode=ro" if os.access(path.parent, os.W_OK) else "immutable=1"
+            db = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True, isolation_level=None)
         else:
             db = sqlite3.connect(path, isolation_level=None)
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
         db.execute("PRAGMA foreign_keys = ON")
         db.execute("PRAGMA busy_timeout = 10000")
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # a damaged file fails here, not mid-command
+    except sqlite3.DatabaseError as e:
+        raise FacesearchError(f"the index database {path} is damaged or not an index ({e})",
+                              hint="nothing was changed; rebuild it: move the index folder aside and re-run "
+                                   "`facesearch index` on your photo folders (labels: `facesearch export` first "
+                                   "if it still opens)") from e
     except sqlite3.Error as e:
         raise FacesearchError(f"cannot open the index database {path}: {e}",
                               hint="check the folder's permissions, or rebuild the index") from e
