@@ -262,13 +262,15 @@ def scan_images(
     paths: Iterable[str | os.PathLike],
     exts: Iterable[str] = IMAGE_EXTS,
     follow_symlinks: bool = True,
+    skipped: list[dict] | None = None,
 ) -> list[Path]:
     """List image files under ``paths``, recursively, sorted and without duplicates.
 
     Files named directly are always included, whatever their extension. Inside
     folders, files match ``exts`` case-insensitively; entries whose name starts
     with ``.`` (``.git``, ``.facesearch``, macOS ``._x.jpg``) are skipped, as are
-    broken symlinks and unreadable folders (logged). Symlinked folders are
+    broken symlinks and unreadable folders (logged, and listed in ``skipped`` as
+    ``{"path", "error"}`` when a list is given). Symlinked folders are
     followed when ``follow_symlinks`` and each real folder is walked once, so
     symlink loops terminate; a file reached twice through symlinks is listed once.
 
@@ -276,7 +278,7 @@ def scan_images(
         FacesearchError: a given path does not exist.
     """
     wanted = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in exts)
-    walker = _Walker(wanted, follow_symlinks)
+    walker = _Walker(wanted, follow_symlinks, skipped if skipped is not None else [])
     for raw in paths:
         root = Path(raw)
         if not root.exists():
@@ -293,9 +295,10 @@ def scan_images(
 class _Walker:
     """Iterative depth-first walk that remembers visited folders and files by identity."""
 
-    def __init__(self, exts: frozenset[str], follow_symlinks: bool):
+    def __init__(self, exts: frozenset[str], follow_symlinks: bool, skipped: list[dict]):
         self.exts = exts
         self.follow_symlinks = follow_symlinks
+        self.skipped = skipped
         self.seen_dirs: set[tuple[int, int]] = set()
         self.found: dict[str, Path] = {}  # resolved path -> first path it was reached by
 
@@ -316,7 +319,7 @@ class _Walker:
         try:
             st = folder.stat()
         except OSError as exc:
-            log.warning("skipping folder %s: %s", folder, _one_line(exc))
+            self._skip(folder, exc)
             return False
         key = (st.st_dev, st.st_ino)
         if key in self.seen_dirs:
@@ -324,13 +327,17 @@ class _Walker:
         self.seen_dirs.add(key)
         return True
 
+    def _skip(self, folder: Path, exc: OSError) -> None:
+        log.warning("skipping folder %s: %s", folder, _one_line(exc))
+        self.skipped.append({"path": str(folder), "error": f"unreadable folder: {_one_line(exc)}"})
+
     def _scan_folder(self, folder: Path) -> list[Path]:
         """Record matching files in ``folder``; return its subfolders to walk, sorted."""
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            log.warning("skipping folder %s: %s", folder, _one_line(exc))
+            self._skip(folder, exc)
             return []
         subdirs = []
         for entry in entries:

@@ -100,7 +100,8 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     summary = IndexSummary(index=str(opts.index))
     with store:
         run_id = store.begin_run({k: str(v) for k, v in asdict(opts).items()})
-        files = scan_images(opts.paths)
+        files = scan_images(opts.paths, skipped=summary.bad_files)
+        summary.bad += len(summary.bad_files)  # unreadable folders: reported like bad files
         summary.scanned = len(files)
         todo = _plan(store, files, opts, summary)
         notify("start", {"total": len(files), "todo": len(todo), "unchanged": summary.unchanged})

@@ -254,3 +254,19 @@ def test_only_the_files_fault_is_permanent(collection, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "extract_faces", real)
     again = run([collection], tmp_path / "idx")
     assert again.new == 1 and again.faces == 1 and maintenance.info(tmp_path / "idx")["faces"] == 16
+
+
+def test_unreadable_folder_is_in_the_summary(collection, tmp_path, monkeypatch):
+    locked = collection / "person_03"
+    real = os.scandir
+
+    def scandir(path="."):  # root reads any folder here, so refuse one the way a permission would
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    s = run([collection], tmp_path / "idx")
+    assert s.faces == 12 and s.bad == 1
+    (bad,) = s.bad_files
+    assert bad["path"] == str(locked) and bad["error"].startswith("unreadable folder:") and "Permission denied" in bad["error"]
