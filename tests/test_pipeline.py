@@ -270,3 +270,21 @@ def test_unreadable_folder_is_in_the_summary(collection, tmp_path, monkeypatch):
     assert s.faces == 12 and s.bad == 1
     (bad,) = s.bad_files
     assert bad["path"] == str(locked) and bad["error"].startswith("unreadable folder:") and "Permission denied" in bad["error"]
+
+
+def make_odd_shapes(root: Path) -> set[str]:
+    """Images the detector finds odd: a single pixel, a 100000x10 strip, a 300-page TIFF."""
+    root.mkdir(parents=True)
+    Image.new("RGB", (1, 1), (200, 150, 100)).save(root / "pixel.png")
+    Image.new("L", (100_000, 10), 128).save(root / "strip.png")
+    pages = [Image.new("L", (32, 32), k % 256) for k in range(300)]
+    pages[0].save(root / "pages.tif", save_all=True, append_images=pages[1:])
+    return {"pixel.png", "strip.png", "pages.tif"}
+
+
+def test_odd_shapes_are_no_face_or_a_one_line_reason(tmp_path):
+    names = make_odd_shapes(tmp_path / "odd")
+    s = run([tmp_path / "odd"], tmp_path / "idx", detector="auto")
+    assert s.failed == 0 and s.noface + s.bad == len(names)
+    for b in s.bad_files:
+        assert "\n" not in b["error"] and len(b["error"]) < 300, b
