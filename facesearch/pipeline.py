@@ -141,7 +141,8 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
             summary.bad_files.append({"path": str(path), "error": str(e)})
             continue
         rec = store.lookup_file(canonical(path))
-        label = path.parent.name if opts.label_from_folder else None
+        # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
+        label = _readable(path.parent.name) if opts.label_from_folder else None
         if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns:
             summary.unchanged += 1
             continue
@@ -156,6 +157,10 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
         else:
             summary.updated += 1
     return todo
+
+
+def _readable(name: str) -> str:
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _safe_hash(path: Path) -> str | None:

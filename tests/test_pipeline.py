@@ -288,3 +288,24 @@ def test_odd_shapes_are_no_face_or_a_one_line_reason(tmp_path):
     assert s.failed == 0 and s.noface + s.bad == len(names)
     for b in s.bad_files:
         assert "\n" not in b["error"] and len(b["error"]) < 300, b
+
+
+def test_file_names_that_are_not_utf8_are_indexed_losslessly(collection, tmp_path):
+    """Old zip files and cameras leave names like b"bad_\\xff.png"; one must not abort the run."""
+    from typer.testing import CliRunner
+
+    from facesearch.cli.main import app
+
+    first = sorted((collection / "person_01").iterdir())[0]
+    odd = os.fsdecode(os.fsencode(str(first.parent)) + b"/bad_\xff.png")  # a lone surrogate in Python
+    os.rename(first, odd)
+    idx = tmp_path / "idx"
+    s = run([collection], idx, label_from_folder=True)
+    assert s.bad == 0 and s.faces == 16
+    with FaceIndex.open(idx, readonly=True) as store:
+        assert store.lookup_file(odd) is not None and odd in store.file_paths()
+    assert maintenance.verify(idx)["ok"]  # the stored name finds the file on disk again
+    r = CliRunner().invoke(app, ["query", odd, "--index", str(idx), "--detector", "none", "--top", "1"])
+    assert r.exit_code == 0, r.output
+    assert "bad_\\xff.png" in r.stdout.replace("\n", "")  # shown escaped, not a crash
+    assert maintenance.remove(idx, [odd])["removed_files"] == 1

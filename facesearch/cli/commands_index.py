@@ -102,7 +102,7 @@ def query_cmd(
             rows = [(m["path"], m["label"], m["distance"], m["similarity"], m["box"]) for m in f["matches"]]
             con.print(out.table(_face_title(r["query"], n, f), ["path", "label", "distance", "cosine", "box"], rows))
             if not f["identity"] and f["same_person"]:
-                con.print(Text(f"same person as: {', '.join(f['same_person'])}"))
+                con.print(out.plain(f"same person as: {', '.join(f['same_person'])}"))
 
 
 def _face_title(path: str, n: int, f: dict) -> Text:
@@ -113,7 +113,7 @@ def _face_title(path: str, n: int, f: dict) -> Text:
         who = f"unknown (nearest named: {f['candidate']} at d {f['distance']:.3f}, beyond τ)"
     else:
         who = "unknown (no labelled faces near)"
-    return Text(f"{path} face {n} {f['box']} → {who}")
+    return out.plain(f"{path} face {n} {f['box']} → {who}")
 
 
 @app.command("dedupe")
@@ -142,7 +142,7 @@ def dedupe_cmd(
         out.warn(w, quiet)
     if move_to or link:
         report["applied"] = apply_actions(report, folder, str(move_to) if move_to else None, link, yes)
-        out.info(Text(f"{report['applied']['moved']} files {'linked' if link else 'moved'}; journal "
+        out.info(out.plain(f"{report['applied']['moved']} files {'linked' if link else 'moved'}; journal "
                       f"{report['applied']['journal']} (undo: facesearch undo --index {folder})"), quiet)
     if out_csv:
         write_csv(report, out_csv)
@@ -150,14 +150,14 @@ def dedupe_cmd(
     if json_out:
         return out.emit_json(report)
     con = out.stdout()
-    con.print(Text(f"{report['n_groups']} groups, {report['n_members']} {scope}, τ = {report['tau']:.3f} "
+    con.print(out.plain(f"{report['n_groups']} groups, {report['n_members']} {scope}, τ = {report['tau']:.3f} "
                    f"({report['tau_source']})"))
     for n, g in enumerate(report["groups"]):
         rows = [(m["path"], m.get("box"), "keep" if m["path"] == g["keeper"] else "") for m in g["members"]]
         con.print(out.table(f"group {n + 1}: max d {g['max_distance']}, mean d {g['mean_distance']}",
                             ["path", "box", ""], rows))
     for e in report["exact_duplicates"]:
-        con.print(Text(f"exact duplicates: {', '.join(e)}"))
+        con.print(out.plain(f"exact duplicates: {', '.join(e)}"))
 
 
 @app.command("undo")
@@ -172,11 +172,11 @@ def undo_cmd(
     result = undo(resolve_index(index), journal)
     if json_out:
         return out.emit_json(result)
-    out.stdout().print(Text(f"restored {result['restored']} files from {result['journal']}"
+    out.stdout().print(out.plain(f"restored {result['restored']} files from {result['journal']}"
                             + (f", cleaned {result['cleaned']} partial copies" if result.get("cleaned") else "")))
     for c in result.get("conflicts", []):
         out.warn(f"left alone: {c}", quiet)
-    out.info(Text(result["hint"]), quiet)
+    out.info(out.plain(result["hint"]), quiet)
 
 
 @app.command("info")

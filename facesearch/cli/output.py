@@ -64,8 +64,14 @@ def table(title: str | Text | None, columns: Sequence[str], rows: Iterable[Seque
 
 
 def plain(text: str | Text) -> Text:
-    """``text`` as literal Rich text: ``[edited] me.jpg`` stays as it is, ``[link=…]`` is no link."""
-    return text if isinstance(text, Text) else Text(str(text))
+    """``text`` as literal Rich text: ``[edited] me.jpg`` stays as it is, ``[link=…]`` is no link, and a
+    file name's bytes that are not UTF-8 show escaped (``bad_\\xff.jpg``) instead of failing to print."""
+    return text if isinstance(text, Text) else Text(printable(str(text)))
+
+
+def printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (lone surrogates, PEP 383) written as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _cell(v: Any) -> str:
@@ -85,7 +91,7 @@ def info(msg: str | Text, quiet: bool = False) -> None:
 def warn(msg: str, quiet: bool = False) -> None:
     """A warning on stderr; ``msg`` is plain text (paths, labels), never markup."""
     if not quiet:
-        stderr().print(Text.assemble(("warning: ", "bold yellow"), msg), highlight=False)
+        stderr().print(Text.assemble(("warning: ", "bold yellow"), printable(msg)), highlight=False)
 
 
 def progress(quiet: bool = False) -> Progress:
@@ -99,9 +105,9 @@ def progress(quiet: bool = False) -> Progress:
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> None:
     err = stderr()
-    err.print(Text.assemble(("error: ", "bold red"), str(message)), highlight=False)
+    err.print(Text.assemble(("error: ", "bold red"), printable(str(message))), highlight=False)
     if hint:
-        err.print(Text.assemble(("hint: ", "dim"), str(hint)), highlight=False)
+        err.print(Text.assemble(("hint: ", "dim"), printable(str(hint))), highlight=False)
     raise typer.Exit(code)
 
 

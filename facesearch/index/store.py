@@ -311,8 +311,8 @@ class FaceIndex:
 
     def lookup_file(self, path: str | os.PathLike) -> FileRecord | None:
         """The stored record of ``path``, or None if it was never indexed."""
-        row = self._db.execute(f"SELECT {_FILE_COLS} FROM files WHERE path = ?", (os.fspath(path),)).fetchone()
-        return FileRecord(*row) if row else None
+        row = self._db.execute(f"SELECT {_FILE_COLS} FROM files WHERE path = ?", (_to_db(path),)).fetchone()
+        return FileRecord(row[0], _from_db(row[1]), *row[2:]) if row else None
 
     def file_info(self, path: str | os.PathLike) -> dict:
         """``path``'s size, mtime_ns, hash, status, n_faces and label ({} if not indexed)."""
@@ -328,7 +328,7 @@ class FaceIndex:
             rows = self._db.execute("SELECT path FROM files ORDER BY path")
         else:
             rows = self._db.execute("SELECT path FROM files WHERE status = ? ORDER BY path", (status,))
-        return [r[0] for r in rows]
+        return [_from_db(r[0]) for r in rows]
 
     def upsert_file(self, path: str | os.PathLike, size: int | None, mtime_ns: int | None, hash: str | None,
                     status: str, error: str | None, faces: Sequence[Any], embeddings, label: str | None = None
@@ -344,7 +344,7 @@ class FaceIndex:
     def touch_file(self, path: str | os.PathLike, size: int, mtime_ns: int) -> None:
         """Update the size/mtime of an unchanged file (same hash) without touching its faces."""
         with self._write_txn() as db:
-            db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, os.fspath(path)))
+            db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, _to_db(path)))
 
     def write_batch(self, items: Iterable[FileUpdate | dict]) -> list[list[int]]:
         """Store many files in one transaction; the new face ids of each, in order.
@@ -378,14 +378,14 @@ class FaceIndex:
         """Forget files: each path is a file or a folder (everything under it). Number of files removed."""
         self._load_index()  # removals are mirrored in FAISS, not paid for by a rebuild later
         with self._write_txn() as db:
-            file_ids = sorted({fid for p in paths for fid in _file_ids_under(db, os.fspath(p))})
+            file_ids = sorted({fid for p in paths for fid in _file_ids_under(db, _to_db(p))})
             face_ids = self._delete_files(db, file_ids)
         self._after_removal(face_ids)
         return len(file_ids)
 
     def prune_missing(self) -> list[str]:
         """Forget files whose path no longer exists on disk; the pruned paths."""
-        rows = self._db.execute("SELECT id, path FROM files ORDER BY path").fetchall()
+        rows = [(fid, _from_db(p)) for fid, p in self._db.execute("SELECT id, path FROM files ORDER BY path")]
         gone = [(fid, p) for fid, p in rows if not os.path.exists(p)]
         if gone:
             self._load_index()
@@ -402,7 +402,7 @@ class FaceIndex:
             "ORDER BY hash, path").fetchall()
         groups: dict[str, list[str]] = {}
         for h, p in rows:
-            groups.setdefault(h, []).append(p)
+            groups.setdefault(h, []).append(_from_db(p))
         return sorted(groups.values())
 
     # -- labels ---------------------------------------------------------------------------
@@ -415,7 +415,7 @@ class FaceIndex:
         """
         with self._write_txn() as db:
             if isinstance(target, (str, os.PathLike)):
-                file_ids = _file_ids_under(db, os.fspath(target))
+                file_ids = _file_ids_under(db, _to_db(target))
                 for chunk in _chunks(file_ids):
                     db.execute(f"UPDATE files SET label = ? WHERE id IN ({_qs(chunk)})", (label, *chunk))
                 return sum(db.execute(f"UPDATE faces SET label = ? WHERE file_id IN ({_qs(c)})",
@@ -429,7 +429,7 @@ class FaceIndex:
         rows = self._db.execute(
             "SELECT f.path, COALESCE(f.label, (SELECT CASE WHEN COUNT(DISTINCT label) = 1 THEN MAX(label) END "
             "FROM faces WHERE file_id = f.id AND label IS NOT NULL)) FROM files f ORDER BY f.path")
-        return {p: lab for p, lab in rows if lab is not None}
+        return {_from_db(p): lab for p, lab in rows if lab is not None}
 
     # -- faces ----------------------------------------------------------------------------
 
@@ -445,7 +445,7 @@ class FaceIndex:
 
     def count_faces_under(self, path: str | os.PathLike) -> int:
         """Faces of the file ``path``, or of all files under the folder ``path``."""
-        ids = _file_ids_under(self._db, os.fspath(path))
+        ids = _file_ids_under(self._db, _to_db(path))
         return sum(self._db.execute(f"SELECT COUNT(*) FROM faces WHERE file_id IN ({_qs(c)})", c).fetchone()[0]
                    for c in _chunks(ids))
 
@@ -666,7 +666,8 @@ class FaceIndex:
 
     def _check_files(self) -> dict:
         missing, changed = [], []
-        for path, size, mtime_ns in self._db.execute("SELECT path, size, mtime_ns FROM files ORDER BY path"):
+        for stored, size, mtime_ns in self._db.execute("SELECT path, size, mtime_ns FROM files ORDER BY path"):
+            path = _from_db(stored)
             try:
                 st = os.stat(path)
             except OSError:
@@ -735,8 +736,9 @@ class FaceIndex:
             "mtime_ns = excluded.mtime_ns, hash = excluded.hash, status = excluded.status, error = excluded.error, "
             "n_faces = excluded.n_faces, label = COALESCE(excluded.label, files.label), "
             "indexed_at = excluded.indexed_at, run_id = excluded.run_id",
-            (u.path, u.size, u.mtime_ns, u.hash, u.status, u.error, len(u.faces), u.label, time.time(), self._run_id))
-        file_id = db.execute("SELECT id FROM files WHERE path = ?", (u.path,)).fetchone()[0]
+            (_to_db(u.path), u.size, u.mtime_ns, u.hash, u.status, u.error, len(u.faces), u.label, time.time(),
+             self._run_id))
+        file_id = db.execute("SELECT id FROM files WHERE path = ?", (_to_db(u.path),)).fetchone()[0]
         old = db.execute("SELECT id, x1, y1, x2, y2, label FROM faces WHERE file_id = ?", (file_id,)).fetchall()
         db.execute("DELETE FROM faces WHERE file_id = ?", (file_id,))
         labels = _carry_labels(old, u.faces)
@@ -767,7 +769,7 @@ class FaceIndex:
                     "SELECT fa.id, fa.file_id, fi.path, fa.x1, fa.y1, fa.x2, fa.y2, fa.score, fa.landmarks, "
                     f"COALESCE(fa.label, fi.label), fi.size, fi.mtime_ns FROM faces fa JOIN files fi ON fi.id = "
                     f"fa.file_id WHERE fa.id IN ({_qs(c)})", c):
-                out[r[0]] = FaceRow(r[0], r[1], r[2], (r[3], r[4], r[5], r[6]), r[7],
+                out[r[0]] = FaceRow(r[0], r[1], _from_db(r[2]), (r[3], r[4], r[5], r[6]), r[7],
                                     json.loads(r[8]) if r[8] else None, r[9], r[10], r[11])
         return out
 
@@ -783,6 +785,20 @@ class FaceIndex:
 # --- helpers ------------------------------------------------------------------------------
 
 _FILE_COLS = "id, path, size, mtime_ns, hash, status, error, n_faces, label, indexed_at, run_id"
+
+# SQLite TEXT must be valid UTF-8, but a POSIX file name is bytes: Python keeps the bytes that are
+# not UTF-8 as lone surrogates U+DC80-U+DCFF (PEP 383). They are stored as U+10FF80-U+10FFFF
+# (private use), char for char, so folder prefixes still match. Valid names are stored unchanged.
+_TO_DB = {c: 0x10FF00 + (c - 0xDC00) for c in range(0xDC80, 0xDD00)}
+_FROM_DB = {v: k for k, v in _TO_DB.items()}
+
+
+def _to_db(path: str | os.PathLike) -> str:
+    return os.fspath(path).translate(_TO_DB)
+
+
+def _from_db(text: str) -> str:
+    return text.translate(_FROM_DB)
 
 
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
