@@ -346,3 +346,22 @@ def test_reader_sees_a_consistent_snapshot_while_a_writer_commits(tmp_path):
         i, j, d = reader.range_pairs(2.0)
         assert len(i) == 5 * 4 // 2 and reader.verify()["faiss_ok"]
     writer.close()
+
+
+def test_a_replaced_faiss_file_is_rebuilt_not_trusted(tmp_path):
+    """Same count and ids but other vectors: queries must still answer from SQLite's embeddings."""
+    store = create(tmp_path)
+    for k in range(12):
+        add(store, photo(tmp_path / "p", f"{k}.jpg", bytes([k])), 3, seed=k)
+    store.close()
+    with FaceIndex.open(tmp_path / "idx", readonly=True) as s:
+        ids, X = s.all_embeddings()
+    forged = ops.build_index(unit(len(ids), 999), ids, "flat")
+    ops_bytes = __import__("faiss").serialize_index(forged)
+    ops_bytes.tofile(tmp_path / "idx" / FAISS_FILE)
+    q = unit(5, 123)
+    with FaceIndex.open(tmp_path / "idx", readonly=True) as s:
+        got = [[m.face_id for m in row] for row in s.search(q, 4)]
+        assert "altered" in (s.rebuilt_reason or "")
+    want = ids[np.argsort(((q[:, None, :] - X[None]) ** 2).sum(-1), axis=1)[:, :4]]
+    assert got == want.tolist()

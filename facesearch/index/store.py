@@ -24,6 +24,7 @@ never invalidate the FAISS cache (which would force a rebuild on next open).
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -261,12 +262,14 @@ class FaceIndex:
         if self._saved_generation == gen and not changed:
             return
         t0 = time.perf_counter()
+        data = faiss.serialize_index(self._index)
         with atomic_path(self.folder / FAISS_FILE) as tmp:
-            faiss.write_index(self._index, str(tmp))
-        # The stamp goes second: a crash between the two leaves an old stamp -> rebuild.
+            data.tofile(tmp)
+        # The stamp goes second: a crash between the two leaves an old stamp -> rebuild. Its
+        # checksum makes a replaced or altered cache file a rebuild too, not silently wrong answers.
         atomic_write_json(self.folder / STAMP, {
             "generation": gen, "uuid": self._state("uuid"), "ntotal": int(self._index.ntotal),
-            "index_type": ops.index_type_of(self._index)})
+            "index_type": ops.index_type_of(self._index), "blake2b": _digest(data)})
         self._saved_generation = gen
         log.debug("wrote FAISS cache (%d faces, generation %d) in %.3fs", self._index.ntotal, gen,
                   time.perf_counter() - t0)
@@ -601,8 +604,11 @@ class FaceIndex:
             return "missing"
         if stamp.get("uuid") != self._state("uuid") or stamp.get("generation") != self._generation():
             return "stale"
+        raw = np.fromfile(self.folder / FAISS_FILE, dtype=np.uint8)
+        if stamp.get("blake2b") != _digest(raw):
+            return "altered (its checksum does not match the stamp)"
         try:
-            index = faiss.read_index(str(self.folder / FAISS_FILE))
+            index = faiss.deserialize_index(raw)
         except Exception as e:  # truncated or corrupt: faiss raises RuntimeError
             return f"unreadable ({str(e).splitlines()[0][:80]})"
         if index.d != self.dim or index.ntotal != self.count():
@@ -791,6 +797,10 @@ _FILE_COLS = "id, path, size, mtime_ns, hash, status, error, n_faces, label, ind
 # (private use), char for char, so folder prefixes still match. Valid names are stored unchanged.
 _TO_DB = {c: 0x10FF00 + (c - 0xDC00) for c in range(0xDC80, 0xDD00)}
 _FROM_DB = {v: k for k, v in _TO_DB.items()}
+
+
+def _digest(data: np.ndarray) -> str:
+    return hashlib.blake2b(memoryview(np.ascontiguousarray(data)), digest_size=16).hexdigest()
 
 
 def _to_db(path: str | os.PathLike) -> str:
