@@ -43,7 +43,7 @@ lock:
 	  echo "# make install/test/demo and .ci/run; refresh with 'make lock' after changing a dependency."; \
 	  .lockenv/bin/python -m pip freeze --all --exclude facesearch; } > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
-	rm -rf .lockenv
+	rm -rf .lockenv build
 
 clean:
 	rm -rf demo_out .pytest_cache

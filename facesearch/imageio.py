@@ -8,11 +8,13 @@ Everything here turns messy files into clean data or a typed error:
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import logging
 import os
 import stat
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
-     ".pgm", ".ppm", ".pbm", ".pnm"}
+     ".pgm", ".ppm", ".pbm", ".pnm", ".heic", ".heif", ".avif"}
 )
 """File extensions (lower-case, with dot) that :func:`scan_images` collects."""
 
@@ -38,7 +40,7 @@ _MAX_PIXELS_ENV = "FACESEARCH_MAX_PIXELS"
 # Only these Pillow decoders are ever tried. Besides matching IMAGE_EXTS this keeps
 # untrusted files away from plugins such as EPS, which shells out to Ghostscript.
 # (Camera multi-picture JPEGs still work: the JPEG opener hands them to MPO.)
-_PIL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
+_PIL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "HEIF", "AVIF")
 
 _WHITE = (255, 255, 255)
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -82,6 +84,7 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
     """
     limit = max_pixels_limit(max_pixels)
     path = Path(path)
+    _register_heif()
     try:
         _check_regular_file(path)
         with open(path, "rb") as fp:
@@ -92,6 +95,18 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
         raise
     except Exception as exc:  # anything Pillow or the OS throws becomes one typed error
         raise _classify(path, exc) from exc
+
+
+@functools.cache
+def _register_heif() -> bool:
+    """HEIC/HEIF (iPhone photos) through pillow-heif, registered on first decode (40 ms of import)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        log.warning("pillow-heif is not installed: HEIC/HEIF photos will be reported as bad files")
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 
 def load_array(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
@@ -263,6 +278,7 @@ def scan_images(
     exts: Iterable[str] = IMAGE_EXTS,
     follow_symlinks: bool = True,
     skipped: list[dict] | None = None,
+    unsupported: Counter | None = None,
 ) -> list[Path]:
     """List image files under ``paths``, recursively, sorted and without duplicates.
 
@@ -270,7 +286,8 @@ def scan_images(
     folders, files match ``exts`` case-insensitively; entries whose name starts
     with ``.`` (``.git``, ``.facesearch``, macOS ``._x.jpg``) are skipped, as are
     broken symlinks and unreadable folders (logged, and listed in ``skipped`` as
-    ``{"path", "error"}`` when a list is given). Symlinked folders are
+    ``{"path", "error"}`` when a list is given); other files inside folders are counted
+    by extension in ``unsupported``. Symlinked folders are
     followed when ``follow_symlinks`` and each real folder is walked once, so
     symlink loops terminate; a file reached twice through symlinks is listed once.
 
@@ -278,7 +295,8 @@ def scan_images(
         FacesearchError: a given path does not exist.
     """
     wanted = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in exts)
-    walker = _Walker(wanted, follow_symlinks, skipped if skipped is not None else [])
+    walker = _Walker(wanted, follow_symlinks, skipped if skipped is not None else [],
+                     unsupported if unsupported is not None else Counter())
     for raw in paths:
         root = Path(raw)
         if not root.exists():
@@ -295,10 +313,11 @@ def scan_images(
 class _Walker:
     """Iterative depth-first walk that remembers visited folders and files by identity."""
 
-    def __init__(self, exts: frozenset[str], follow_symlinks: bool, skipped: list[dict]):
+    def __init__(self, exts: frozenset[str], follow_symlinks: bool, skipped: list[dict], unsupported: Counter):
         self.exts = exts
         self.follow_symlinks = follow_symlinks
         self.skipped = skipped
+        self.unsupported = unsupported
         self.seen_dirs: set[tuple[int, int]] = set()
         self.found: dict[str, Path] = {}  # resolved path -> first path it was reached by
 
@@ -348,6 +367,8 @@ class _Walker:
                 subdirs.append(folder / entry.name)
             elif kind == "file" and os.path.splitext(entry.name)[1].lower() in self.exts:
                 self.add(folder / entry.name)
+            elif kind == "file":  # said in the summary, not silently passed over
+                self.unsupported[os.path.splitext(entry.name)[1].lower() or "(none)"] += 1
         return subdirs
 
     def _kind(self, entry: os.DirEntry) -> str | None:

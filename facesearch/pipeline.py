@@ -13,6 +13,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -61,6 +62,7 @@ class IndexSummary:
     seconds: float = 0.0
     files_per_s: float = 0.0
     bad_files: list[dict] = field(default_factory=list)
+    unsupported: dict[str, int] = field(default_factory=dict)  # files in the folders we cannot read, by extension
     failed: int = 0  # files an unexpected error stopped: not recorded, so the next run retries them
     failed_files: list[dict] = field(default_factory=list)
 
@@ -100,7 +102,9 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     summary = IndexSummary(index=str(opts.index))
     with store:
         run_id = store.begin_run({k: str(v) for k, v in asdict(opts).items()})
-        files = scan_images(opts.paths, skipped=summary.bad_files)
+        unsupported: Counter = Counter()
+        files = scan_images(opts.paths, skipped=summary.bad_files, unsupported=unsupported)
+        summary.unsupported = dict(sorted(unsupported.items()))
         summary.bad += len(summary.bad_files)  # unreadable folders: reported like bad files
         summary.scanned = len(files)
         todo = _plan(store, files, opts, summary)

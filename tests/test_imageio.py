@@ -430,3 +430,29 @@ def test_real_sets_scan_and_decode():
             assert arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8
             if opened(path)[0] == "L":
                 assert (arr == arr[..., :1]).all()
+
+
+def test_heic_and_avif_photos_load_whatever_their_name(tmp_path):
+    """iPhones store HEIC; a HEIC renamed .jpg is common too."""
+    import pillow_heif
+
+    rgb = (np.arange(48 * 64 * 3) % 251).astype(np.uint8).reshape(48, 64, 3)
+    pillow_heif.register_heif_opener()
+    Image.fromarray(rgb).save(tmp_path / "phone.heic", format="HEIF", quality=95)
+    (tmp_path / "renamed.jpg").write_bytes((tmp_path / "phone.heic").read_bytes())
+    Image.fromarray(rgb).save(tmp_path / "web.avif", quality=95)
+    for name in ("phone.heic", "renamed.jpg", "web.avif"):
+        img = load_array(tmp_path / name)
+        assert img.shape == (48, 64, 3) and np.abs(img.astype(int) - rgb).mean() < 20, name
+    assert {p.name for p in scan_images([tmp_path])} == {"phone.heic", "renamed.jpg", "web.avif"}
+
+
+def test_unsupported_files_are_counted_not_ignored(tmp_path):
+    from collections import Counter
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    for name in ("clip.mov", "raw.cr2", "raw2.CR2", "notes"):
+        (tmp_path / name).write_bytes(b"x")
+    unsupported = Counter()
+    assert [p.name for p in scan_images([tmp_path], unsupported=unsupported)] == ["a.png"]
+    assert unsupported == {".mov": 1, ".cr2": 2, "(none)": 1}

@@ -61,6 +61,9 @@ def index_cmd(
         keys = ["scanned", "new", "updated", "unchanged", "bad", "noface", "failed", "faces", "pruned", "seconds",
                 "files_per_s"]
         out.stdout().print(out.table(f"index {summary['index']}", ["", "count"], [(k, summary[k]) for k in keys]))
+        if summary["unsupported"]:
+            out.info(out.plain("not read (no decoder for these kinds of file): "
+                               + ", ".join(f"{ext} {n}" for ext, n in summary["unsupported"].items())), quiet)
         for key, title in (("bad_files", "bad files (skipped)"), ("failed_files", "failed (retried next run)")):
             if summary[key]:
                 out.stdout().print(out.table(title, ["path", "error"], [(b["path"], b["error"]) for b in summary[key]]))
