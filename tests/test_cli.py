@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -359,3 +360,19 @@ def test_damaged_index_database_is_a_clear_error(runner, indexed):
     (idx / DB).write_bytes(b"this is not a database" * 100)
     r = runner.invoke(app, ["info", "--index", str(idx)])
     assert r.exit_code == 1 and "is damaged or not an index" in r.stderr and "unexpected" not in r.stderr
+
+
+def test_index_in_a_folder_nobody_may_write_still_answers(runner, indexed, monkeypatch):
+    """A read-only copy (a mount, a DVD) has no -wal/-shm files and SQLite could not create them."""
+    from facesearch.index.store import DB
+
+    idx, _ = indexed
+    for suffix in ("-wal", "-shm"):
+        (idx / (DB + suffix)).unlink(missing_ok=True)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if (Path(p) == idx and mode & os.W_OK)
+                        else real(p, mode, **kw))  # root may write anywhere: say the folder is read-only
+    for cmd in (["info"], ["verify"]):
+        r = runner.invoke(app, [*cmd, "--index", str(idx), "--json"])
+        assert r.exit_code == 0, (cmd, r.output)
+    assert not (idx / (DB + "-shm")).exists()  # opened immutable: nothing written beside it
