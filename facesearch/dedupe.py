@@ -53,7 +53,7 @@ def find_duplicates(opts: DedupeOptions) -> dict:
             warning = None
         else:
             tau, source = check_tau(opts.tau), "--tau"
-            warning = policy.looseness_warning(tau)
+            warning = policy.dedupe_warning(tau)
         i, j, d = store.range_pairs(tau)
         groups = (_face_groups if opts.scope == "faces" else _photo_groups)(store, i, j, d, opts.keep)
         groups.sort(key=lambda g: (-len(g["members"]), g["members"][0]["path"]))

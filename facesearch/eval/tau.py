@@ -197,10 +197,23 @@ class TauPolicy:
         """A warning when ``tau`` is looser than the verification τ, with the FAR it implies."""
         if self.verification is None or tau <= self.verification:
             return None
-        far = self.far_at(tau)
-        implied = f"about {far:.0%} or more" if far is not None else "a large share"
         return (f"τ {tau:g} is looser than the model's verification τ {self.verification:g}: "
-                f"{implied} of pairs of different people fall within it")
+                f"{self._share(tau)} of pairs of different people fall within it")
+
+    def dedupe_warning(self, tau: float) -> str | None:
+        """A warning when a dedupe ``tau`` is looser than the near-duplicate τ, with the FAR it implies."""
+        if self.dedupe is None or tau <= self.dedupe:
+            return self.looseness_warning(tau)
+        return (f"τ {tau:g} is looser than the model's near-duplicate τ {self.dedupe:g}: it also groups different "
+                f"photos of one person, and {self._share(tau)} of pairs of different people fall within it")
+
+    def _share(self, tau: float) -> str:
+        far = self.far_at(tau)
+        if far is None:
+            return "an unmeasured share"
+        if tau > self.curve[0][1]:  # beyond the loosest measured point: a lower bound
+            return f"more than {far:.0%}"
+        return f"about {far:.0%}" if far >= 0.01 else f"about {far:.0e}"
 
 
 def check_tau(tau: float) -> float:
