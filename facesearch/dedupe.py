@@ -20,6 +20,7 @@ import numpy as np
 from facesearch.atomic import atomic_write_bytes
 from facesearch.errors import FacesearchError
 from facesearch.eval.tau import TauPolicy, check_tau
+from facesearch.imageio import hamming64
 from facesearch.index.ops import keeper_groups
 from facesearch.index.store import FaceIndex
 from facesearch.journal import MoveJournal, latest_journal
@@ -27,6 +28,7 @@ from facesearch.paths import journal_dir
 from facesearch.journal import undo as undo_journal
 
 KEEP_RULES = ("largest", "sharpest", "oldest")
+PHASH_BITS = 4  # of 64: re-encoded (JPEG q60) and 75 %-resized copies stay within it
 # Names that say "I am the copy": "copy of", "Kopie", "(1)", "_dup", "-copy2".
 _COPY_NAME = re.compile(r"copy|kopie|copie|duplicate|\bdup\b|_dup|\(\d+\)", re.IGNORECASE)
 
@@ -71,15 +73,27 @@ def _face_groups(store: FaceIndex, i, j, d, rule: str) -> list[dict]:
 
 
 def _photo_groups(store: FaceIndex, i, j, d, rule: str) -> list[dict]:
-    """Photos whose faces all match one to one (same face count) are duplicates of each other.
+    """Photos that are duplicates of each other: their faces all match one to one (same face
+    count), or their whole-photo hashes are (nearly) equal.
 
-    A group photo that merely contains a face from a portrait is not a duplicate
-    of that portrait, so a shared face alone does not link two photos. The photo
-    pair's distance is its farthest matched face pair.
+    A group photo that merely contains a face from a portrait is not a duplicate of that
+    portrait, so a shared face alone does not link two photos. The photo pair's distance is its
+    farthest matched face pair (0 for a hash-only link: re-encoded or resized copies whose faces
+    moved past τ, or photos without faces).
     """
+    links = _face_links(store, i, j, d)
+    for pair in _hash_pairs(store.photo_hashes()):
+        links.setdefault(pair, 0.0)
+    paths = sorted({p for pair in links for p in pair})
+    pid = {p: n for n, p in enumerate(paths)}
+    members = {n: {"path": p, **store.file_info(p)} for n, p in enumerate(paths)}
+    rows = [(pid[a], pid[b], x) for (a, b), x in links.items()]
+    arr = (np.array([r[k] for r in rows]) for k in range(3)) if rows else (np.zeros(0),) * 3
+    return _groups(members, *arr, rule)
+
+
+def _face_links(store: FaceIndex, i, j, d) -> dict[tuple[str, str], float]:
     face_file = {r.face_id: r.path for r in store.faces(sorted(set(i.tolist()) | set(j.tolist())))}
-    paths = sorted(set(face_file.values()))
-    stats = {p: store.file_info(p) for p in paths}
     matched: dict[tuple[str, str], tuple[set, set, float]] = {}
     for a, b, x in zip(i.tolist(), j.tolist(), d.tolist()):
         pa, pb = face_file[a], face_file[b]
@@ -88,12 +102,33 @@ def _photo_groups(store: FaceIndex, i, j, d, rule: str) -> list[dict]:
         (pa, a), (pb, b) = sorted([(pa, a), (pb, b)])
         fa, fb, dmax = matched.get((pa, pb), (set(), set(), x))
         matched[(pa, pb)] = (fa | {a}, fb | {b}, max(dmax, x))
-    pid = {p: n for n, p in enumerate(paths)}
-    links = [(pid[pa], pid[pb], x) for (pa, pb), (fa, fb, x) in matched.items()
-             if stats[pa]["n_faces"] == stats[pb]["n_faces"] == len(fa) == len(fb)]
-    members = {n: {"path": p, **stats[p]} for n, p in enumerate(paths)}
-    arr = (np.array([x[k] for x in links]) for k in range(3)) if links else (np.zeros(0),) * 3
-    return _groups(members, *arr, rule)
+    n_faces = {p: store.file_info(p)["n_faces"] for p in {p for pair in matched for p in pair}}
+    return {(pa, pb): x for (pa, pb), (fa, fb, x) in matched.items()
+            if n_faces[pa] == n_faces[pb] == len(fa) == len(fb)}
+
+
+def _hash_pairs(hashes: list[tuple[str, int]]) -> set[tuple[str, str]]:
+    """Photo pairs whose 64-bit hashes differ in at most PHASH_BITS bits.
+
+    Cut into PHASH_BITS + 1 bands, two such hashes agree exactly on at least one band
+    (pigeonhole), so candidates come from equal bands, not an all-pairs scan; a band value
+    shared by thousands of photos (near-blank frames) is skipped.
+    """
+    width = -(-64 // (PHASH_BITS + 1))
+    buckets: dict[tuple[int, int], list[tuple[str, int]]] = {}
+    for path, h in hashes:
+        u = h & 0xFFFF_FFFF_FFFF_FFFF
+        for band in range(PHASH_BITS + 1):
+            buckets.setdefault((band, (u >> (width * band)) & ((1 << width) - 1)), []).append((path, h))
+    pairs = set()
+    for bucket in buckets.values():
+        if len(bucket) > 1000:
+            continue
+        for n, (pa, ha) in enumerate(bucket):
+            for pb, hb in bucket[n + 1:]:
+                if pa != pb and hamming64(ha, hb) <= PHASH_BITS:
+                    pairs.add(tuple(sorted((pa, pb))))
+    return pairs
 
 
 def _groups(members: dict[int, dict], i, j, d, rule: str) -> list[dict]:

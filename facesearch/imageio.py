@@ -109,6 +109,23 @@ def _register_heif() -> bool:
     return True
 
 
+def dhash(img: np.ndarray | Image.Image, size: int = 8) -> int:
+    """64-bit difference hash of a whole photo (signed, as SQLite stores it).
+
+    Each bit says whether a pixel of the 9x8 greyscale thumbnail is brighter than its left
+    neighbour, so re-encoding, resizing and small colour changes leave it (nearly) unchanged:
+    near-duplicate photos are found even where their faces are not.
+    """
+    im = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
+    g = np.asarray(im.convert("L").resize((size + 1, size), Image.BILINEAR), dtype=np.int16)
+    return int.from_bytes(np.packbits(g[:, 1:] > g[:, :-1]).tobytes(), "big", signed=True)
+
+
+def hamming64(a: int, b: int) -> int:
+    """Bits that differ between two (signed) 64-bit hashes."""
+    return ((a ^ b) & 0xFFFF_FFFF_FFFF_FFFF).bit_count()
+
+
 def load_array(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
     """Like :func:`load_image` but return an ``HxWx3`` ``uint8`` RGB array."""
     return np.asarray(load_image(path, max_pixels))

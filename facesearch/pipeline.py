@@ -23,7 +23,7 @@ import numpy as np
 from facesearch.detect import create_detector
 from facesearch.errors import BadImageError
 from facesearch.faces import extract_faces
-from facesearch.imageio import content_hash, load_array, scan_images, stat_file
+from facesearch.imageio import content_hash, dhash, load_array, scan_images, stat_file
 from facesearch.index.store import FaceIndex
 from facesearch.models.weights_meta import read_meta, resolve_weights
 from facesearch.paths import canonical
@@ -84,6 +84,7 @@ class _Result:
     work: _Work
     error: str | None = None  # the file's own fault (unreadable, odd content): recorded as bad
     failed: str | None = None  # anything else (a bug, MemoryError): not recorded, retried next run
+    dhash: int | None = None  # the whole photo's difference hash
     faces: list = field(default_factory=list)  # list[Face]
     chips: list = field(default_factory=list)  # list[np.ndarray]
 
@@ -202,7 +203,7 @@ def _write(store: FaceIndex, engine, results: list[_Result], summary: IndexSumma
         w, n = r.work, len(r.chips)
         status = "bad" if r.error else ("ok" if n else "noface")
         items.append(dict(path=w.path, size=w.size, mtime_ns=w.mtime_ns, hash=w.hash, status=status,
-                          error=r.error, faces=r.faces, embeddings=emb[at : at + n], label=w.label))
+                          error=r.error, faces=r.faces, embeddings=emb[at : at + n], label=w.label, dhash=r.dhash))
         at += n
         if r.error:
             summary.bad += 1
@@ -238,7 +239,7 @@ def _detect_one(work: _Work) -> _Result:
     try:
         img = load_array(work.path)
         crops = extract_faces(img, _DETECTOR, _ALIGN)
-        return _Result(work, faces=[c.face for c in crops], chips=[c.chip for c in crops])
+        return _Result(work, faces=[c.face for c in crops], chips=[c.chip for c in crops], dhash=dhash(img))
     except BadImageError as e:
         return _Result(work, error=e.message)
     except RuntimeError as e:  # dlib/OpenCV refusing odd content (1x1, 100000x10): the file's fault

@@ -169,3 +169,43 @@ def test_moves_mirror_folders_leave_the_index_and_undo_restores_the_tree(tmp_pat
     r = runner.invoke(app, ["undo", "--index", str(idx)])
     assert r.exit_code == 0, r.output
     assert tree(tmp_path / "photos") == before and not any(p.is_file() for p in (tmp_path / "dups").rglob("*"))
+
+
+# ------------------------------------------------------------------ whole-photo hashes
+
+
+def test_hash_pairs_equal_the_all_pairs_scan():
+    from facesearch.dedupe import PHASH_BITS, _hash_pairs
+    from facesearch.imageio import hamming64
+
+    rng = np.random.default_rng(3)
+    base = [int(x) for x in rng.integers(-2**63, 2**63 - 1, 300, dtype=np.int64)]
+    hashes = [(f"p{k}", h) for k, h in enumerate(base)]
+    for k in range(60):  # near copies: flip 0..PHASH_BITS+1 random bits
+        h = base[k] & 0xFFFF_FFFF_FFFF_FFFF
+        for b in rng.choice(64, k % (PHASH_BITS + 2), replace=False):
+            h ^= 1 << int(b)
+        hashes.append((f"c{k}", h - (1 << 64) if h >= 1 << 63 else h))
+    want = {tuple(sorted((a, b))) for (a, ha), (b, hb) in itertools.combinations(hashes, 2)
+            if hamming64(ha, hb) <= PHASH_BITS}
+    assert _hash_pairs(hashes) == want and len(want) >= 40
+
+
+def test_a_resized_recompressed_copy_is_a_duplicate_photo_even_when_faces_drift(tmp_path):
+    from PIL import Image
+
+    from facesearch.pipeline import IndexOptions, index_collection
+    from facesearch.synthetic import make_identity_folder
+
+    src = make_identity_folder(tmp_path / "photos", n_people=3, per_person=2, size=160, seed=4)
+    orig = sorted((src / "person_01").iterdir())[0]
+    img = Image.open(orig).convert("RGB")
+    img.resize((120, 120)).save(src / "person_01" / "small copy.jpg", quality=60)
+    idx = tmp_path / "idx"
+    index_collection(IndexOptions(paths=[str(src)], index=idx, detector="none", workers=0))
+    # A τ so tight that no face pair links: only the whole-photo hash can find the copy.
+    report = find_duplicates(DedupeOptions(index=idx, tau=1e-4, scope="photos"))
+    groups = [{Path(m["path"]).name for m in g["members"]} for g in report["groups"]]
+    assert {orig.name, "small copy.jpg"} in groups
+    (g,) = [g for g in report["groups"] if len(g["members"]) == 2 and "small copy.jpg" in str(g)]
+    assert Path(g["keeper"]).name == orig.name  # the larger, original photo stays

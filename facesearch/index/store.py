@@ -68,7 +68,12 @@ CREATE TABLE IF NOT EXISTS faces(
 CREATE INDEX IF NOT EXISTS faces_file ON faces(file_id);
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, started REAL, finished REAL, args TEXT, summary TEXT);
 CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value TEXT);
+""" + "\n" + """
+CREATE TABLE IF NOT EXISTS photo_hashes(
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE, dhash INTEGER NOT NULL);
 """
+# Added after format 1 shipped: writers create it on open, readers of an older index see no hashes.
+PHOTO_HASHES = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS photo_hashes"):]
 
 
 # --- records ------------------------------------------------------------------------------
@@ -114,6 +119,7 @@ class FileUpdate:
     faces: Sequence[Any] = field(default_factory=list)
     embeddings: Any = None  # (len(faces), dim) float32
     label: str | None = None  # file-level label; None keeps the existing one
+    dhash: int | None = None  # the whole photo's difference hash (imageio.dhash), for near-duplicate photos
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,8 @@ class FaceIndex:
         lock = None if readonly else WriterLock(folder).acquire()
         try:
             db = _connect(folder / DB, readonly=readonly)
+            if not readonly:
+                db.executescript(PHOTO_HASHES)
         except BaseException:
             if lock:
                 lock.release()
@@ -396,6 +404,15 @@ class FaceIndex:
                 face_ids = self._delete_files(db, [fid for fid, _ in gone])
             self._after_removal(face_ids)
         return [p for _, p in gone]
+
+    def photo_hashes(self) -> list[tuple[str, int]]:
+        """``(path, dhash)`` of every photo that has one (none in an index from before they existed)."""
+        try:
+            rows = self._db.execute("SELECT f.path, h.dhash FROM photo_hashes h JOIN files f ON f.id = h.file_id "
+                                    "ORDER BY f.path").fetchall()
+        except sqlite3.OperationalError:  # an older index opened read-only: no table yet
+            return []
+        return [(_from_db(p), h) for p, h in rows]
 
     def exact_duplicate_files(self) -> list[list[str]]:
         """Groups of indexed paths with identical content hashes (each sorted, groups by first path)."""
@@ -732,7 +749,8 @@ class FaceIndex:
         if len(emb) != len(faces):
             raise ValueError(f"{u.path}: {len(faces)} faces but {len(emb)} embeddings")
         status = "noface" if u.status == "ok" and not faces else u.status
-        return FileUpdate(os.fspath(u.path), u.size, u.mtime_ns, u.hash, status, u.error, faces, emb, u.label)
+        return FileUpdate(os.fspath(u.path), u.size, u.mtime_ns, u.hash, status, u.error, faces, emb, u.label,
+                          u.dhash)
 
     def _write_file(self, db: sqlite3.Connection, u: FileUpdate, next_id: int) -> tuple[list[int], list[int]]:
         """Upsert one file and replace its faces; (old face ids, new face ids)."""
@@ -745,6 +763,9 @@ class FaceIndex:
             (_to_db(u.path), u.size, u.mtime_ns, u.hash, u.status, u.error, len(u.faces), u.label, time.time(),
              self._run_id))
         file_id = db.execute("SELECT id FROM files WHERE path = ?", (_to_db(u.path),)).fetchone()[0]
+        db.execute("DELETE FROM photo_hashes WHERE file_id = ?", (file_id,))
+        if u.dhash is not None:
+            db.execute("INSERT INTO photo_hashes(file_id, dhash) VALUES (?, ?)", (file_id, u.dhash))
         old = db.execute("SELECT id, x1, y1, x2, y2, label FROM faces WHERE file_id = ?", (file_id,)).fetchall()
         db.execute("DELETE FROM faces WHERE file_id = ?", (file_id,))
         labels = _carry_labels(old, u.faces)
