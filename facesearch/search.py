@@ -107,6 +107,8 @@ def _query_one(path: str, store: FaceIndex, engine, detector, th: Thresholds, po
             "score": round(float(crop.face.score), 4),
             **answer,
             "far": _far(policy, nearest),
+            # Closer than calibration could measure: "far" is then an upper bound.
+            "far_is_bound": bool(policy.curve) and nearest is not None and nearest < policy.curve[-1][1],
             "same_person": [m.path for m in matches if m.distance <= th.same][:top],
             "matches": [_match_dict(m) for m in matches[:top]],
         })

@@ -65,7 +65,7 @@ def test_query_json_states_its_tau_and_the_open_set_answer(runner, collection, t
     assert 0 < out["tau"] < verification  # a gallery needs a stricter τ than one pair
     (face,) = out["faces"]
     assert face["identity"] == face["candidate"] == "person_01" and face["distance"] == pytest.approx(0, abs=1e-3)
-    assert 0 < face["far"] <= 1e-4 and str(probe) in face["same_person"]
+    assert 0 < face["far"] <= 1e-4 and face["far_is_bound"] and str(probe) in face["same_person"]
 
 
 def test_unlabelled_collection_answers_same_person_as(runner, collection, tmp_path):

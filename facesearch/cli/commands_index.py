@@ -111,7 +111,8 @@ def query_cmd(
 def _face_title(path: str, n: int, f: dict) -> Text:
     """``photo face 0 [box] → name (d, FAR, margin)``; ``unknown`` names the nearest candidate."""
     if f["identity"]:
-        who = f"{f['identity']} (d {f['distance']:.3f}, FAR {f['far']:.0e}, margin {f['margin']})"
+        far = "—" if f["far"] is None else f"{'≤' if f['far_is_bound'] else ''}{f['far']:.0e}"
+        who = f"{f['identity']} (d {f['distance']:.3f}, FAR {far}, margin {f['margin']})"
     elif f["candidate"]:
         who = f"unknown (nearest named: {f['candidate']} at d {f['distance']:.3f}, beyond τ)"
     else:
@@ -156,9 +157,11 @@ def dedupe_cmd(
     con.print(out.plain(f"{report['n_groups']} groups, {report['n_members']} {scope}, τ = {report['tau']:.3f} "
                    f"({report['tau_source']})"))
     for n, g in enumerate(report["groups"]):
-        rows = [(m["path"], m.get("box"), "keep" if m["path"] == g["keeper"] else "") for m in g["members"]]
+        where = "box" if scope == "faces" else "n_faces"  # a photo group's members have no one box
+        rows = [(m["path"], m.get(where), f"keep ({g['keeper_reason']})" if m["path"] == g["keeper"] else "")
+                for m in g["members"]]
         con.print(out.table(f"group {n + 1}: max d {g['max_distance']}, mean d {g['mean_distance']}",
-                            ["path", "box", ""], rows))
+                            ["path", where.replace("n_", ""), ""], rows))
     for e in report["exact_duplicates"]:
         con.print(out.plain(f"exact duplicates: {', '.join(e)}"))
 
