@@ -24,8 +24,8 @@ from facesearch.imageio import hamming64
 from facesearch.index.ops import keeper_groups
 from facesearch.index.store import FaceIndex
 from facesearch.journal import MoveJournal, latest_journal
-from facesearch.paths import journal_dir
 from facesearch.journal import undo as undo_journal
+from facesearch.paths import journal_dir
 
 KEEP_RULES = ("largest", "sharpest", "oldest")
 PHASH_BITS = 4  # of 64: re-encoded (JPEG q60) and 75 %-resized copies stay within it
@@ -81,18 +81,23 @@ def _photo_groups(store: FaceIndex, i, j, d, rule: str) -> list[dict]:
     farthest matched face pair (0 for a hash-only link: re-encoded or resized copies whose faces
     moved past τ, or photos without faces).
     """
-    links = _face_links(store, i, j, d)
-    for pair in _hash_pairs(store.photo_hashes()):
+    matched = _face_matches(store, i, j, d)
+    hashed = _hash_pairs(store.photo_hashes())
+    paths = sorted({p for pair in [*matched, *hashed] for p in pair})
+    info = {p: store.file_info(p) for p in paths}  # one lookup per photo
+    links = {(pa, pb): x for (pa, pb), (na, nb, x) in matched.items()
+             if info[pa]["n_faces"] == info[pb]["n_faces"] == na == nb}
+    for pair in hashed:
         links.setdefault(pair, 0.0)
-    paths = sorted({p for pair in links for p in pair})
     pid = {p: n for n, p in enumerate(paths)}
-    members = {n: {"path": p, **store.file_info(p)} for n, p in enumerate(paths)}
+    members = {n: {"path": p, **info[p]} for n, p in enumerate(paths)}
     rows = [(pid[a], pid[b], x) for (a, b), x in links.items()]
     arr = (np.array([r[k] for r in rows]) for k in range(3)) if rows else (np.zeros(0),) * 3
     return _groups(members, *arr, rule)
 
 
-def _face_links(store: FaceIndex, i, j, d) -> dict[tuple[str, str], float]:
+def _face_matches(store: FaceIndex, i, j, d) -> dict[tuple[str, str], tuple[int, int, float]]:
+    """Photo pairs with matching faces: ``(faces of a matched, faces of b matched, farthest pair)``."""
     face_file = {r.face_id: r.path for r in store.faces(sorted(set(i.tolist()) | set(j.tolist())))}
     matched: dict[tuple[str, str], tuple[set, set, float]] = {}
     for a, b, x in zip(i.tolist(), j.tolist(), d.tolist()):
@@ -102,9 +107,7 @@ def _face_links(store: FaceIndex, i, j, d) -> dict[tuple[str, str], float]:
         (pa, a), (pb, b) = sorted([(pa, a), (pb, b)])
         fa, fb, dmax = matched.get((pa, pb), (set(), set(), x))
         matched[(pa, pb)] = (fa | {a}, fb | {b}, max(dmax, x))
-    n_faces = {p: store.file_info(p)["n_faces"] for p in {p for pair in matched for p in pair}}
-    return {(pa, pb): x for (pa, pb), (fa, fb, x) in matched.items()
-            if n_faces[pa] == n_faces[pb] == len(fa) == len(fb)}
+    return {pair: (len(fa), len(fb), x) for pair, (fa, fb, x) in matched.items()}
 
 
 def _hash_pairs(hashes: list[tuple[str, int]]) -> set[tuple[str, str]]:
@@ -135,6 +138,9 @@ def _groups(members: dict[int, dict], i, j, d, rule: str) -> list[dict]:
     """Complete-linkage groups seeded at the best keeper, with distance stats and the keeper's reason."""
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
     pair_d = {(min(a, b), max(a, b)): x for a, b, x in zip(i.tolist(), j.tolist(), np.asarray(d).tolist())}
+    if rule == "sharpest":  # decoded once per photo, here, for the ranking and the reason alike
+        for m in members.values():
+            m.setdefault("sharpness", _sharpness(m["path"]))
     ranked = sorted(members, key=lambda k: (keeper_key(members[k], rule), k))
     rank = {k: n for n, k in enumerate(ranked)}
     out = []
@@ -164,13 +170,13 @@ def keeper_key(m: dict, rule: str) -> tuple:
     if rule == "oldest":
         return age + size + name
     if rule == "sharpest":
-        return (-_sharpness(m["path"]),) + size + age + name
+        return (-m["sharpness"],) + size + age + name
     return size + age + name
 
 
 def keeper_reason(keeper: dict, other: dict, rule: str) -> str:
     """Why ``keeper`` beat the best other member, in words (the first criterion that decided)."""
-    if rule == "sharpest" and _sharpness(keeper["path"]) != _sharpness(other["path"]):
+    if rule == "sharpest" and keeper["sharpness"] != other["sharpness"]:
         return "sharpest photo"
     checks = [("larger face" if keeper.get("box") else "larger file", lambda m: (-_area(m.get("box")), -(m.get("size") or 0))),
               ("older file", lambda m: m.get("mtime_ns") or 0),
@@ -188,20 +194,18 @@ def _area(box) -> float:
     return (box[2] - box[0]) * (box[3] - box[1]) if box else 0.0
 
 
-def _sharpness(path: str, _cache: dict = {}) -> float:  # noqa: B006  (memo: one decode per photo per run)
+def _sharpness(path: str) -> float:
     """Variance of the Laplacian of the greyscale photo: higher is sharper."""
-    if path not in _cache:
-        import cv2
+    import cv2
 
-        from facesearch.errors import BadImageError
-        from facesearch.imageio import load_array
+    from facesearch.errors import BadImageError
+    from facesearch.imageio import load_array
 
-        try:
-            grey = cv2.cvtColor(load_array(path, max_pixels=40_000_000), cv2.COLOR_RGB2GRAY)
-            _cache[path] = float(cv2.Laplacian(grey, cv2.CV_64F).var())
-        except BadImageError:
-            _cache[path] = -1.0
-    return _cache[path]
+    try:
+        grey = cv2.cvtColor(load_array(path, max_pixels=40_000_000), cv2.COLOR_RGB2GRAY)
+    except BadImageError:
+        return -1.0
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
 def plan_actions(report: dict, move_to: str | None = None) -> list[dict]:

@@ -31,6 +31,12 @@ def canonical(path: str | os.PathLike) -> str:
     return os.path.abspath(os.fspath(path))
 
 
+def printable(text: str) -> str:
+    """``text`` with undecodable file-name bytes (lone surrogates, PEP 383) written as ``\\xNN``:
+    valid UTF-8 for SQLite labels and terminals, and still readable."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def journal_dir(index: str | os.PathLike) -> Path:
     """Where an index keeps the journals of its destructive runs (dedupe moves), for ``undo``."""
     return Path(index) / "journal"

@@ -26,7 +26,7 @@ from facesearch.faces import extract_faces
 from facesearch.imageio import content_hash, dhash, load_array, scan_images, stat_file
 from facesearch.index.store import FaceIndex
 from facesearch.models.weights_meta import read_meta, resolve_weights
-from facesearch.paths import canonical
+from facesearch.paths import canonical, printable
 
 log = logging.getLogger(__name__)
 WRITE_EVERY = 64  # files per SQLite transaction
@@ -147,7 +147,7 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
             continue
         rec = store.lookup_file(canonical(path))
         # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
-        label = _readable(path.parent.name) if opts.label_from_folder else None
+        label = printable(path.parent.name) if opts.label_from_folder else None
         if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns:
             summary.unchanged += 1
             continue
@@ -162,10 +162,6 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
         else:
             summary.updated += 1
     return todo
-
-
-def _readable(name: str) -> str:
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _safe_hash(path: Path) -> str | None:

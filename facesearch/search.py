@@ -74,43 +74,54 @@ def query(images: list[str], opts: QueryOptions) -> dict:
     with store:
         n_labelled, n_faces = store.count_labelled(), store.count()
         th = query_thresholds(policy, opts.tau, n_labelled, n_faces)
-        results = [_query_safe(p, store, engine, detector, th, policy, opts.top, single=len(images) == 1)
-                   for p in images]
+        ctx = _Query(store, engine, detector, th, policy, opts.top, k=min(max(opts.top, IDENTIFY_K), max(n_faces, 1)))
+        results = [_query_safe(p, ctx, single=len(images) == 1) for p in images]
     return {"results": results, "tau": round(th.name, 4), "tau_same": round(th.same, 4), "tau_source": th.source,
             "gallery": {"labelled_faces": n_labelled, "faces": n_faces},
             "warnings": [th.warning] if th.warning else []}
 
 
-def _query_safe(path: str, store, engine, detector, th: Thresholds, policy: TauPolicy, top: int,
-                single: bool) -> dict:
+@dataclass
+class _Query:
+    """What every image of one query shares."""
+
+    store: FaceIndex
+    engine: object
+    detector: object
+    th: Thresholds
+    policy: TauPolicy
+    top: int
+    k: int  # neighbours searched per face
+
+
+def _query_safe(path: str, q: _Query, single: bool) -> dict:
     """One image's result; with several images a bad one is reported in place, not fatal."""
     try:
-        return _query_one(path, store, engine, detector, th, policy, top)
+        return _query_one(path, q)
     except (BadImageError, NoFaceError) as e:
         if single:
             raise
         return {"query": path, "faces": [], "error": e.message}
 
 
-def _query_one(path: str, store: FaceIndex, engine, detector, th: Thresholds, policy: TauPolicy, top: int) -> dict:
-    crops = extract_faces(load_array(path), detector, engine.config.align)
+def _query_one(path: str, q: _Query) -> dict:
+    crops = extract_faces(load_array(path), q.detector, q.engine.config.align)
     if not crops:
         raise NoFaceError(f"no face found in {path}", hint="try --detector none if the image is a face crop")
-    emb = engine.embed([c.chip for c in crops])
-    k = min(max(top, IDENTIFY_K), max(store.count(), 1))
+    emb = q.engine.embed([c.chip for c in crops])
     faces = []
-    for crop, matches in zip(crops, store.search(emb, k)):
-        answer = identify(matches, th.name)
+    for crop, matches in zip(crops, q.store.search(emb, q.k)):
+        answer = identify(matches, q.th.name)
         nearest = answer["distance"] if answer["distance"] is not None else (matches[0].distance if matches else None)
         faces.append({
             "box": [round(float(v), 1) for v in crop.face.box],
             "score": round(float(crop.face.score), 4),
             **answer,
-            "far": _far(policy, nearest),
+            "far": _far(q.policy, nearest),
             # Closer than calibration could measure: "far" is then an upper bound.
-            "far_is_bound": bool(policy.curve) and nearest is not None and nearest < policy.curve[-1][1],
-            "same_person": [m.path for m in matches if m.distance <= th.same][:top],
-            "matches": [_match_dict(m) for m in matches[:top]],
+            "far_is_bound": nearest is not None and q.policy.below_curve(nearest),
+            "same_person": [m.path for m in matches if m.distance <= q.th.same][:q.top],
+            "matches": [_match_dict(m) for m in matches[:q.top]],
         })
     return {"query": path, "faces": faces}
 

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from facesearch.errors import FacesearchError
+from facesearch.paths import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -67,11 +68,6 @@ def plain(text: str | Text) -> Text:
     """``text`` as literal Rich text: ``[edited] me.jpg`` stays as it is, ``[link=…]`` is no link, and a
     file name's bytes that are not UTF-8 show escaped (``bad_\\xff.jpg``) instead of failing to print."""
     return text if isinstance(text, Text) else Text(printable(str(text)))
-
-
-def printable(text: str) -> str:
-    """``text`` with undecodable file-name bytes (lone surrogates, PEP 383) written as ``\\xNN``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _cell(v: Any) -> str:

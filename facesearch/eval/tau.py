@@ -12,9 +12,11 @@ impostor distances once and stores, in the weights JSON's config:
 - ``tau_dedupe``: the near-duplicate τ (``dedupe``'s default).
 
 Identification against a gallery is not one pair: a stranger is compared with
-every enrolled face, so the chance she is named is about
-``FPIR = 1 - (1 - FAR(τ))^N`` for ``N`` enrolled faces. :meth:`TauPolicy.identification`
-inverts that for a target FPIR (default 1 %), so the τ tightens as the gallery
+every enrolled face, so the chance she is named grows with the gallery.
+``calibration.identification`` (:func:`identification_curve`) stores, per gallery
+size N, the τ that keeps that chance at a target FPIR (default 1 %), measured per
+photo; :meth:`TauPolicy.identification` reads it (falling back to
+``FPIR = 1 - (1 - FAR(τ))^N`` on the FAR curve), so the τ tightens as the gallery
 grows. An index records its model's config (with this calibration) when it is
 created, and commands read the policy from there, not from whatever weights file
 is on disk later.
@@ -148,6 +150,10 @@ class TauPolicy:
             return None
         log_far, taus = self._axes()
         return float(10 ** np.interp(d, taus, log_far))
+
+    def below_curve(self, d: float) -> bool:
+        """Closer than the strictest calibrated point: :meth:`far_at` is then an upper bound."""
+        return bool(self.curve) and d < self.curve[-1][1]
 
     def tau_for_far(self, far: float) -> float | None:
         """The τ at which a fraction ``far`` of impostor pairs is accepted (clamped to the curve)."""
