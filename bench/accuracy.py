@@ -5,7 +5,10 @@ pins_celebs, lowres_umist) each photo is detected and aligned once (the
 product's ``--detector``, default ``auto``, largest face, whole image when none
 is found) and every model embeds the *same* chips:
 
-* ``facesearch``: the shipped default weights (``facesearch.embed.EmbeddingEngine``);
+* ``facesearch``: the shipped default weights (``facesearch.embed.EmbeddingEngine``):
+  the fused model, ``dlib_ft`` ⊕ SFace;
+* ``dlib_ft``: the fine-tuned dlib ResNet alone (the default before the fusion);
+* ``sface``: OpenCV Zoo's SFace alone, on the 112 px ArcFace chip;
 * ``dlib``: ``dlib.face_recognition_model_v1.compute_face_descriptor``, the peer,
   scored with its own (unnormalised) Euclidean distance, as face_recognition does;
 * any extra ``--weights`` (a model with another alignment template gets chips
@@ -41,10 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from embed import dlib_model, out_path  # noqa: E402
 
-from facesearch.detect import Face, create_detector, faces_to_chips  # noqa: E402
+from facesearch.detect import Face, create_detector  # noqa: E402
 from facesearch.embed import EmbeddingEngine  # noqa: E402
 from facesearch.errors import BadImageError  # noqa: E402
-from facesearch.faces import CHIP_SIZE, largest_face  # noqa: E402
+from facesearch.faces import CHIP_SIZE, largest_face, make_chips  # noqa: E402
 from facesearch.imageio import load_array  # noqa: E402
 from facesearch.models.weights import load_weights  # noqa: E402
 from facesearch.eval.protocol import score_embeddings  # noqa: E402
@@ -78,8 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         C.write_results(args.out, results)
         return 0
     models = build_models(args)
-    for m in models:
-        m.embed([np.zeros((CHIP_SIZE, CHIP_SIZE, 3), np.uint8)])  # warm-up: first-call setup is not per-face cost
+    for m in models:  # warm-up: first-call setup is not per-face cost
+        m.embed(make_chips(np.zeros((CHIP_SIZE, CHIP_SIZE, 3), np.uint8), [Face((0, 0, CHIP_SIZE, CHIP_SIZE), 1.0)],
+                           m.align))
     results["models"] = {m.name: {"model_id": m.model_id, "align": m.align} for m in models}
     for name in args.sets:
         results["sets"][name] = bench_set(DEV / name, models, args)
@@ -115,7 +119,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build_models(args) -> list[Model]:
     """Our default model, dlib (when installed) and each extra ``--weights``."""
-    models = [engine_model("facesearch", None, args.batch_size)]
+    models = [engine_model("facesearch", None, args.batch_size), engine_model("dlib_ft", "dlib_ft", args.batch_size),
+              sface_model(args.batch_size)]
     facerec = None if args.no_dlib else dlib_model()
     if facerec is not None:
         models.append(Model("dlib", DEFAULT_ALIGN, lambda chips: dlib_embed(facerec, chips), "dlib_resnet_v1.dat"))
@@ -128,6 +133,23 @@ def engine_model(name: str, weights: str | None, batch_size: int) -> Model:
     model = load_weights(weights)
     engine = EmbeddingEngine(model, device="auto", batch_size=batch_size)
     return Model(name, model.config.align, engine.embed, model.model_id)
+
+
+def sface_model(batch_size: int) -> Model:
+    import torch
+
+    from facesearch.models.sface import load_sface
+
+    net = load_sface()
+
+    @torch.inference_mode()
+    def embed(chips: list[np.ndarray]) -> np.ndarray:
+        out = [net(torch.from_numpy(np.stack(chips[i:i + batch_size])).permute(0, 3, 1, 2).float()).numpy()
+               for i in range(0, len(chips), batch_size)]
+        e = np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+        return e / np.linalg.norm(e, axis=1, keepdims=True)
+
+    return Model("sface", "arcface_112", embed, "sface")
 
 
 def dlib_embed(facerec, chips: list[np.ndarray]) -> np.ndarray:
@@ -162,15 +184,11 @@ def detect_all(paths: list[Path], detector: str, aligns: set[str]) -> tuple[dict
         crop = largest_face(img, det, DEFAULT_ALIGN)
         fallback += crop.face.landmarks is None  # no face found: the whole photo is the face
         for a in aligns:
-            chips[a].append(crop.chip if a == DEFAULT_ALIGN else _chip(img, crop.face, a))
+            chips[a].append(crop.chip if a == DEFAULT_ALIGN else make_chips(img, [crop.face], a)[0])
         ok[n] = True
     stats = {"photos": len(paths), "unreadable": int((~ok).sum()), "no_face_whole_image": fallback,
              "ms_per_photo": round(1000 * (time.perf_counter() - t0) / max(len(paths), 1), 2)}
     return chips, ok, stats
-
-
-def _chip(img: np.ndarray, face: Face, align: str) -> np.ndarray:
-    return faces_to_chips(img, [face], template=align, size=CHIP_SIZE)[0]
 
 
 def bench_set(root: Path, models: list[Model], args) -> dict:

@@ -1,24 +1,20 @@
-"""Benchmark the face detectors and the chip alignment on the shared face photos.
+"""Benchmark the face detectors: group photos, no-face rates on every dev set, speed, alignment.
 
-For each detector: detection rate (images with >= 1 face), images with extra
-faces (> 1 face, every test image holds exactly one person) and ms/image
-(detection + landmarks), on
+For each detector variant:
 
-* ``train/yalefaces``: 164 uncropped 320x243 greyscale photos, one face each;
-* a seeded sample of ``dev/pins_celebs``: loose colour face crops, <= 128 px;
-* ``groups``: synthetic 640x400 "group photos", each with 4 yalefaces photos
-  shrunk to 0.4x (faces ~50 px) on a grey canvas: small faces in a small photo,
-  the case dlib's 80 px window misses without upsampling.
-
-``face_recall`` is faces found / faces present (capped at the number present per
-image); ``extra_faces`` counts images with more faces than people.
+* ``composite``: labelled group photos composed from dev faces pasted at known
+  boxes into real face-free photos (``bench/groups.py`` says how and what it
+  lacks), 1024x768 and 4000x3000: face recall by face width (16-20, 20-40,
+  40-80, >= 80 px), false positives (detections matching no face) and ms/photo;
+* ``no_face``: share of photos where no face is found, on every dev set (one
+  visible face per photo; seeded samples unless ``--full``);
+* ``yale``: train/yalefaces, 164 uncropped 320x243 greyscale photos.
 
 It also measures how closely ``facesearch.align.align_face`` reproduces
-``dlib.get_face_chip`` (mean abs pixel difference) on the yalefaces faces, at
-their own size and upscaled 4x (the image-pyramid path).
+``dlib.get_face_chip`` on the yalefaces faces (1x and 4x: the pyramid path).
 
-    python bench/detectors.py            # full run, a few minutes on 2 cores
-    python bench/detectors.py --quick    # 20 images per set
+    python bench/detectors.py            # a few minutes on 2 cores
+    python bench/detectors.py --quick    # CI-sized
 
 Prints a table and writes ``bench/results/detectors.json``.
 """
@@ -42,30 +38,46 @@ sys.path.insert(0, str(REPO))
 
 from facesearch.align import align_face  # noqa: E402
 from facesearch.atomic import atomic_write_json  # noqa: E402
-from facesearch.detect import FaceDetector, create_detector  # noqa: E402
+from facesearch.detect import create_detector  # noqa: E402
 from facesearch.errors import FacesearchError  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import groups  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 YALE = DATA / "train" / "yalefaces"
-PINS = DATA / "dev" / "pins_celebs"
+DEV = DATA / "dev"
+DEV_SETS = ("pins_celebs", "orl_att_faces", "extended_yale_b", "lowres_umist")
+SIZE_BINS = ((16, 20), (20, 40), (40, 80), (80, 10_000))
 
 
-# The CNN takes seconds per upsampled image on a CPU: it runs on a sample of each set.
-SLOW_LIMIT = 40
+def variants() -> dict[str, tuple[dict, float]]:
+    """Detector settings to compare: name -> (create_detector kwargs, share of each set to run).
 
-
-def variants() -> dict[str, tuple[dict, int | None]]:
-    """Detector settings to compare: name -> (create_detector kwargs, max images per set)."""
+    dlib's CNN takes seconds per large photo on a CPU, so the dlib variants run on a
+    sample of each set; YuNet's score sweep is how its threshold was chosen.
+    """
     return {
-        "auto": ({"name": "auto"}, None),
-        "dlib-hog": ({"name": "dlib-hog"}, None),
-        "dlib-hog up0": ({"name": "dlib-hog", "upsample": 0}, None),
-        "dlib-hog up1": ({"name": "dlib-hog", "upsample": 1}, None),
-        "dlib-cnn": ({"name": "dlib-cnn"}, SLOW_LIMIT),
-        "dlib-cnn up0": ({"name": "dlib-cnn", "upsample": 0}, SLOW_LIMIT),
-        "opencv-haar": ({"name": "opencv-haar"}, None),
-        "none": ({"name": "none"}, None),
+        "auto (yunet 0.6)": ({"name": "auto"}, 1.0),
+        "yunet 0.5": ({"name": "yunet", "score_threshold": 0.5}, 1.0),
+        "yunet 0.7": ({"name": "yunet", "score_threshold": 0.7}, 1.0),
+        "yunet 0.8": ({"name": "yunet", "score_threshold": 0.8}, 1.0),
+        "yunet no tiles": ({"name": "yunet", "tiles": False}, 1.0),
+        "dlib-auto": ({"name": "dlib-auto", "min_face": 20}, 0.25),
+        "dlib-hog": ({"name": "dlib-hog", "min_face": 20}, 0.25),
+        "opencv-haar": ({"name": "opencv-haar", "min_face": 20}, 0.25),
     }
+
+
+def make_detector(kw: dict):
+    kw = dict(kw)
+    score, tiles = kw.pop("score_threshold", None), kw.pop("tiles", True)
+    det = create_detector(**kw)
+    if score is not None:
+        det.score_threshold = score
+    if not tiles:
+        det.max_side = 10**6  # the whole photo at full size in one pass: what tiling replaces
+    return det
 
 
 def list_images(folder: Path, n: int | None, seed: int = 0) -> list[Path]:
@@ -75,45 +87,50 @@ def list_images(folder: Path, n: int | None, seed: int = 0) -> list[Path]:
     return files
 
 
-def spread(items: list, limit: int | None) -> list:
-    """At most ``limit`` items, evenly spaced (so a yalefaces sample covers every person)."""
-    if limit is None or len(items) <= limit:
-        return items
-    return items[:: len(items) // limit][:limit]
-
-
 def load(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
 
 
-def group_photos(faces: list[np.ndarray], n: int, per: int = 4) -> list[np.ndarray]:
-    """``n`` 640x400 canvases, each with ``per`` photos from ``faces`` shrunk to 0.4x."""
-    canvases = []
-    for i in range(n):
-        canvas = np.full((400, 640, 3), 128, np.uint8)
-        for k in range(per):
-            img = faces[(i * per + k * 37) % len(faces)]
-            small = cv2.resize(img, None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
-            y, x = 40 + (k // 2) * 180, 40 + (k % 2) * 320
-            canvas[y : y + small.shape[0], x : x + small.shape[1]] = small
-        canvases.append(canvas)
-    return canvases
+def head(items: list, share: float) -> list:
+    return items[: max(1, round(len(items) * share))]
 
 
-def bench_detector(det, images: list[np.ndarray], per_image: int) -> dict:
+def bench_composite(det, photos: list, share: float) -> dict:
+    """Recall by face width, false positives and ms/photo on composed group photos."""
+    found, widths, fps, elapsed = [], [], 0, 0.0
+    photos = head(photos, share)
+    for ph in photos:
+        t0 = time.perf_counter()
+        faces = det.detect(ph.image)
+        elapsed += time.perf_counter() - t0
+        boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
+        hit, fp = groups.match(ph.boxes, boxes)
+        found.append(hit)
+        widths.append(ph.boxes[:, 2] - ph.boxes[:, 0])
+        fps += fp
+    found, widths = np.concatenate(found), np.concatenate(widths)
+    recall = {f"{lo}-{hi if hi < 10_000 else 'up'}": _share(found[(widths >= lo) & (widths < hi)])
+              for lo, hi in SIZE_BINS}
+    detections = int(found.sum()) + fps
+    return {"photos": len(photos), "faces": int(len(found)), "recall": recall,
+            "recall_ge20": _share(found[widths >= 20]), "recall_ge40": _share(found[widths >= 40]),
+            "false_positives": fps, "fp_share": round(fps / max(detections, 1), 4),
+            "ms_per_photo": round(1000 * elapsed / len(photos), 1)}
+
+
+def _share(x: np.ndarray) -> float | None:
+    return round(float(x.mean()), 4) if len(x) else None
+
+
+def bench_no_face(det, images: list[np.ndarray]) -> dict:
     counts, elapsed = [], 0.0
     for img in images:
         t0 = time.perf_counter()
         counts.append(len(det.detect(img)))
         elapsed += time.perf_counter() - t0
-    n = len(images)
-    return {
-        "images": n,
-        "detection_rate": round(sum(c >= 1 for c in counts) / n, 4),
-        "face_recall": round(sum(min(c, per_image) for c in counts) / (n * per_image), 4),
-        "extra_faces": sum(c > per_image for c in counts),
-        "ms_per_image": round(1000 * elapsed / n, 1),
-    }
+    counts = np.array(counts)
+    return {"images": len(images), "no_face": round(float((counts == 0).mean()), 4),
+            "several": int((counts > 1).sum()), "ms_per_image": round(1000 * elapsed / len(images), 1)}
 
 
 def bench_alignment(images: list[np.ndarray]) -> dict:
@@ -168,52 +185,65 @@ def environment() -> dict:
 
 
 def print_table(results: dict) -> None:
-    head = f"{'detector':16s} {'set':6s} {'n':>4s} {'rate':>6s} {'recall':>6s} {'extra':>5s} {'ms/img':>8s}"
-    print(head)
-    print("-" * len(head))
+    print(f"{'detector':18s} {'set':10s} {'faces':>5s} {'16-20':>6s} {'20-40':>6s} {'40-80':>6s} {'80+':>6s} "
+          f"{'>=20':>6s} {'FP%':>5s} {'ms':>8s}")
     for name, res in results["detectors"].items():
         if "error" in res:
-            print(f"{name:16s} unavailable: {res['error']}")
+            print(f"{name:18s} unavailable: {res['error']}")
             continue
-        for set_name, r in res.items():
-            print(f"{name:16s} {set_name:6s} {r['images']:4d} {r['detection_rate']:6.3f} "
-                  f"{r['face_recall']:6.3f} {r['extra_faces']:5d} {r['ms_per_image']:8.1f}")
+        for set_name in ("composite_1024", "composite_4000"):
+            r = res[set_name]
+            rec = [r["recall"][k] for k in ("16-20", "20-40", "40-80", "80-up")]
+            print(f"{name:18s} {set_name[10:]:10s} {r['faces']:5d} " + " ".join(f"{_pct(v):>6s}" for v in rec)
+                  + f" {_pct(r['recall_ge20']):>6s} {100 * r['fp_share']:5.1f} {r['ms_per_photo']:8.1f}")
+    print(f"\n{'detector':18s} " + " ".join(f"{s[:12]:>14s}" for s in ("yale", *DEV_SETS)) + "   (no-face %, ms/photo)")
+    for name, res in results["detectors"].items():
+        if "error" not in res:
+            cells = [res["no_face"][s] for s in ("yale", *DEV_SETS)]
+            print(f"{name:18s} " + " ".join(f"{100 * c['no_face']:6.2f} {c['ms_per_image']:7.1f}" for c in cells))
     print("\nalignment vs dlib.get_face_chip:", results["alignment"])
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="20 images per set")
-    ap.add_argument("--pins", type=int, default=300, help="pins_celebs sample size")
+    ap.add_argument("--quick", action="store_true", help="CI-sized: a few photos per set")
+    ap.add_argument("--full", action="store_true", help="every dev photo for the no-face rates")
+    ap.add_argument("--photos", type=int, default=40, help="composite 1024x768 photos (4000x3000: a quarter)")
+    ap.add_argument("--per-set", type=int, default=300, help="dev photos per set for the no-face rates")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "detectors.json")
     ap.add_argument("--only", nargs="*", help="detector variants to run (default: all)")
     args = ap.parse_args(argv)
-    if not YALE.is_dir() or not PINS.is_dir():
+    if not YALE.is_dir() or not DEV.is_dir():
         print(f"skipped: shared face data not found at {DATA}")
         return 0
-    n = 20 if args.quick else None
-    sets = {
-        "yale": [load(p) for p in list_images(YALE, n)],
-        "pins": [load(p) for p in list_images(PINS, 20 if args.quick else args.pins)],
-    }
-    sets["groups"] = group_photos(sets["yale"], 5 if args.quick else 20)
-    per_image = {"yale": 1, "pins": 1, "groups": 4}
-    results = {"environment": environment(), "quick": args.quick, "detectors": {}}
-    for name, (kw, limit) in variants().items():
+    n_photos, per_set = (4, 12) if args.quick else (args.photos, None if args.full else args.per_set)
+    sources = groups.source_faces(list_images(DEV / "pins_celebs", None) + list_images(DEV / "orl_att_faces", None),
+                                  limit=60 if args.quick else 400)
+    bgs = groups.backgrounds()
+    composite = {"composite_1024": groups.compose(sources, bgs, n_photos, (1024, 768), seed=1),
+                 "composite_4000": groups.compose(sources, bgs, max(1, n_photos // 4), (4000, 3000), seed=2)}
+    singles = {"yale": [load(p) for p in list_images(YALE, 20 if args.quick else None)],
+               **{s: [load(p) for p in list_images(DEV / s, per_set)] for s in DEV_SETS}}
+    results = {"environment": environment(), "quick": args.quick, "source_faces": len(sources),
+               "backgrounds": list(bgs), "detectors": {}}
+    for name, (kw, share) in variants().items():
         if args.only and name not in args.only:
             continue
         try:
-            det = create_detector(**kw)
+            det = make_detector(kw)
         except FacesearchError as exc:
             results["detectors"][name] = {"error": f"{exc} ({exc.hint})"}
             continue
-        if isinstance(det, FaceDetector):
-            det.warmup()  # model loading is not per-image cost
-        results["detectors"][name] = {
-            s: bench_detector(det, spread(imgs, limit), per_image[s]) for s, imgs in sets.items()
-        }
+        det.warmup()  # model loading is not per-image cost
+        res = {k: bench_composite(det, v, share) for k, v in composite.items()}
+        res["no_face"] = {k: bench_no_face(det, head(v, share)) for k, v in singles.items()}
+        results["detectors"][name] = res
         print(f"done {name}", flush=True)
-    results["alignment"] = bench_alignment(sets["yale"])
+    results["alignment"] = bench_alignment(singles["yale"])
     print_table(results)
     atomic_write_json(args.out, results)
     print(f"wrote {args.out}")

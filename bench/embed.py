@@ -1,4 +1,4 @@
-"""Benchmark the default embedder against dlib's own descriptor on the same aligned chips.
+"""Benchmark our dlib ResNet port (dlib_ft, the first part of the fused default) against dlib, same chips.
 
 Chips: 150x150 aligned face chips made the product's way (dlib HOG box, 5
 landmarks, ``facesearch.faces.largest_face``) from a spread of
@@ -76,7 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=None, help="timed passes per row; the best counts (default 3)")
     ap.add_argument("--cuda-batches", type=_ints, default=[256, 512, 1024])
     ap.add_argument("--cuda-faces", type=int, default=8192, help="faces per CUDA pass")
-    ap.add_argument("--weights", default=None, help="weights to benchmark (default: the shipped default)")
+    ap.add_argument("--weights", default="dlib_ft",
+                    help="weights to time (default dlib_ft: the ResNet port, which dlib is compared with)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="result JSON, or a folder for embed.json")
     args = ap.parse_args(argv)

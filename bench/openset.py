@@ -38,7 +38,7 @@ from accuracy import dlib_embed  # noqa: E402
 from embed import dlib_model  # noqa: E402
 
 from facesearch.embed import EmbeddingEngine  # noqa: E402
-from facesearch.eval.chips import cached_set, chip_cache_dir  # noqa: E402
+from facesearch.eval.chips import cached_set, chip_cache_dir, model_inputs  # noqa: E402
 from facesearch.eval.openset import fnir_at_fpir, fpir_fnir, openset_scores, rank1  # noqa: E402
 from facesearch.eval.tau import TauPolicy  # noqa: E402
 from facesearch.models.weights import load_weights  # noqa: E402
@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.sets, args.seeds = args.sets.split(","), [int(s) for s in args.seeds.split(",")]
     args.enrol, args.sizes = [int(k) for k in args.enrol.split(",")], [int(n) for n in args.sizes.split(",")]
     return args
+CHIPS = ("chips", "chips_arcface")  # every chip the shipped models need (facesearch.eval.chips)
 
 
 # --- data -----------------------------------------------------------------------------------
@@ -87,10 +88,9 @@ def load_sets(args) -> tuple[dict[str, dict], dict]:
         named = d["labels"] >= 0
         same = np.zeros(len(d["chips"]), bool)
         same[named] = np.isin(d["classes"][d["labels"][named]], [c for c in d["classes"] if _person(c) in dev_people])
-        parts.append(d["chips"][~same])
-    chips = np.concatenate(parts)
-    order = np.random.default_rng(0).permutation(len(chips))[: max(args.sizes)]
-    return dev, {"chips": chips[order]}
+        parts.append({k: d[k][~same] for k in CHIPS})
+    order = np.random.default_rng(0).permutation(sum(len(p["chips"]) for p in parts))[: max(args.sizes)]
+    return dev, {k: np.concatenate([p[k] for p in parts])[order] for k in CHIPS}
 
 
 def _person(folder: str) -> str:
@@ -114,16 +114,17 @@ def split(labels: np.ndarray, enrol: int, seed: int) -> tuple[np.ndarray, np.nda
 
 
 class Embedder:
-    """One model's embeddings of every chip it is asked for, computed once per set."""
+    """One model's embeddings of every face it is asked for, computed once per set."""
 
-    def __init__(self, name: str, fn, distractor_cap: int):
-        self.name, self.fn, self.cap, self.cache = name, fn, distractor_cap, {}
+    def __init__(self, name: str, fn, distractor_cap: int, align: str):
+        self.name, self.fn, self.cap, self.align, self.cache = name, fn, distractor_cap, align, {}
         self.seconds = 0.0
 
-    def of(self, key: str, chips: np.ndarray) -> np.ndarray:
+    def of(self, key: str, data: dict) -> np.ndarray:
         if key not in self.cache:
             t = time.perf_counter()
-            self.cache[key] = self.fn(list(chips[: self.cap] if key == "distractors" else chips))
+            inputs = model_inputs(data, self.align)
+            self.cache[key] = self.fn(inputs[: self.cap] if key == "distractors" else inputs)
             self.seconds += time.perf_counter() - t
             print(f"  {self.name}: {key} embedded ({len(self.cache[key])} faces)", file=sys.stderr, flush=True)
         return self.cache[key]
@@ -160,7 +161,7 @@ def pooled(dev: dict[str, dict]) -> dict:
     for d in dev.values():
         labels.append(d["labels"] + offset)
         offset += int(d["labels"].max()) + 1
-    return {"chips": np.concatenate([d["chips"] for d in dev.values()]), "labels": np.concatenate(labels)}
+    return {**{k: np.concatenate([d[k] for d in dev.values()]) for k in CHIPS}, "labels": np.concatenate(labels)}
 
 
 def run(args) -> dict:
@@ -171,16 +172,17 @@ def run(args) -> dict:
     sets = {name: dev[name] for name in DEV_SETS if name in args.sets}
     if "all" in args.sets:
         sets["all"] = pooled(dev)
-    models = [(Embedder("ours", engine.embed, max(args.sizes)), lambda n: policy.identification(n)[0], max(args.sizes))]
+    models = [(Embedder("ours", engine.embed, max(args.sizes), model.config.align),
+               lambda n: policy.identification(n)[0], max(args.sizes))]
     facerec = None if args.no_dlib else dlib_model()
     if facerec is not None:
-        models.append((Embedder("dlib", lambda c: dlib_embed(facerec, c), args.dlib_max_gallery),
+        models.append((Embedder("dlib", lambda c: dlib_embed(facerec, c), args.dlib_max_gallery, "dlib5_150_p25"),
                        lambda n: DLIB_TOLERANCE, args.dlib_max_gallery))
     rows = []
     for name, data in sets.items():
         for m, tau_for, cap in models:
-            emb = np.concatenate([m.of(n, dev[n]["chips"]) for n in dev]) if name == "all" else m.of(name, data["chips"])
-            dis = m.of("distractors", distractors["chips"])
+            emb = np.concatenate([m.of(n, dev[n]) for n in dev]) if name == "all" else m.of(name, data)
+            dis = m.of("distractors", distractors)
             for enrol in args.enrol:
                 for size in (n for n in args.sizes if n <= cap):
                     per_seed = [case(emb, data["labels"], dis, enrol, size, seed, tau_for) for seed in args.seeds]

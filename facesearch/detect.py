@@ -2,19 +2,28 @@
 
 Backends (``create_detector(name)``):
 
+``yunet``        OpenCV Zoo's YuNet (``facesearch.models.yunet``, a PyTorch port of the
+                 int8 ONNX): finds faces from ~12 px up, in crowds, profiles and hard
+                 light, ~40x faster than dlib's CNN. Large photos are searched twice: a
+                 view shrunk to ``max_side`` for large faces, and overlapping tiles at
+                 the scale where ``min_face`` is still visible, for small ones.
+``auto``         The recommended default: ``yunet``.
+``dlib-auto``    The previous default: ``dlib-hog``, and only when it finds no face,
+                 ``dlib-cnn`` on a copy shrunk to at most 400 px.
 ``dlib-hog``     dlib's HOG + linear SVM frontal detector. Fast on CPU; frontal faces.
 ``dlib-cnn``     dlib's MMOD CNN (``mmod_human_face_detector.dat``). Better recall on
                  hard light and pose, but ~60x slower than HOG on CPU.
 ``opencv-haar``  OpenCV's Viola-Jones cascade. Needs an OpenCV build that still has
                  ``cv2.CascadeClassifier`` and its XML files (OpenCV 5 dropped them).
 ``none``         The whole image is one face (for inputs that are already crops).
-``auto``         The recommended default: ``dlib-hog``, and only when it finds no
-                 face, ``dlib-cnn`` on a copy shrunk to at most 400 px. Measured in
-                 ``bench/detectors.py`` (see ``bench/results/detectors.json``).
+
+Measured in ``bench/detectors.py`` (``bench/results/detectors.json``).
 
 Every backend returns :class:`Face` objects in original-image pixels. Landmarks
 come from dlib's 5-point shape predictor run on each box of the full-resolution
-image; their order is the one documented in :mod:`facesearch.align`.
+image (for YuNet, on its box converted to dlib's box convention, since the
+predictor was trained on dlib's boxes); their order is the one documented in
+:mod:`facesearch.align`. YuNet's own 5 points are kept too (``Face.points5``).
 
 Detectors are plain dataclasses holding settings only: they pickle cheaply to
 worker processes, and the models load lazily, once per process, on first use.
@@ -48,10 +57,11 @@ __all__ = [
     "faces_to_chips",
 ]
 
-DETECTORS = ("auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none")
+DETECTORS = ("auto", "yunet", "dlib-auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none")
 POLICIES = ("all", "largest")
 
-# "auto": the fast backend first, the high-recall one only on images where it found nothing.
+AUTO = "yunet"  # what "auto" means; indexes record the resolved name
+# "dlib-auto": the fast backend first, the high-recall one only on images where it found nothing.
 AUTO_BACKEND = "dlib-hog"
 AUTO_FALLBACK = "dlib-cnn"
 # The CNN costs ~6 us per pixel on one CPU core (460 ms at 320x243, 7.7 s at 1280x960),
@@ -74,12 +84,16 @@ class Face:
     (``x2 - x1`` is the width); it may extend past the image border.
     ``score`` is the backend's own confidence (HOG: SVM margin, CNN: MMOD score,
     Haar: stage weight); scores of different backends are not comparable.
-    ``landmarks`` is a 5x2 float array (x, y) in original-image pixels, or None.
+    ``landmarks`` is a 5x2 float array (x, y) in original-image pixels, or None:
+    dlib's 5 points (the order documented in :mod:`facesearch.align`), which make
+    the default model's chip. ``points5`` are YuNet's own 5 points (eye centres,
+    nose tip, mouth corners; what ArcFace-style 112 px alignment uses), or None.
     """
 
     box: tuple[float, float, float, float]
     score: float
     landmarks: np.ndarray | None = None
+    points5: np.ndarray | None = None
 
     @property
     def width(self) -> float:
@@ -326,17 +340,210 @@ class WholeImageDetector:
         """Nothing to load."""
 
 
+# --------------------------------------------------------------------------------------
+# YuNet: one network, run on a shrunk whole view and, for large photos, on tiles.
+
+# The smallest face YuNet finds reliably at the scale it runs: on the composite dev group
+# photos recall is 100 % from 30 px, 85-95 % at 24-30 and about half at 16-20 (see
+# docs/benchmarks.md), so photos are scaled to make ``min_face`` this large.
+YUNET_MIN_VISIBLE = 30
+# The int8 model's scores are compressed (OpenCV's default 0.9 keeps 18 % of faces):
+# chosen on the composite dev group photos (bench/detectors.py), see docs/benchmarks.md.
+YUNET_SCORE = 0.6
+YUNET_NMS = 0.3
+# Up to this long side (after scaling) a photo is one pass; larger ones are a whole view this
+# large plus tiles. On a CPU YuNet costs ~56 ms per megapixel up to 1024 px and twice that at
+# 1536 (cache misses), so tiles stay at 1024 and go one at a time; a larger whole view means
+# less tile overlap (4000x3000 at min_face 20, one core: 4.2 s with 1024, 2.8 s with 1536).
+YUNET_MAX_SIDE = 1536
+TILE = 1024
+MAX_TILE_PIXELS = 40_000_000  # ~4 s of tiles on one CPU core: a 4000x3000 photo at 1.5x fits
+# dlib's box relative to YuNet's (x offset, y offset, width, height, in YuNet box widths and
+# heights): the mean over 932 train/ faces both found (tools/fit_yunet_box.py; spread
+# 0.06-0.10). Aligning with YuNet's own points instead lost 15 points of TAR@1e-3 on dev
+# pins_celebs: the default model was trained on chips aligned from dlib's points.
+YUNET_TO_DLIB_BOX = (-0.0485, 0.1596, 1.0573, 0.7986)
+HOG_FACE = 160  # px: dlib's HOG window is 80 px; a face this wide is found at its first pyramid levels
+
+
+@functools.cache
+def _yunet_model():
+    from facesearch.models.yunet import YuNetDetector
+
+    return YuNetDetector()
+
+
+@dataclass
+class YuNetFaceDetector:
+    """YuNet with the photo scaled so that ``min_face`` faces are large enough for it.
+
+    Up to ``max_side`` (after that scaling) the photo is one pass. Larger photos would
+    cost too much memory in one pass, so they are searched twice: a whole view shrunk
+    to ``max_side`` finds the large faces, and overlapping tiles at the ``min_face``
+    scale find the small ones (tiles keep only faces too small for the whole view, so
+    a large face cut by a tile edge is not found twice).
+    """
+
+    name: str = "yunet"
+    min_face: int = 20
+    max_side: int = YUNET_MAX_SIDE
+    policy: str = "all"
+    score_threshold: float = YUNET_SCORE
+
+    def detect(self, img: np.ndarray) -> list[Face]:
+        """Every face in ``img`` (HxW or HxWx3 uint8), filtered by min_face and policy."""
+        rgb = to_rgb_uint8(img)
+        g = YUNET_MIN_VISIBLE / max(self.min_face, 1)
+        if max(rgb.shape[:2]) * g <= self.max_side:
+            rows = _scale_rows(self._run([_resize(rgb, g)])[0], 1 / g)
+        else:
+            small, fx, _ = _shrink(rgb, self.max_side)
+            rows = _merge(np.concatenate([_scale_rows(self._run([small])[0], 1 / fx), self._tiles(rgb, g, fx)]))
+        faces = _select([_yunet_face(r) for r in rows], self.min_face, self.policy)
+        for face in faces:
+            face.landmarks = _landmarks(rgb, _hog_box(rgb, face.box) or _dlib_box(face.box))
+        return faces
+
+    def warmup(self) -> None:
+        """Load the models now (e.g. in a worker-process initializer)."""
+        _yunet_model()
+        _hog_model()
+        _shape_predictor()
+
+    def _run(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        return _yunet_model().detect_batch(images, self.score_threshold, YUNET_NMS)
+
+    def _tiles(self, rgb: np.ndarray, g: float, whole_scale: float) -> np.ndarray:
+        """Faces smaller than the whole view sees, from tiles of ``rgb`` scaled by ``g``."""
+        # A bounded budget of pixels: past it, faces just above min_face in huge photos are lost.
+        img = _resize(rgb, min(g, (MAX_TILE_PIXELS / (rgb.shape[0] * rgb.shape[1])) ** 0.5))
+        g = img.shape[1] / rgb.shape[1]
+        # Tile px; the whole view has the faces above (no face is larger than the photo's short side).
+        keep = min(1.5 * YUNET_MIN_VISIBLE / whole_scale * g, min(img.shape[:2]))
+        overlap = int(keep) + 1  # each kept face lies whole inside some tile
+        tiles = _tiles(img.shape[:2], max(TILE, 2 * overlap), overlap)
+        found = [np.zeros((0, 15), np.float32)]
+        per_pass = 8 if _yunet_model().device.type == "cuda" else 1  # batching pays only on a GPU
+        for i in range(0, len(tiles), per_pass):
+            batch = tiles[i:i + per_pass]
+            for (x0, y0, _, _), rows in zip(batch, self._run([img[y0:y1, x0:x1] for x0, y0, x1, y1 in batch])):
+                found.append(_scale_rows(_shift_rows(rows[rows[:, 2] < keep], x0, y0), 1 / g))
+        return np.concatenate(found)
+
+
+def _resize(rgb: np.ndarray, f: float) -> np.ndarray:
+    if f == 1.0:
+        return rgb
+    size = (max(1, round(rgb.shape[1] * f)), max(1, round(rgb.shape[0] * f)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+
+
+def _tiles(hw: tuple[int, int], tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping (x0, y0, x1, y1) tiles of at most ~``tile`` px covering an image of ``hw``,
+    spread evenly so that no tile is mostly overlap."""
+    def spans(n: int) -> list[tuple[int, int]]:
+        k = max(1, -(-(n - overlap) // max(tile - overlap, 1)))
+        side = min(n, -(-(n + (k - 1) * overlap) // k))
+        starts = np.linspace(0, n - side, k).round().astype(int) if k > 1 else [0]
+        return [(int(s), int(s) + side) for s in starts]
+    h, w = hw
+    return [(x0, y0, x1, y1) for y0, y1 in spans(h) for x0, x1 in spans(w)]
+
+
+def _shift_rows(rows: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    out = rows.copy()
+    out[:, [0, 4, 6, 8, 10, 12]] += dx
+    out[:, [1, 5, 7, 9, 11, 13]] += dy
+    return out
+
+
+def _scale_rows(rows: np.ndarray, f: float) -> np.ndarray:
+    out = rows.astype(np.float32, copy=True)
+    out[:, :14] *= f
+    return out
+
+
+def _merge(rows: np.ndarray) -> np.ndarray:
+    """One row per face where the whole view and a tile (or two tiles) both found it."""
+    from facesearch.models.yunet import nms
+
+    if len(rows) < 2:
+        return rows
+    keep = nms(np.round(rows[:, :4]), rows[:, 14], -1.0, YUNET_NMS)
+    return rows[keep]
+
+
+def _yunet_face(row: np.ndarray) -> Face:
+    x, y, w, h = (float(v) for v in row[:4])
+    return Face((x, y, x + w, y + h), float(row[14]), points5=row[4:14].reshape(5, 2).astype(np.float64))
+
+
+def _hog_box(rgb: np.ndarray, box: tuple[float, float, float, float]) -> tuple[float, ...] | None:
+    """dlib's own box for this face, from HOG run on a small crop around it, or None.
+
+    dlib's shape predictor is most accurate on the boxes it was trained with: on dev
+    Extended Yale B (hard side light) chips from HOG's box keep ROC AUC 0.996 where
+    YuNet's box mapped to dlib's convention gives 0.914. The crop is scaled so the face
+    fills HOG's 80 px window (a few ms per face); where HOG does not see the face
+    (profiles, dark, tiny) the mapped box is used.
+    """
+    x0, y0, x1, y1 = _dlib_box(box)
+    side = max(x1 - x0, y1 - y0)
+    f = HOG_FACE / side
+    # A face-centred window of 3 face widths; parts outside the photo are black, as in dlib's
+    # own chips (a face filling a cropped photo still gets the margin HOG's window needs).
+    cx0, cy0 = int(round((x0 + x1) / 2 - 1.5 * side)), int(round((y0 + y1) / 2 - 1.5 * side))
+    n = int(round(3 * side))
+    crop = np.zeros((n, n, 3), np.uint8)
+    sx0, sy0 = max(cx0, 0), max(cy0, 0)
+    sx1, sy1 = min(cx0 + n, rgb.shape[1]), min(cy0 + n, rgb.shape[0])
+    if sx1 <= sx0 or sy1 <= sy0:
+        return None
+    crop[sy0 - cy0:sy1 - cy0, sx0 - cx0:sx1 - cx0] = rgb[sy0:sy1, sx0:sx1]
+    small = cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    best, best_iou = None, 0.3
+    for r in _hog_model()(small, 0):
+        cand = (cx0 + r.left() / f, cy0 + r.top() / f, cx0 + (r.right() + 1) / f, cy0 + (r.bottom() + 1) / f)
+        iou = _iou(cand, (x0, y0, x1, y1))
+        if iou > best_iou:
+            best, best_iou = cand, iou
+    return best
+
+
+def _iou(a, b) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def _dlib_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """YuNet's box (forehead to chin) as dlib's detectors would draw it (brows to chin),
+    which is what dlib's shape predictor was trained on."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    dx, dy, sw, sh = YUNET_TO_DLIB_BOX
+    return (x0 + dx * w, y0 + dy * h, x0 + (dx + sw) * w, y0 + (dy + sh) * h)
+
+
+# --------------------------------------------------------------------------------------
+
+
 def create_detector(
     name: str = "auto",
-    min_face: int = 40,
-    max_side: int = 1280,
+    min_face: int | None = None,
+    max_side: int | None = None,
     policy: str = "all",
     upsample: int | None = None,
 ) -> Detector:
     """Build a detector by name (see the module doc). Loads no model yet.
 
-    ``min_face``: drop faces whose box is shorter than this (original pixels).
-    ``max_side``: photos larger than this are shrunk before detection.
+    ``min_face``: drop faces whose box is shorter than this (original pixels); None
+    is the backend's own floor (20 for YuNet, 40 for the dlib backends, whose 80 px
+    window needs costly upsampling below that).
+    ``max_side``: photos larger than this are shrunk before detection; None is the
+    backend's own (1536 for YuNet, which then also searches tiles of the full photo
+    for the ``min_face`` faces the shrunk view would lose; 1280 for dlib).
     ``policy``: ``"all"`` faces (best score first) or only the ``"largest"``.
     ``upsample``: dlib upsampling count; None chooses per image size.
     Raises FacesearchError for an unknown name or a backend that cannot run here.
@@ -346,11 +553,22 @@ def create_detector(
         return WholeImageDetector()
     if name not in DETECTORS:
         raise FacesearchError(f"unknown face detector {name!r}", hint=f"use one of {', '.join(DETECTORS)}")
-    backend, fallback = (AUTO_BACKEND, AUTO_FALLBACK) if name == "auto" else (name, None)
+    name = AUTO if name == "auto" else name
+    if name == "yunet":
+        _check_yunet()
+        return YuNetFaceDetector(min_face=20 if min_face is None else min_face,
+                                 max_side=max_side or YUNET_MAX_SIDE, policy=policy)
+    backend, fallback = (AUTO_BACKEND, AUTO_FALLBACK) if name == "dlib-auto" else (name, None)
     for b in filter(None, (backend, fallback)):
         _check_backend(b)
-    return FaceDetector(name, backend, min_face=min_face, max_side=max_side, policy=policy,
-                        upsample=upsample, fallback=fallback)
+    return FaceDetector(name, backend, min_face=40 if min_face is None else min_face, max_side=max_side or 1280,
+                        policy=policy, upsample=upsample, fallback=fallback)
+
+
+def _check_yunet() -> None:
+    from facesearch.models.yunet import find_yunet_weights
+
+    find_yunet_weights()  # a clear error now rather than in every worker
 
 
 def faces_to_chips(

@@ -38,6 +38,7 @@ def run_doctor(index_folder: Path | None = None, weights: str | None = None) -> 
         _check("cuda", _cuda, required=False),
         _check("faiss", _faiss),
         _check("faiss-gpu", _faiss_gpu, required=False),
+        _check("detector yunet", _yunet),
         _check("detector dlib-hog", _dlib_hog),
         _check("landmarks dlib 5-point", lambda: _packaged("shape_predictor_5_face_landmarks.dat")),
         _check("detector dlib-cnn", lambda: _packaged("mmod_human_face_detector.dat"), required=False),
@@ -150,12 +151,26 @@ def _opencv_haar() -> Outcome:
 # ----------------------------------------------------------------------------- weights and index
 
 
+def _yunet() -> Outcome:
+    from facesearch.models.yunet import find_yunet_weights, load_yunet
+
+    load_yunet()  # checks the recorded sha256
+    return True, f"{find_yunet_weights()[0]} (checksum ok)", None
+
+
 def _weights(spec: str | None, meta_out: dict) -> Outcome:
     """The weights JSON resolves, its tensor file exists and matches the recorded SHA-256."""
     from facesearch.models.weights import read_meta, resolve_weights, sha256_file
 
     js = resolve_weights(spec)
     meta = read_meta(js)
+    if meta["config"].get("components"):  # a fused model: loading checks every part's checksum
+        from facesearch.models.weights import load_weights
+
+        load_weights(js)
+        meta_out.update(meta)
+        parts = " + ".join(c["weights"] for c in meta["config"]["components"])
+        return True, f"{js} ({meta['model_id']}: {parts}, checksum ok for every part)", None
     st = js.with_suffix(".safetensors")
     if not st.is_file():
         return False, f"{js} has no tensor file {st.name}", "copy the .safetensors beside its .json"

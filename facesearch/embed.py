@@ -66,11 +66,14 @@ class EmbeddingEngine:
 
     @torch.inference_mode()
     def _embed_batch(self, images: Sequence[ImageLike]) -> np.ndarray:
-        x = preprocess(images, self.config).to(self.device, non_blocking=True)
+        # A fused model takes one chip dict per face and prepares its parts' inputs itself.
+        prepare = getattr(self.model, "prepare", None)
+        xs = prepare(images) if prepare else (preprocess(images, self.config),)
+        xs = [x.to(self.device, non_blocking=True) for x in xs]
         if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
+            xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
             with torch.autocast("cuda", dtype=torch.float16):
-                y = self.model(x)
+                y = self.model(*xs)
         else:
-            y = self.model(x)
+            y = self.model(*xs)
         return y.float().cpu().numpy().astype(np.float32, copy=False)

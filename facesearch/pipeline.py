@@ -38,7 +38,7 @@ class IndexOptions:
     index: Path
     weights: str | None = None
     detector: str = "auto"
-    min_face: int = 40
+    min_face: int | None = None  # the detector's own floor
     policy: str = "all"
     batch_size: int = 64
     device: str = "auto"
@@ -98,7 +98,7 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     notify = on_progress or (lambda event, data: None)
     # Options first, in this process: a bad name inside a pool initializer respawns workers forever.
     create_detector(opts.detector, policy=opts.policy)
-    meta = read_meta(resolve_weights(opts.weights))
+    meta = read_meta(resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index)))
     store = _open_or_create(opts, meta)
     summary = IndexSummary(index=str(opts.index))
     with store:
@@ -132,7 +132,8 @@ def _engine(opts: IndexOptions):
     from facesearch.embed import EmbeddingEngine
     from facesearch.models.weights import load_weights
 
-    return EmbeddingEngine(load_weights(opts.weights), device=opts.device, batch_size=opts.batch_size)
+    weights = resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index))
+    return EmbeddingEngine(load_weights(weights), device=opts.device, batch_size=opts.batch_size)
 
 
 def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: IndexSummary) -> list[_Work]:
@@ -216,7 +217,7 @@ _DETECTOR = None
 _ALIGN = None
 
 
-def _init_worker(detector: str, min_face: int, policy: str, align: str) -> None:
+def _init_worker(detector: str, min_face: int | None, policy: str, align: str) -> None:
     global _DETECTOR, _ALIGN
     # One thread per worker: the workers themselves are the parallelism.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -253,7 +254,7 @@ def _first_line(e: BaseException) -> str:
 
 def _detect_all(todo: list[_Work], opts: IndexOptions) -> Iterator[_Result]:
     """Results in input order; a process pool when there is more than a handful of files."""
-    align = read_meta(resolve_weights(opts.weights))["config"].get("align", "dlib5_150_p25")
+    align = read_meta(resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index)))["config"]["align"]
     init_args = (opts.detector, opts.min_face, opts.policy, align)
     # One detection worker per core: detection is the bottleneck and embedding in the main
     # process is cheap (1,000 photos on 2 cores: 39 photos/s with 1 worker, 53 with 2).

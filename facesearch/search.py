@@ -22,6 +22,7 @@ from facesearch.faces import extract_faces
 from facesearch.imageio import load_array
 from facesearch.index.store import FaceIndex
 from facesearch.models.config import EmbedderConfig
+from facesearch.models.weights_meta import resolve_weights
 
 IDENTIFY_K = 50  # neighbours scanned for the nearest labelled faces
 
@@ -66,7 +67,8 @@ def query(images: list[str], opts: QueryOptions) -> dict:
     from facesearch.models.weights import load_weights
 
     store = FaceIndex.open(opts.index, readonly=True)
-    model = load_weights(opts.weights, expect=EmbedderConfig.from_dict(store.manifest["model_config"]))
+    weights = resolve_weights(opts.weights, model=store.manifest["model_id"])
+    model = load_weights(weights, expect=EmbedderConfig.from_dict(store.manifest["model_config"]))
     store.check_model(model.model_id)
     policy = TauPolicy.from_config(store.manifest["model_config"])
     engine = EmbeddingEngine(model, device=opts.device)

@@ -146,7 +146,7 @@ def test_accuracy_quick(tmp_path):
     assert bench_accuracy.main(["--quick", "--out", str(tmp_path)]) == 0
     r = _read(tmp_path / "accuracy.json")
     assert set(r["sets"]) == set(bench_accuracy.SETS)
-    models = {"facesearch", "dlib"} if HAVE_DLIB else {"facesearch"}
+    models = {"facesearch", "dlib_ft", "sface"} | ({"dlib"} if HAVE_DLIB else set())
     for name, res in r["sets"].items():
         assert res["photos"] == 9 and res["people"] == 3
         assert set(res["models"]) == models
@@ -156,7 +156,7 @@ def test_accuracy_quick(tmp_path):
                 assert 0.0 <= row[k] <= 1.0
         if HAVE_DLIB:
             # Same network on the same chips: only dlib's unnormalised distance differs.
-            ours, theirs = res["models"]["facesearch"], res["models"]["dlib"]
+            ours, theirs = res["models"]["dlib_ft"], res["models"]["dlib"]
             assert abs(ours["roc_auc"] - theirs["roc_auc"]) < 0.05, name
 
 

@@ -245,10 +245,11 @@ def test_bad_images_raise_bad_image_error():
 
 
 @needs_dlib
-def test_detectors_pickle_without_models():
-    det = create_detector("auto", min_face=30, policy="largest")
+@pytest.mark.parametrize("name,resolved", [("auto", "yunet"), ("dlib-auto", "dlib-auto")])
+def test_detectors_pickle_without_models(name, resolved):
+    det = create_detector(name, min_face=30, policy="largest")
     clone = copy.deepcopy(det)  # the same reduce protocol multiprocessing pickles with
-    assert clone == det and clone.name == "auto"
+    assert clone == det and clone.name == resolved
     assert len(pickle.dumps(det)) < 1000  # settings only, no model inside
 
 
@@ -318,7 +319,7 @@ def test_large_image_boxes_scale_with_the_image():
     img = yale_images(1)[0]
     scale = 4000 / img.shape[1]
     big = cv2.resize(img, (4000, round(img.shape[0] * scale)), interpolation=cv2.INTER_LINEAR)
-    det = create_detector("auto")
+    det = create_detector("dlib-auto")
     (small_face,), (big_face,) = det.detect(img), det.detect(big)
     # Oracle 1: dlib run by hand on the 1280-px copy the detector works on, scaled back.
     copy = cv2.resize(big, (1280, round(big.shape[0] * 1280 / 4000)), interpolation=cv2.INTER_AREA)

@@ -13,7 +13,7 @@ from facesearch.index.store import FaceIndex
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.weights_meta import model_id
 
-EXPECTED = {"python", "torch", "cuda", "faiss", "faiss-gpu", "detector dlib-hog", "landmarks dlib 5-point",
+EXPECTED = {"python", "torch", "cuda", "faiss", "faiss-gpu", "detector yunet", "detector dlib-hog", "landmarks dlib 5-point",
             "detector dlib-cnn", "detector opencv-haar", "weights", "index"}
 
 

@@ -58,7 +58,7 @@ def test_finetune_writes_loadable_weights_with_recipe(chips, tmp_path):
             "--unlabelled", "2", "--relational", "raw"]
     assert finetune_default.main(args) == 0
     model = load_weights(out)
-    init = read_meta(resolve_weights(None))
+    init = read_meta(resolve_weights("dlib_ft"))
     assert model.model_id != init["model_id"]  # trained tensors, new id
     recipe = model.config.recipe["finetune"]
     assert recipe["init"] == init["model_id"] and recipe["cut"] == 13

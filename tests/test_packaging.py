@@ -44,17 +44,21 @@ def wheel(tmp_path_factory) -> Path:
     return whl
 
 
-def test_wheel_holds_every_module_and_the_default_weights(wheel):
+@pytest.mark.parametrize("model", ["dlib_ft", "yunet", "sface"])
+def test_wheel_holds_every_module_and_the_shipped_weights(wheel, model):
     names = set(zipfile.ZipFile(wheel).namelist())
     source = {p.relative_to(REPO).as_posix() for p in (REPO / "facesearch").rglob("*.py")}
     assert source <= names, sorted(source - names)
-    for f in ("default.json", "default.safetensors", "README.md"):
+    for f in (f"{model}.json", f"{model}.safetensors", "default.json", "README.md"):
         assert f"facesearch/weights/{f}" in names
-    assert not any("dlib_port" in n for n in names)  # only the default ships
+    assert not any("dlib_port" in n for n in names)  # only what the product uses ships
     with zipfile.ZipFile(wheel) as z:
-        meta = json.loads(z.read("facesearch/weights/default.json"))
-        digest = hashlib.sha256(z.read("facesearch/weights/default.safetensors")).hexdigest()
+        meta = json.loads(z.read(f"facesearch/weights/{model}.json"))
+        digest = hashlib.sha256(z.read(f"facesearch/weights/{model}.safetensors")).hexdigest()
+        default = json.loads(z.read("facesearch/weights/default.json"))  # the fused model: its parts
     assert meta["sha256"] == digest
+    parts = {c["weights"]: c["sha256"] for c in default["config"]["components"]}
+    assert parts.get(model, digest) == digest
 
 
 def test_installed_package_works_outside_the_checkout(wheel, tmp_path):

@@ -20,6 +20,7 @@ from PIL import Image
 from facesearch import maintenance
 from facesearch.index.store import FaceIndex
 from facesearch.pipeline import IndexOptions, index_collection
+from facesearch.models.weights_meta import read_meta, resolve_weights
 from facesearch.synthetic import make_identity_folder
 
 
@@ -64,7 +65,8 @@ def test_remove_label_export_verify_rebuild(collection, tmp_path):
     assert maintenance.label(idx, str(collection / "person_00"), "alice")["labelled_faces"] == 4
     out = maintenance.export(idx, str(tmp_path / "e.npz"))
     data = np.load(tmp_path / "e.npz")
-    assert out["rows"] == 12 and data["emb"].shape == (12, 128)
+    dim = read_meta(resolve_weights(None))["config"]["embedding_dim"]
+    assert out["rows"] == 12 and data["emb"].shape == (12, dim)
     assert (data["labels"] == "alice").sum() == 4
     assert list(data["ids"]) == sorted(data["ids"])  # stable order
     assert maintenance.verify(idx)["ok"]

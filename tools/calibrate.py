@@ -32,6 +32,7 @@ from PIL import Image
 from facesearch.atomic import atomic_write_json
 from facesearch.detect import create_detector
 from facesearch.embed import EmbeddingEngine
+from facesearch.eval.chips import resolved_detector
 from facesearch.eval.embedding import EmbeddedFolder, embed_folder
 from facesearch.eval.folders import IdentityFolder
 from facesearch.eval.pairs import make_pairs, pair_distances
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         groups=np.concatenate([np.full(len(sets[k].paths), k) for k in wild]))["calibration"]
     fields["calibration"]["data"] = (f"verification τ: every within-set pair of {', '.join(names)}; "
                                      f"open set: every within-set pair and photo of {', '.join(names[k] for k in wild)}")
-    fields["calibration"]["detector"] = args.detector
+    fields["calibration"]["detector"] = resolved_detector(args.detector)
     js = resolve_weights(args.weights)
     meta = json.loads(js.read_text())
     meta["config"].update(fields)

@@ -71,7 +71,8 @@ def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chips", type=Path, required=True, help="folder with train/ and dev/ chip caches")
     ap.add_argument("--out", type=Path, required=True, help="output weights stem")
-    ap.add_argument("--init", default=None, help="weights to start from (default: the shipped default)")
+    ap.add_argument("--init", default="dlib_ft",
+                    help="weights to start from (default: dlib_ft, the shipped fine-tuned dlib ResNet)")
     ap.add_argument("--bank-dir", type=Path, default=None, help="feature-bank cache (default CHIPS/banks)")
     ap.add_argument("--sets", type=lambda s: s.split(","), default=list(LABELLED))
     ap.add_argument("--unlabelled-sets", type=lambda s: [x for x in s.split(",") if x], default=list(UNLABELLED))

@@ -20,7 +20,8 @@ from facesearch.paths import resolve_index
 def index_cmd(
     paths: List[Path] = typer.Argument(..., help="Photo files or folders (scanned recursively)."),
     index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, detector: str = DETECTOR,
-    min_face: int = typer.Option(40, help="Smallest face side in pixels."),
+    min_face: Optional[int] = typer.Option(None, "--min-face", min=1,
+                                           help="Smallest face side in pixels. [default: 20 for yunet, 40 for dlib]"),
     policy: str = typer.Option("all", callback=check_policy, help="Faces per photo: all | largest."),
     batch_size: int = typer.Option(64, "--batch-size", min=1), device: str = DEVICE,
     label_from_folder: bool = typer.Option(False, "--label-from-folder", help="Label faces with their folder's name."),

@@ -25,7 +25,7 @@ app = typer.Typer(
 # facesearch.index.ops faiss); tests/test_cli.py checks that they match the library's.
 
 # Mirrors facesearch.detect.DETECTORS.
-DETECTORS = ("auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none")
+DETECTORS = ("auto", "yunet", "dlib-auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none")
 # "auto" plus facesearch.index.ops.INDEX_TYPES.
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 # What facesearch.embed.select_device accepts ("cuda:N" picks a GPU).

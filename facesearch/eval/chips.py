@@ -7,7 +7,8 @@ open-set benchmarks) detect them once here, with the product's own
 parallel. The cache holds face pixels, so it lives outside the repository
 (:func:`chip_cache_dir`).
 
-One ``<set>.npz`` per set: ``chips`` (N,150,150,3 uint8), ``labels`` (N,; -1 for
+One ``<set>-<detector>.npz`` per set and detector: ``chips`` (N,150,150,3 uint8, dlib's chip),
+``chips_arcface`` (N,112,112,3, the ArcFace chip a fused model's SFace part sees), ``labels`` (N,; -1 for
 photos directly in the set folder, an unlabelled set), ``classes``, ``paths``,
 ``detected`` (False where the whole image was used). Unreadable files are
 skipped and listed on stderr.
@@ -30,7 +31,7 @@ from facesearch.errors import BadImageError
 from facesearch.faces import largest_face
 from facesearch.imageio import load_array, scan_images
 
-ALIGN = "dlib5_150_p25"
+ALIGN = "dlib5_150_p25+arcface_112"  # every chip any shipped model needs, from one detection
 _detector = None
 _min_side: int | None = None
 
@@ -48,12 +49,30 @@ def cached_set(set_dir: Path, out: Path, detector: str = "auto", workers: int | 
     such as 80 px LFW frames hold faces too small for the detector, which would leave whole-frame
     chips instead of aligned faces.
     """
-    dest = Path(out) / (f"{Path(set_dir).name}@{min_side}.npz" if min_side else f"{Path(set_dir).name}.npz")
-    if not dest.exists():
+    stem = f"{Path(set_dir).name}@{min_side}" if min_side else Path(set_dir).name
+    dest = Path(out) / f"{stem}-{resolved_detector(detector)}.npz"  # chips depend on who found the face
+    if not dest.exists() or "chips_arcface" not in np.load(dest).files:  # or made before fused models
         dest.parent.mkdir(parents=True, exist_ok=True)
         cache_set(Path(set_dir), dest, detector, workers or os.cpu_count() or 1, min_side)
     with np.load(dest) as z:
         return {k: z[k] for k in z.files}
+
+
+def model_inputs(cached: dict, align: str) -> list:
+    """What ``EmbeddingEngine.embed`` takes for a model with this ``align``: the chips, or one
+    ``{template: chip}`` dict per face for a fused model."""
+    arrays = {"dlib5_150_p25": cached["chips"], "arcface_112": cached["chips_arcface"]}
+    names = align.split("+")
+    if len(names) == 1:
+        return list(arrays[names[0]])
+    return [{n: arrays[n][k] for n in names} for k in range(len(cached["chips"]))]
+
+
+def resolved_detector(name: str) -> str:
+    """The backend a detector name stands for ("auto" changes meaning between releases)."""
+    from facesearch.detect import AUTO
+
+    return AUTO if name == "auto" else name
 
 
 def list_photos(set_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
@@ -76,17 +95,19 @@ def cache_set(set_dir: Path, dest: Path, detector: str, workers: int, min_side: 
         print(f"{set_dir.name}: no photos, skipped", file=sys.stderr)
         return
     t0 = time.perf_counter()
-    with mp.get_context("fork").Pool(workers, initializer=_init, initargs=(detector, min_side)) as pool:
+    # spawn, not fork: the caller may hold torch threads, and YuNet runs torch in the workers
+    with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(detector, min_side)) as pool:
         results = pool.map(_one, paths, chunksize=32)
     ok = np.array([r is not None for r in results])
     for p, r in zip(paths, results):
         if r is None:
             print(f"skipped unreadable {p}", file=sys.stderr)
-    chips = np.stack([r[0] for r in results if r is not None])
+    chips = np.stack([r[0]["dlib5_150_p25"] for r in results if r is not None])
+    arcface = np.stack([r[0]["arcface_112"] for r in results if r is not None])
     detected = np.array([r[1] for r in results if r is not None])
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, chips=chips, labels=labels[ok], classes=np.array(classes),
+            np.savez(f, chips=chips, chips_arcface=arcface, labels=labels[ok], classes=np.array(classes),
                      paths=np.array([str(p) for p in np.array(paths, object)[ok]]), detected=detected)
     print(f"{set_dir.name}: {len(chips)} chips, {detected.mean():.3f} detected, "
           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -94,6 +115,9 @@ def cache_set(set_dir: Path, dest: Path, detector: str, workers: int, min_side: 
 
 def _init(detector: str, min_side: int | None = None) -> None:
     global _detector, _min_side
+    import torch
+
+    torch.set_num_threads(1)  # the workers are the parallelism
     _detector, _min_side = create_detector(detector), min_side
 
 

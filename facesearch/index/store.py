@@ -185,6 +185,11 @@ class FaceIndex:
         folder = Path(folder)
         return (folder / MANIFEST).is_file() and (folder / DB).is_file()
 
+    @staticmethod
+    def model_of(folder: str | os.PathLike) -> str | None:
+        """The model id an existing index was built with (None when there is no index)."""
+        return _read_manifest(Path(folder))["model_id"] if FaceIndex.exists(folder) else None
+
     @classmethod
     def create(cls, folder: str | os.PathLike, model_id: str, model_config: dict, dim: int,
                index_type: str = "auto", overwrite: bool = False) -> "FaceIndex":

@@ -16,7 +16,7 @@ from facesearch import __version__
 
 # Fields that change what an embedding means. Two configs that differ here give
 # embeddings that must never share an index.
-IDENTITY_FIELDS = ("backbone", "embedding_dim", "input_size", "mean", "std", "head", "align")
+IDENTITY_FIELDS = ("backbone", "embedding_dim", "input_size", "mean", "std", "head", "align", "components")
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,6 +38,8 @@ class EmbedderConfig:
     std: tuple[float, float, float] = IMAGENET_STD
     head: str = "bn"  # "bn" (linear + BatchNorm), "linear" (projection to embedding_dim) or "none"
     align: str = "dlib5_150_p25"
+    # A fused model's parts (facesearch.models.fused): [{"weights", "sha256", "weight"}, ...].
+    components: list[dict[str, Any]] = field(default_factory=list)
     # The τ policy's numbers (facesearch.eval.tau): L2 distances between unit vectors.
     tau: float | None = None  # verification τ at the EER
     tau_far1e3: float | None = None

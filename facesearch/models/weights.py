@@ -18,6 +18,7 @@ from facesearch.atomic import atomic_path, atomic_write_json
 from facesearch.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.factory import Embedder, create_embedder
+from facesearch.models.fused import FUSED, load_fused
 from facesearch.models.weights_meta import (  # noqa: F401  (re-exported)
     DEFAULT_WEIGHTS_NAME, model_id, read_meta, resolve_weights, sha256_file, shipped_weights_dir, weights_dirs)
 
@@ -52,12 +53,9 @@ def load_weights(spec: str | os.PathLike | None = None, expect: EmbedderConfig |
     js = resolve_weights(spec)
     meta = read_meta(js)
     config = EmbedderConfig.from_dict(meta["config"])
-    if expect is not None and expect.identity() != config.identity():
-        raise ModelMismatchError(
-            f"weights {js.name} ({config.backbone}, dim {config.embedding_dim}) do not match the expected model "
-            f"({expect.backbone}, dim {expect.embedding_dim})",
-            hint="use the weights the index was built with, or `facesearch rebuild --weights ...`",
-        )
+    _check_expected(js, config, expect)
+    if config.backbone == FUSED:
+        return load_fused(js, meta, load_weights)
     st = js.with_suffix(".safetensors")
     if not st.is_file():
         raise FacesearchError(f"missing tensor file {st}", hint="copy the .safetensors beside its .json")
@@ -79,3 +77,12 @@ def load_weights(spec: str | os.PathLike | None = None, expect: EmbedderConfig |
     model.meta = meta  # type: ignore[attr-defined]
     model.model_id = model_id(config, digest)  # type: ignore[attr-defined]  (of these very tensors)
     return model.eval()
+
+
+def _check_expected(js: Path, config: EmbedderConfig, expect: EmbedderConfig | None) -> None:
+    if expect is not None and expect.identity() != config.identity():
+        raise ModelMismatchError(
+            f"weights {js.name} ({config.backbone}, dim {config.embedding_dim}) do not match the expected model "
+            f"({expect.backbone}, dim {expect.embedding_dim})",
+            hint="use the weights the index was built with, or `facesearch rebuild --weights ...`",
+        )

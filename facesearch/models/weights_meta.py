@@ -37,11 +37,17 @@ def weights_dirs() -> list[Path]:
     return ([Path(home) / "weights"] if home else []) + [shipped_weights_dir()]
 
 
-def resolve_weights(spec: str | os.PathLike | None = None) -> Path:
+def resolve_weights(spec: str | os.PathLike | None = None, model: str | None = None) -> Path:
     """Map a name, a stem, or a .json/.safetensors path to the JSON config path.
 
-    ``None`` means ``$FACESEARCH_WEIGHTS`` or the shipped default.
+    ``None`` means: the weights whose id is ``model`` (an index's model, so an index built
+    with an earlier default keeps working after the default changes), else
+    ``$FACESEARCH_WEIGHTS`` or the shipped default.
     """
+    if spec is None and model is not None:
+        found = _find_model(model)
+        if found is not None:
+            return found
     spec = spec or os.environ.get("FACESEARCH_WEIGHTS") or DEFAULT_WEIGHTS_NAME
     p = Path(spec)
     candidates = [p.with_suffix(".json")] if p.suffix in (".json", ".safetensors") else [
@@ -54,6 +60,18 @@ def resolve_weights(spec: str | os.PathLike | None = None) -> Path:
         f"weights not found: {spec}",
         hint="pass --weights NAME|PATH (a .json beside its .safetensors), or train with `facesearch train`",
     )
+
+
+def _find_model(model: str) -> Path | None:
+    """The weights JSON in :func:`weights_dirs` whose derived id is ``model``."""
+    for d in weights_dirs():
+        for js in sorted(d.glob("*.json")):
+            try:
+                if read_meta(js)["model_id"] == model:
+                    return js
+            except FacesearchError:
+                continue  # not a weights file (or a damaged one): not the model asked for
+    return None
 
 
 def sha256_file(path: Path) -> str:

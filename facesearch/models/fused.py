@@ -1,0 +1,91 @@
+"""A score-fused embedder: the default model and SFace side by side, one unit vector per face.
+
+Two embedders that err differently are better together than either: on dev,
+``0.6·cos(default) + 0.4·cos(SFace)`` beats both at strict FAR and in one-shot
+identification (``bench/accuracy.py``). Scaling each part's unit vector by
+``√w`` and concatenating them gives a unit vector whose dot products *are* that
+weighted cosine, so the index, τ policy, dedupe and clustering work unchanged on
+the fused vectors (L2 distance ``d² = 2 − 2·(Σ w_i cos_i)``).
+
+Each part sees the chip it was trained on: the default model dlib's 150 px chip,
+SFace the 112 px ArcFace chip from YuNet's 5 points (``facesearch.faces``
+cuts both; a fused model's ``align`` is ``"dlib5_150_p25+arcface_112"``).
+
+The weights JSON of a fused model has no tensors of its own: its ``components``
+name the parts' weights files with their SHA-256, and its checksum is derived
+from theirs, so swapping a part is refused like a swapped tensor file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facesearch.errors import FacesearchError, ModelMismatchError
+from facesearch.models.config import EmbedderConfig
+from facesearch.models.preprocess import preprocess
+from facesearch.models.weights_meta import model_id
+
+FUSED = "fused"
+SFACE = "sface"
+ARCFACE = "arcface_112"
+
+
+def fused_digest(components: list[dict]) -> str:
+    """The fused model's checksum: its parts' checksums and weights, in order."""
+    blob = json.dumps([[c["weights"], c["sha256"], c["weight"]] for c in components], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class FusedEmbedder(nn.Module):
+    """``[√w₁·f₁(x), √w₂·f₂(x)]`` with each ``f`` an L2-normalised embedder."""
+
+    def __init__(self, config: EmbedderConfig, base: nn.Module, sface: nn.Module):
+        super().__init__()
+        self.config, self.base, self.sface = config, base, sface
+        w = [float(c["weight"]) for c in config.components]
+        if len(w) != 2 or min(w) <= 0 or abs(sum(w) - 1) > 1e-6:
+            raise FacesearchError(f"fused weights {w} must be two positive numbers summing to 1")
+        self.register_buffer("scale", torch.tensor(w).sqrt(), persistent=False)
+
+    def prepare(self, chips: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-face chip dicts -> the two parts' input batches."""
+        a = preprocess([c[self.base.config.align] for c in chips], self.base.config)
+        b = torch.from_numpy(np.stack([c[ARCFACE] for c in chips])).permute(0, 3, 1, 2).float()
+        return a, b
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        fa = self.base(a).float()
+        fb = F.normalize(self.sface(b).float(), dim=1)
+        return torch.cat([self.scale[0] * fa, self.scale[1] * fb], dim=1)
+
+
+def load_fused(js: Path, meta: dict, load_part) -> FusedEmbedder:
+    """Build a fused model from its JSON; ``load_part(name)`` loads the base embedder."""
+    from facesearch.models.sface import _find_weights, load_sface
+
+    config = EmbedderConfig.from_dict(meta["config"])
+    base_spec, sface_spec = (c["weights"] for c in config.components)
+    if sface_spec != SFACE:
+        raise FacesearchError(f"{js.name}: the second fused part must be {SFACE!r}, not {sface_spec!r}")
+    base = load_part(base_spec)
+    _, sface_js = _find_weights(None)
+    actual = [base.meta["sha256"], json.loads(sface_js.read_text())["sha256"]]
+    for part, sha in zip(config.components, actual):
+        if part["sha256"] != sha:
+            raise ModelMismatchError(f"{js.name} was made with {part['weights']} {part['sha256'][:12]}…, "
+                                     f"but the installed one is {sha[:12]}…",
+                                     hint="re-run `python tools/make_fused.py` after changing a part")
+    if meta.get("sha256") != fused_digest(config.components):
+        raise ModelMismatchError(f"{js.name}: its checksum does not match its components",
+                                 hint="the .json was edited; re-run `python tools/make_fused.py`")
+    model = FusedEmbedder(config, base, load_sface())
+    model.meta = meta  # type: ignore[attr-defined]
+    model.model_id = model_id(config, fused_digest(config.components))  # type: ignore[attr-defined]
+    return model.eval()

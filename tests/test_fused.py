@@ -1,0 +1,97 @@
+"""The fused default model: dlib_ft ⊕ SFace, its chips, its checks, and indexes of the old default."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from facesearch.align import TEMPLATES, align_face
+from facesearch.detect import Face
+from facesearch.errors import ModelMismatchError
+from facesearch.faces import YUNET_POINTS_IN_DLIB_CHIP, make_chips, yunet_points_from_dlib
+from facesearch.models.weights import load_weights
+from facesearch.models.weights_meta import resolve_weights, shipped_weights_dir
+
+
+@pytest.fixture(scope="module")
+def fused():
+    return load_weights(None)
+
+
+def _faces(n: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 255, (200, 200, 3), np.uint8)
+    faces = [Face((40.0 + k, 40.0, 160.0 + k, 160.0), 1.0, landmarks=TEMPLATES["dlib5_150_p25"].points(120) + 40 + k,
+                  points5=YUNET_POINTS_IN_DLIB_CHIP * 0.8 + 40 + k) for k in range(n)]
+    return make_chips(img, faces, "dlib5_150_p25+arcface_112")
+
+
+def test_default_is_the_fused_model(fused):
+    assert fused.config.backbone == "fused" and fused.config.embedding_dim == 256
+    assert [c["weights"] for c in fused.config.components] == ["dlib_ft", "sface"]
+    assert fused.config.align == "dlib5_150_p25+arcface_112"
+
+
+def test_fused_distance_is_the_weighted_cosine_of_its_parts(fused):
+    """Oracle: each part run on its own chip, cosines weighted by hand."""
+    chips = _faces(4)
+    with torch.inference_mode():
+        v = fused(*fused.prepare(chips)).numpy()
+        a = fused.base(fused.prepare(chips)[0]).numpy()
+        b = torch.nn.functional.normalize(fused.sface(fused.prepare(chips)[1]), dim=1).numpy()
+    w = [c["weight"] for c in fused.config.components]
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(v @ v.T, w[0] * (a @ a.T) + w[1] * (b @ b.T), atol=1e-5)
+
+
+def test_chips_for_a_fused_model_are_one_dict_per_face():
+    chips = _faces(2)
+    assert [sorted(c) for c in chips] == [["arcface_112", "dlib5_150_p25"]] * 2
+    assert chips[0]["dlib5_150_p25"].shape == (150, 150, 3) and chips[0]["arcface_112"].shape == (112, 112, 3)
+
+
+def test_points_for_dlib_only_faces_land_where_yunet_puts_them():
+    """Oracle: a face whose dlib landmarks are the template's own points is the identity chip."""
+    lm = TEMPLATES["dlib5_150_p25"].points(150) * 2 + 7  # the chip scaled 2x and shifted
+    pts = yunet_points_from_dlib(lm)
+    np.testing.assert_allclose(pts, YUNET_POINTS_IN_DLIB_CHIP * 2 + 7, atol=1e-6)
+    assert yunet_points_from_dlib(None) is None
+    assert align_face(np.zeros((400, 400, 3), np.uint8), lm).shape == (150, 150, 3)
+
+
+def test_a_swapped_part_is_refused(tmp_path, monkeypatch):
+    home = tmp_path / "home" / "weights"
+    home.mkdir(parents=True)
+    meta = json.loads((shipped_weights_dir() / "default.json").read_text())
+    meta["config"]["components"][0]["sha256"] = "0" * 64
+    meta.pop("model_id")
+    from facesearch.models.fused import fused_digest
+
+    meta["sha256"] = fused_digest(meta["config"]["components"])
+    (home / "swapped.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("FACESEARCH_HOME", str(tmp_path / "home"))
+    with pytest.raises(ModelMismatchError, match="was made with dlib_ft"):
+        load_weights("swapped")
+
+
+def test_an_edited_fused_json_is_refused(tmp_path):
+    meta = json.loads((shipped_weights_dir() / "default.json").read_text())
+    meta["config"]["components"][0]["weight"] = 0.5
+    meta["config"]["components"][1]["weight"] = 0.5
+    meta.pop("model_id")
+    (tmp_path / "edited.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelMismatchError, match="checksum"):
+        load_weights(tmp_path / "edited.json")
+
+
+def test_an_index_of_another_shipped_model_finds_its_weights(tmp_path):
+    dlib_ft = load_weights("dlib_ft")
+    assert resolve_weights(None, model=dlib_ft.model_id).name == "dlib_ft.json"
+    assert resolve_weights(None, model="nobody-128-000000000000").name == "default.json"
+    copy = tmp_path / "w"
+    shutil.copytree(shipped_weights_dir(), copy)
+    assert resolve_weights(copy / "default.json", model=dlib_ft.model_id) == copy / "default.json"  # asked for
