@@ -58,9 +58,9 @@ def variants() -> dict[str, tuple[dict, float]]:
     sample of each set; YuNet's score sweep is how its threshold was chosen.
     """
     return {
-        "auto (yunet 0.6)": ({"name": "auto"}, 1.0),
+        "auto (yunet 0.7)": ({"name": "auto"}, 1.0),
         "yunet 0.5": ({"name": "yunet", "score_threshold": 0.5}, 1.0),
-        "yunet 0.7": ({"name": "yunet", "score_threshold": 0.7}, 1.0),
+        "yunet 0.6": ({"name": "yunet", "score_threshold": 0.6}, 1.0),
         "yunet 0.8": ({"name": "yunet", "score_threshold": 0.8}, 1.0),
         "yunet no tiles": ({"name": "yunet", "tiles": False}, 1.0),
         "dlib-auto": ({"name": "dlib-auto", "min_face": 20}, 0.25),

@@ -347,9 +347,14 @@ class WholeImageDetector:
 # photos recall is 100 % from 30 px, 85-95 % at 24-30 and about half at 16-20 (see
 # docs/benchmarks.md), so photos are scaled to make ``min_face`` this large.
 YUNET_MIN_VISIBLE = 30
-# The int8 model's scores are compressed (OpenCV's default 0.9 keeps 18 % of faces):
-# chosen on the composite dev group photos (bench/detectors.py), see docs/benchmarks.md.
-YUNET_SCORE = 0.6
+# The int8 model's scores top out near 0.95. On the composite dev group photos 0.5, 0.6 and 0.7
+# find the same faces, while false faces per megapixel fall (4000x3000: 16.7 %, 6.8 %, 1.8 % of
+# detections); 0.8 starts losing faces (bench/detectors.py, docs/benchmarks.md).
+YUNET_SCORE = 0.7
+# A small photo with no face at YUNET_SCORE (a crop in profile, in hard light) gets a second
+# look at this threshold: UMIST's no-face rate 2.3 % -> 0.3 %, at no cost to photos with faces.
+YUNET_RETRY_SCORE = 0.5
+RETRY_MAX_SIDE = 640
 YUNET_NMS = 0.3
 # Up to this long side (after scaling) a photo is one pass; larger ones are a whole view this
 # large plus tiles. On a CPU YuNet costs ~56 ms per megapixel up to 1024 px and twice that at
@@ -363,7 +368,7 @@ MAX_TILE_PIXELS = 40_000_000  # ~4 s of tiles on one CPU core: a 4000x3000 photo
 # 0.06-0.10). Aligning with YuNet's own points instead lost 15 points of TAR@1e-3 on dev
 # pins_celebs: the default model was trained on chips aligned from dlib's points.
 YUNET_TO_DLIB_BOX = (-0.0485, 0.1596, 1.0573, 0.7986)
-HOG_FACE = 160  # px: dlib's HOG window is 80 px; a face this wide is found at its first pyramid levels
+HOG_FACE = 80  # px: the face just fills dlib's 80 px HOG window: found at the first pyramid level, cheapest
 
 
 @functools.cache
@@ -396,6 +401,8 @@ class YuNetFaceDetector:
         g = YUNET_MIN_VISIBLE / max(self.min_face, 1)
         if max(rgb.shape[:2]) * g <= self.max_side:
             rows = _scale_rows(self._run([_resize(rgb, g)])[0], 1 / g)
+            if not len(rows) and max(rgb.shape[:2]) <= RETRY_MAX_SIDE:
+                rows = _scale_rows(self._run([_resize(rgb, g)], YUNET_RETRY_SCORE)[0], 1 / g)
         else:
             small, fx, _ = _shrink(rgb, self.max_side)
             rows = _merge(np.concatenate([_scale_rows(self._run([small])[0], 1 / fx), self._tiles(rgb, g, fx)]))
@@ -410,8 +417,8 @@ class YuNetFaceDetector:
         _hog_model()
         _shape_predictor()
 
-    def _run(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        return _yunet_model().detect_batch(images, self.score_threshold, YUNET_NMS)
+    def _run(self, images: list[np.ndarray], score: float | None = None) -> list[np.ndarray]:
+        return _yunet_model().detect_batch(images, score or self.score_threshold, YUNET_NMS)
 
     def _tiles(self, rgb: np.ndarray, g: float, whole_scale: float) -> np.ndarray:
         """Faces smaller than the whole view sees, from tiles of ``rgb`` scaled by ``g``."""

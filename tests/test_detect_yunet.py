@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from facesearch.detect import (YUNET_MIN_VISIBLE, YuNetFaceDetector, _dlib_box, _merge, _tiles,
                                create_detector)
@@ -86,3 +87,32 @@ def test_tiled_large_photo_finds_what_one_full_pass_finds():
     a = groups.match(photo.boxes, np.array([f.box for f in tiled]).reshape(-1, 4))[0]
     b = groups.match(photo.boxes, np.array([f.box for f in one_pass]).reshape(-1, 4))[0]
     assert a.sum() >= b.sum() and len(tiled) <= len(one_pass) + 1
+
+
+class _ShyModel:
+    """A stand-in network that only sees a face when asked with a low score threshold."""
+
+    def __init__(self):
+        self.calls = []
+        self.device = torch.device("cpu")
+
+    def detect_batch(self, images, score, nms):
+        self.calls.append((images[0].shape[:2], score))
+        row = np.zeros((1, 15), np.float32)
+        row[0, :4] = (10, 10, 60, 60)
+        row[0, 14] = 0.55
+        return [row if score <= 0.55 else np.zeros((0, 15), np.float32) for _ in images]
+
+
+@pytest.mark.parametrize("side,retried", [(300, True), (900, False)])
+def test_small_photos_without_a_face_get_a_second_look(monkeypatch, side, retried):
+    import facesearch.detect as detect
+
+    model = _ShyModel()
+    monkeypatch.setattr(detect, "_yunet_model", lambda: model)
+    monkeypatch.setattr(detect, "_landmarks", lambda rgb, box: np.zeros((5, 2)))
+    monkeypatch.setattr(detect, "_hog_box", lambda rgb, box: None)
+    faces = YuNetFaceDetector().detect(np.zeros((side, side), np.uint8))
+    assert [s for _, s in model.calls] == ([detect.YUNET_SCORE, detect.YUNET_RETRY_SCORE] if retried
+                                           else [detect.YUNET_SCORE])
+    assert len(faces) == int(retried)

@@ -21,14 +21,14 @@ sys.path.insert(0, str(REPO))
 from facesearch.atomic import atomic_write_json  # noqa: E402
 from facesearch.models.config import EmbedderConfig  # noqa: E402
 from facesearch.models.fused import ARCFACE, FUSED, SFACE, fused_digest  # noqa: E402
-from facesearch.models.sface import EMBEDDING_DIM, _find_weights  # noqa: E402
+from facesearch.models.sface import EMBEDDING_DIM, find_sface_weights  # noqa: E402
 from facesearch.models.weights_meta import model_id, read_meta, resolve_weights  # noqa: E402
 
 
 def fused_meta(base: str, weight: float, note: str) -> dict:
     base_meta = read_meta(resolve_weights(base))
     base_cfg = EmbedderConfig.from_dict(base_meta["config"])
-    sface_meta = json.loads(_find_weights(None)[1].read_text())
+    sface_meta = json.loads(find_sface_weights(None)[1].read_text())
     components = [{"weights": base, "model_id": base_meta["model_id"], "sha256": base_meta["sha256"], "weight": weight},
                   {"weights": SFACE, "sha256": sface_meta["sha256"], "weight": round(1 - weight, 6),
                    "source": sface_meta.get("source"), "licence": sface_meta.get("licence")}]

@@ -68,14 +68,14 @@ class FusedEmbedder(nn.Module):
 
 def load_fused(js: Path, meta: dict, load_part) -> FusedEmbedder:
     """Build a fused model from its JSON; ``load_part(name)`` loads the base embedder."""
-    from facesearch.models.sface import _find_weights, load_sface
+    from facesearch.models.sface import find_sface_weights, load_sface
 
     config = EmbedderConfig.from_dict(meta["config"])
     base_spec, sface_spec = (c["weights"] for c in config.components)
     if sface_spec != SFACE:
         raise FacesearchError(f"{js.name}: the second fused part must be {SFACE!r}, not {sface_spec!r}")
     base = load_part(base_spec)
-    _, sface_js = _find_weights(None)
+    _, sface_js = find_sface_weights(None)
     actual = [base.meta["sha256"], json.loads(sface_js.read_text())["sha256"]]
     for part, sha in zip(config.components, actual):
         if part["sha256"] != sha:

@@ -27,7 +27,7 @@ from torch import nn
 from facesearch.errors import FacesearchError
 from facesearch.models import weights_meta
 
-__all__ = ["ARCFACE_TEMPLATE", "SFace", "align_sface", "load_sface", "sface_transform"]
+__all__ = ["ARCFACE_TEMPLATE", "SFace", "align_sface", "find_sface_weights", "load_sface", "sface_transform"]
 
 INPUT_SIZE = 112
 EMBEDDING_DIM = 128
@@ -199,7 +199,7 @@ def _numel(shape: tuple) -> int:
     return int(np.prod(shape, dtype=np.int64))
 
 
-def _find_weights(weights: str | Path | None) -> tuple[Path, Path]:
+def find_sface_weights(weights: str | Path | None) -> tuple[Path, Path]:
     """The (safetensors, json) pair: an explicit folder, path or stem, else the first weights dir
     holding it."""
     if weights is not None:
@@ -240,7 +240,7 @@ def load_sface(weights: str | Path | None = None, device: str | torch.device = "
     """The SFace module in eval mode, from ``weights`` (a stem, .json or .safetensors path) or
     from ``sface.*`` in the first of :func:`weights_meta.weights_dirs` that has it; with
     ``fuse`` its BatchNorms are folded into the convs (:meth:`SFace.fuse`)."""
-    st_path, js_path = _find_weights(weights)
+    st_path, js_path = find_sface_weights(weights)
     if not (st_path.is_file() and js_path.is_file()):
         raise FacesearchError(f"SFace weights not found: {st_path} and {js_path} are both needed",
                               hint="run `python tools/convert_sface.py --out DIR` to write them")
