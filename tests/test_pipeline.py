@@ -221,7 +221,8 @@ def test_rebuild_refuses_concurrent_writes_instead_of_losing_them(collection, tm
 
 @pytest.mark.slow
 def test_ctrl_c_stops_workers_cleanly_with_exit_130(tmp_path):
-    photos = make_identity_folder(tmp_path / "photos", n_people=20, per_person=20, size=96, seed=6)
+    # Enough photos that the first commit comes long before the last (the signal must land mid-run).
+    photos = make_identity_folder(tmp_path / "photos", n_people=40, per_person=20, size=96, seed=6)
     idx = tmp_path / "idx"
     cmd = [sys.executable, "-m", "facesearch", "index", str(photos), "--index", str(idx), "--detector", "auto",
            "--workers", "2"]
