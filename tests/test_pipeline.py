@@ -226,8 +226,10 @@ def test_ctrl_c_stops_workers_cleanly_with_exit_130(tmp_path):
     idx = tmp_path / "idx"
     cmd = [sys.executable, "-m", "facesearch", "index", str(photos), "--index", str(idx), "--detector", "auto",
            "--workers", "2"]
+    # Its own group, so the signal reaches it and its workers; and Ctrl-C live in it, as in a terminal,
+    # even when this test runs in a background job (whose children inherit an ignored SIGINT).
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own group: the signal reaches it and its workers
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not _has_faces(idx):
         time.sleep(0.05)
