@@ -53,6 +53,7 @@ __all__ = [
     "Face",
     "FaceDetector",
     "WholeImageDetector",
+    "YuNetFaceDetector",
     "create_detector",
     "faces_to_chips",
 ]
