@@ -98,7 +98,9 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     notify = on_progress or (lambda event, data: None)
     # Options first, in this process: a bad name inside a pool initializer respawns workers forever.
     create_detector(opts.detector, policy=opts.policy)
-    meta = read_meta(resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index)))
+    # Once: an existing index names its own model; the engine and the workers' chips follow it.
+    weights = resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index))
+    meta = read_meta(weights)
     store = _open_or_create(opts, meta)
     summary = IndexSummary(index=str(opts.index))
     with store:
@@ -111,7 +113,7 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
         todo = _plan(store, files, opts, summary)
         notify("start", {"total": len(files), "todo": len(todo), "unchanged": summary.unchanged})
         if todo:  # torch and the model load only when there is something to embed
-            _run(store, _engine(opts), todo, opts, summary, notify)
+            _run(store, _engine(opts, weights), todo, opts, summary, notify)
         if opts.prune:
             summary.pruned = len(store.prune_missing())
         summary.seconds = round(time.perf_counter() - t0, 3)
@@ -128,11 +130,10 @@ def _open_or_create(opts: IndexOptions, meta: dict) -> FaceIndex:
                             dim=config["embedding_dim"], index_type=opts.index_type)
 
 
-def _engine(opts: IndexOptions):
+def _engine(opts: IndexOptions, weights: Path):
     from facesearch.embed import EmbeddingEngine
     from facesearch.models.weights import load_weights
 
-    weights = resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index))
     return EmbeddingEngine(load_weights(weights), device=opts.device, batch_size=opts.batch_size)
 
 
@@ -174,7 +175,7 @@ def _safe_hash(path: Path) -> str | None:
 
 def _run(store, engine, todo, opts, summary, notify) -> None:
     pending: list[_Result] = []
-    for done, res in enumerate(_detect_all(todo, opts), 1):
+    for done, res in enumerate(_detect_all(todo, opts, engine.config.align), 1):
         pending.append(res)
         if len(pending) >= WRITE_EVERY:
             _write(store, engine, pending, summary)
@@ -252,9 +253,8 @@ def _first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
-def _detect_all(todo: list[_Work], opts: IndexOptions) -> Iterator[_Result]:
-    """Results in input order; a process pool when there is more than a handful of files."""
-    align = read_meta(resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index)))["config"]["align"]
+def _detect_all(todo: list[_Work], opts: IndexOptions, align: str) -> Iterator[_Result]:
+    """Results in input order (chips for ``align``); a process pool when there is more than a handful of files."""
     init_args = (opts.detector, opts.min_face, opts.policy, align)
     # One detection worker per core: detection is the bottleneck and embedding in the main
     # process is cheap (1,000 photos on 2 cores: 39 photos/s with 1 worker, 53 with 2).
