@@ -138,14 +138,13 @@ def engine_model(name: str, weights: str | None, batch_size: int) -> Model:
 def sface_model(batch_size: int) -> Model:
     import torch
 
-    from facesearch.models.sface import load_sface
+    from facesearch.models.sface import chips_to_tensor, load_sface
 
     net = load_sface()
 
     @torch.inference_mode()
     def embed(chips: list[np.ndarray]) -> np.ndarray:
-        out = [net(torch.from_numpy(np.stack(chips[i:i + batch_size])).permute(0, 3, 1, 2).float()).numpy()
-               for i in range(0, len(chips), batch_size)]
+        out = [net(chips_to_tensor(np.stack(chips[i:i + batch_size]))).numpy() for i in range(0, len(chips), batch_size)]
         e = np.concatenate(out) if out else np.zeros((0, 128), np.float32)
         return e / np.linalg.norm(e, axis=1, keepdims=True)
 

@@ -30,6 +30,7 @@ from torch import nn
 from facesearch.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.preprocess import preprocess
+from facesearch.models.sface import chips_to_tensor, find_sface_weights, load_sface
 from facesearch.models.weights_meta import model_id
 
 FUSED = "fused"
@@ -57,7 +58,7 @@ class FusedEmbedder(nn.Module):
     def prepare(self, chips: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-face chip dicts -> the two parts' input batches."""
         a = preprocess([c[self.base.config.align] for c in chips], self.base.config)
-        b = torch.from_numpy(np.stack([c[ARCFACE] for c in chips])).permute(0, 3, 1, 2).float()
+        b = chips_to_tensor(np.stack([c[ARCFACE] for c in chips]))
         return a, b
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -68,8 +69,6 @@ class FusedEmbedder(nn.Module):
 
 def load_fused(js: Path, meta: dict, load_part) -> FusedEmbedder:
     """Build a fused model from its JSON; ``load_part(name)`` loads the base embedder."""
-    from facesearch.models.sface import find_sface_weights, load_sface
-
     config = EmbedderConfig.from_dict(meta["config"])
     base_spec, sface_spec = (c["weights"] for c in config.components)
     if sface_spec != SFACE:
