@@ -51,7 +51,7 @@ def cached_set(set_dir: Path, out: Path, detector: str = "auto", workers: int | 
     """
     stem = f"{Path(set_dir).name}@{min_side}" if min_side else Path(set_dir).name
     dest = Path(out) / f"{stem}-{resolved_detector(detector)}.npz"  # chips depend on who found the face
-    if not dest.exists() or "chips_arcface" not in np.load(dest).files:  # or made before fused models
+    if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         cache_set(Path(set_dir), dest, detector, workers or os.cpu_count() or 1, min_side)
     with np.load(dest) as z:
