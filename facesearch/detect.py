@@ -401,9 +401,11 @@ class YuNetFaceDetector:
         rgb = to_rgb_uint8(img)
         g = YUNET_MIN_VISIBLE / max(self.min_face, 1)
         if max(rgb.shape[:2]) * g <= self.max_side:
-            rows = _scale_rows(self._run([_resize(rgb, g)])[0], 1 / g)
+            scaled = _resize(rgb, g)
+            rows = self._run([scaled])[0]
             if not len(rows) and max(rgb.shape[:2]) <= RETRY_MAX_SIDE:
-                rows = _scale_rows(self._run([_resize(rgb, g)], YUNET_RETRY_SCORE)[0], 1 / g)
+                rows = self._run([scaled], YUNET_RETRY_SCORE)[0]
+            rows = _scale_rows(rows, 1 / g)
         else:
             small, fx, _ = _shrink(rgb, self.max_side)
             rows = _merge(np.concatenate([_scale_rows(self._run([small])[0], 1 / fx), self._tiles(rgb, g, fx)]))
