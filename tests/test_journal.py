@@ -67,6 +67,16 @@ def move_tree(j: MoveJournal, src_root: Path, dst_root: Path, files: list[Path])
         j.move(p, dst_root / p.relative_to(src_root))
 
 
+def moved_batch(tmp_path: Path, n: int, seed: int):
+    """``n`` photos moved from photos/ to dups/ under a fresh journal: (src, dst, snapshot before, journal)."""
+    src, dst = tmp_path / "photos", tmp_path / "dups"
+    files = make_tree(src, n, seed=seed)
+    before = snapshot(src)
+    j = MoveJournal.create(tmp_path / "journals", "dedupe", {})
+    move_tree(j, src, dst, files)
+    return src, dst, before, j
+
+
 # --- 1. a clean batch ---------------------------------------------------------------------------
 
 def test_clean_batch_then_undo_is_byte_identical(tmp_path):
@@ -277,11 +287,7 @@ def test_both_exist_but_differ_is_a_conflict_and_both_are_kept(tmp_path):
 # --- 6. a journal cut short by a kill -----------------------------------------------------------
 
 def test_garbled_last_line_is_skipped(tmp_path):
-    src, dst = tmp_path / "photos", tmp_path / "dups"
-    files = make_tree(src, 3, seed=6)
-    before = snapshot(src)
-    j = MoveJournal.create(tmp_path / "journals", "dedupe", {})
-    move_tree(j, src, dst, files)
+    src, dst, before, j = moved_batch(tmp_path, 3, seed=6)
     with open(j.path, "ab") as f:
         f.write(b'{"type": "intent", "n": 3, "kind": "move", "src": "/pho')
 
@@ -308,11 +314,7 @@ def test_refuses_to_overwrite_and_journals_nothing(tmp_path):
 
 
 def test_undo_twice_is_harmless(tmp_path):
-    src, dst = tmp_path / "photos", tmp_path / "dups"
-    files = make_tree(src, 6, seed=7)
-    before = snapshot(src)
-    j = MoveJournal.create(tmp_path / "journals", "dedupe", {})
-    move_tree(j, src, dst, files)
+    src, dst, before, j = moved_batch(tmp_path, 6, seed=7)
     assert undo(j.path)["restored"] == 6
     again = undo(j.path)
     assert (again["restored"], again["cleaned"], again["already"], again["conflicts"]) == (0, 0, 6, [])
