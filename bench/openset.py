@@ -9,8 +9,10 @@ as distractors, i.e. evaluation, not training). Chips are the product's own
 (``facesearch.eval.chips``: detect + align once, cached outside the repo).
 
 Per row: FPIR and FNIR at the **default τ** (the τ policy's identification τ for
-that many gallery faces at 1 % FPIR, from the shipped weights' calibration, as
-``facesearch query`` uses it), FNIR at FPIR 1 % and 0.1 % for the best single τ
+that many gallery faces at 1 % FPIR, from the shipped weights' calibration, and its
+face-quality gate: probes the model rates below it stay unnamed, as ``facesearch
+query`` does; ``gated`` is their share, and ``ours, no gate`` the same model
+without it), FNIR at FPIR 1 % and 0.1 % for the best single τ
 on these very probes (what any τ could do), and closed-set rank-1. Side by side:
 dlib's descriptor as ``face_recognition`` uses it (tolerance 0.6) and at its best
 τ, on the same chips (galleries up to ``--dlib-max-gallery``: dlib is ~15x slower).
@@ -116,17 +118,28 @@ def split(labels: np.ndarray, enrol: int, seed: int) -> tuple[np.ndarray, np.nda
 class Embedder:
     """One model's embeddings of every face it is asked for, computed once per set."""
 
-    def __init__(self, name: str, fn, distractor_cap: int, align: str):
+    def __init__(self, name: str, fn, distractor_cap: int, align: str, can_name=None):
+        """``fn(inputs) -> (emb, quality or None)``; ``can_name(quality)`` is the model's quality gate."""
         self.name, self.fn, self.cap, self.align, self.cache = name, fn, distractor_cap, align, {}
-        self.seconds = 0.0
+        self.can_name, self.seconds = can_name, 0.0
 
     def of(self, key: str, data: dict) -> np.ndarray:
+        return self._get(key, data)[0]
+
+    def nameable(self, key: str, data: dict) -> np.ndarray:
+        """Per face: whether the quality gate lets it be named (all True without a gate)."""
+        emb, quality = self._get(key, data)
+        if self.can_name is None or quality is None:
+            return np.ones(len(emb), bool)
+        return np.array([self.can_name(float(q)) for q in quality])
+
+    def _get(self, key: str, data: dict) -> tuple[np.ndarray, np.ndarray | None]:
         if key not in self.cache:
             t = time.perf_counter()
             inputs = model_inputs(data, self.align)
             self.cache[key] = self.fn(inputs[: self.cap] if key == "distractors" else inputs)
             self.seconds += time.perf_counter() - t
-            print(f"  {self.name}: {key} embedded ({len(self.cache[key])} faces)", file=sys.stderr, flush=True)
+            print(f"  {self.name}: {key} embedded ({len(self.cache[key][0])} faces)", file=sys.stderr, flush=True)
         return self.cache[key]
 
 
@@ -134,7 +147,7 @@ class Embedder:
 
 
 def case(emb: np.ndarray, labels: np.ndarray, distractors: np.ndarray, enrol: int, size: int, seed: int,
-         tau_for) -> dict | None:
+         tau_for, nameable: np.ndarray | None = None) -> dict | None:
     """Rates for one split, gallery size and model; None when the set has more enrolled people than ``size``."""
     gallery, probes = split(labels, enrol, seed)
     n_ids = len(np.unique(labels[gallery]))
@@ -144,10 +157,12 @@ def case(emb: np.ndarray, labels: np.ndarray, distractors: np.ndarray, enrol: in
     g_emb = np.concatenate([emb[gallery], distractors[:pad]])
     g_lab = np.concatenate([labels[gallery].astype(str), [f"distractor{k}" for k in range(pad)]])
     s = openset_scores(g_emb, g_lab, emb[probes], labels[probes].astype(str))
+    gated = np.zeros(len(probes), bool) if nameable is None else ~nameable[probes]
+    s.best_dist = np.where(gated, np.inf, s.best_dist)  # a gated probe is named at no τ
     tau = tau_for(len(g_emb))
     fpir, fnir = fpir_fnir(s, tau)
     return {"tau": tau, "fpir": fpir, "fnir": fnir, "fnir@fpir1e-2": fnir_at_fpir(s, 0.01)[0],
-            "fnir@fpir1e-3": fnir_at_fpir(s, 0.001)[0], "rank1": rank1(s),
+            "fnir@fpir1e-3": fnir_at_fpir(s, 0.001)[0], "rank1": rank1(s), "gated": float(gated.mean()),
             "mated": int(s.mated.sum()), "non_mated": int((~s.mated).sum()), "gallery_faces": len(g_emb)}
 
 
@@ -172,24 +187,31 @@ def run(args) -> dict:
     sets = {name: dev[name] for name in DEV_SETS if name in args.sets}
     if "all" in args.sets:
         sets["all"] = pooled(dev)
-    models = [(Embedder("ours", engine.embed, max(args.sizes), model.config.align),
-               lambda n: policy.identification(n)[0], max(args.sizes))]
+    ours = Embedder("ours", engine.embed_with_quality, max(args.sizes), model.config.align, policy.can_name)
+    models = [(ours, lambda n: policy.identification(n)[0], max(args.sizes))]
+    if policy.quality_min is not None:  # the same embeddings, without the gate: what it buys
+        ungated = Embedder("ours, no gate", None, max(args.sizes), model.config.align)
+        ungated.cache = ours.cache
+        models.append((ungated, lambda n: policy.identification(n)[0], max(args.sizes)))
     facerec = None if args.no_dlib else dlib_model()
     if facerec is not None:
-        models.append((Embedder("dlib", lambda c: dlib_embed(facerec, c), args.dlib_max_gallery, "dlib5_150_p25"),
-                       lambda n: DLIB_TOLERANCE, args.dlib_max_gallery))
+        models.append((Embedder("dlib", lambda c: (dlib_embed(facerec, c), None), args.dlib_max_gallery,
+                                "dlib5_150_p25"), lambda n: DLIB_TOLERANCE, args.dlib_max_gallery))
     rows = []
     for name, data in sets.items():
         for m, tau_for, cap in models:
             emb = np.concatenate([m.of(n, dev[n]) for n in dev]) if name == "all" else m.of(name, data)
+            ok = np.concatenate([m.nameable(n, dev[n]) for n in dev]) if name == "all" else m.nameable(name, data)
             dis = m.of("distractors", distractors)
             for enrol in args.enrol:
                 for size in (n for n in args.sizes if n <= cap):
-                    per_seed = [case(emb, data["labels"], dis, enrol, size, seed, tau_for) for seed in args.seeds]
+                    per_seed = [case(emb, data["labels"], dis, enrol, size, seed, tau_for, ok)
+                                for seed in args.seeds]
                     if all(r is not None for r in per_seed):
                         rows.append({"set": name, "model": m.name, "enrol": enrol, "gallery": size,
                                      **mean_rows(per_seed)})
     return {"rows": rows, "model_id": model.model_id, "seconds": {m.name: round(m.seconds, 1) for m, _, _ in models},
+            "quality_min": policy.quality_min,
             "tau_policy": {"source": "identification τ for FPIR 1 % over the gallery's faces (ours); "
                                      f"tolerance {DLIB_TOLERANCE} (dlib, face_recognition's default)",
                            "far_curve": [list(p) for p in policy.curve]}}
@@ -202,7 +224,7 @@ def targets(rows: list[dict]) -> list[dict]:
 
 
 COLUMNS = ["set", "model", "enrol", "gallery", "tau", "fpir", "fnir", "fnir@fpir1e-2", "fnir@fpir1e-3", "rank1",
-           "mated", "non_mated"]
+           "gated", "mated", "non_mated"]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -53,6 +53,19 @@ class EmbeddingEngine:
         out = [self._embed_batch(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
         return np.concatenate(out)
 
+    def embed_with_quality(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(embeddings, quality)``: quality is one float per face from a model that rates its
+        faces (the fused default: :meth:`FusedEmbedder.forward_with_quality`), else None."""
+        if len(images) == 0:
+            return self.embed(images), (np.zeros(0, np.float32) if self.rates_quality else None)
+        parts = [self._run_batch(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        emb = np.concatenate([y for y, _ in parts])
+        return emb, (np.concatenate([q for _, q in parts]) if self.rates_quality else None)
+
+    @property
+    def rates_quality(self) -> bool:
+        return hasattr(self.model, "forward_with_quality")
+
     def embed_stream(self, images: Iterable[ImageLike]) -> Iterator[np.ndarray]:
         """Embed an iterable lazily, one batch of vectors at a time."""
         batch: list[ImageLike] = []
@@ -64,16 +77,25 @@ class EmbeddingEngine:
         if batch:
             yield self._embed_batch(batch)
 
-    @torch.inference_mode()
     def _embed_batch(self, images: Sequence[ImageLike]) -> np.ndarray:
+        return self._run_batch(images)[0]
+
+    @torch.inference_mode()
+    def _run_batch(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, np.ndarray | None]:
         # A fused model takes one chip dict per face and prepares its parts' inputs itself.
         prepare = getattr(self.model, "prepare", None)
         xs = prepare(images) if prepare else (preprocess(images, self.config),)
         xs = [x.to(self.device, non_blocking=True) for x in xs]
+        forward = getattr(self.model, "forward_with_quality", self.model)
         if self.device.type == "cuda":
             xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
             with torch.autocast("cuda", dtype=torch.float16):
-                y = self.model(*xs)
+                out = forward(*xs)
         else:
-            y = self.model(*xs)
-        return y.float().cpu().numpy().astype(np.float32, copy=False)
+            out = forward(*xs)
+        y, q = out if isinstance(out, tuple) else (out, None)
+        return _numpy(y), (None if q is None else _numpy(q))
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.float().cpu().numpy().astype(np.float32, copy=False)

@@ -54,7 +54,7 @@ def evaluate(opts: EvalOptions, on_progress: Callable[[int, int], None] | None =
     model = load_weights(opts.weights)
     paths, i, j, same = _pairs(opts)
     engine = EmbeddingEngine(model, device=opts.device, batch_size=opts.batch_size)
-    emb, ok, bad = embed_files(paths, engine, opts.detector, on_progress)
+    emb, ok, bad, _ = embed_files(paths, engine, opts.detector, on_progress)
     keep = ok[i] & ok[j]
     i, j, same = i[keep], j[keep], same[keep]
     if same.all() or not same.any():

@@ -8,12 +8,17 @@ number of labelled faces, so it tightens as the gallery grows. Each face also
 gets the FAR at its distance (how often two different people are that close),
 the margin to the best *other* identity, and the hits that are likely the same
 person (labelled or not), judged the same way over every indexed face.
+
+A face the model rates below the policy's quality gate (near-black, in profile,
+blurred: :meth:`facesearch.eval.tau.TauPolicy.can_name`) is not named and gets no
+"same person" hits, whatever its distances: no τ keeps strangers unnamed among
+faces the model cannot read. Its candidate and matches are still reported.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from facesearch.detect import create_detector
 from facesearch.errors import BadImageError, NoFaceError
@@ -35,6 +40,7 @@ class QueryOptions:
     tau: float | None = None
     detector: str = "auto"
     device: str = "auto"
+    quality_gate: bool = True  # False: name faces whatever the model's rating of them
 
 
 @dataclass
@@ -71,6 +77,8 @@ def query(images: list[str], opts: QueryOptions) -> dict:
     model = load_weights(weights, expect=EmbedderConfig.from_dict(store.manifest["model_config"]))
     store.check_model(model.model_id)
     policy = TauPolicy.from_config(store.manifest["model_config"])
+    if not opts.quality_gate:
+        policy = replace(policy, quality_min=None)
     engine = EmbeddingEngine(model, device=opts.device)
     detector = create_detector(opts.detector)
     with store:
@@ -79,7 +87,7 @@ def query(images: list[str], opts: QueryOptions) -> dict:
         ctx = _Query(store, engine, detector, th, policy, opts.top, k=min(max(opts.top, IDENTIFY_K), max(n_faces, 1)))
         results = [_query_safe(p, ctx, single=len(images) == 1) for p in images]
     return {"results": results, "tau": round(th.name, 4), "tau_same": round(th.same, 4), "tau_source": th.source,
-            "gallery": {"labelled_faces": n_labelled, "faces": n_faces},
+            "gallery": {"labelled_faces": n_labelled, "faces": n_faces}, "quality_min": policy.quality_min,
             "warnings": [th.warning] if th.warning else []}
 
 
@@ -110,19 +118,23 @@ def _query_one(path: str, q: _Query) -> dict:
     crops = extract_faces(load_array(path), q.detector, q.engine.config.align)
     if not crops:
         raise NoFaceError(f"no face found in {path}", hint="try --detector none if the image is a face crop")
-    emb = q.engine.embed([c.chip for c in crops])
+    emb, quality = q.engine.embed_with_quality([c.chip for c in crops])
     faces = []
-    for crop, matches in zip(crops, q.store.search(emb, q.k)):
-        answer = identify(matches, q.th.name)
+    for k, (crop, matches) in enumerate(zip(crops, q.store.search(emb, q.k))):
+        rating = None if quality is None else float(quality[k])
+        readable = q.policy.can_name(rating)
+        answer = identify(matches, q.th.name if readable else -1.0)
         nearest = answer["distance"] if answer["distance"] is not None else (matches[0].distance if matches else None)
         faces.append({
             "box": [round(float(v), 1) for v in crop.face.box],
             "score": round(float(crop.face.score), 4),
             **answer,
+            "quality": None if rating is None else round(rating, 2),
+            "quality_ok": readable,
             "far": _far(q.policy, nearest),
             # Closer than calibration could measure: "far" is then an upper bound.
             "far_is_bound": nearest is not None and q.policy.below_curve(nearest),
-            "same_person": [m.path for m in matches if m.distance <= q.th.same][:q.top],
+            "same_person": [m.path for m in matches if m.distance <= q.th.same][:q.top] if readable else [],
             "matches": [_match_dict(m) for m in matches[:q.top]],
         })
     return {"query": path, "faces": faces}

@@ -16,8 +16,8 @@ from facesearch.eval.openset import (
     rank1,
     tau_at_fpir,
 )
-from facesearch.eval.tau import (FAR_GRID, MIN_BELOW, TauPolicy, calibrate, check_tau, far_curve,
-                                 identification_curve)
+from facesearch.eval.tau import (FAR_GRID, MIN_BELOW, QUALITY_REJECT, TauPolicy, calibrate, check_tau, far_curve,
+                                 identification_curve, quality_floor)
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -186,3 +186,24 @@ def test_policy_prefers_the_identification_curve():
     assert policy.identification(10)[0] == pytest.approx(0.35)  # halfway in log N
     assert policy.identification(1_000_000)[0] == 0.2 and "beyond the calibrated sizes" in policy.identification(10**6)[1]
     assert "from the FAR curve" in policy.identification(10, fpir=0.05)[1]  # no curve for that target
+
+
+def test_quality_gate_turns_away_the_reject_share_of_ordinary_faces():
+    """Oracle: the calibrated floor lets through all but the ``reject`` share of the calibration faces."""
+    rng = np.random.default_rng(3)
+    q = rng.gamma(9.0, 1.3, 5_000)
+    d, s = impostor_pairs()
+    emb, labels = clustered(20, 5, seed=4)
+    fields = calibrate(d, s, emb=emb, labels=labels, quality=q)
+    policy = TauPolicy.from_config(fields)
+    refused = sum(not policy.can_name(float(v)) for v in q)
+    assert refused == pytest.approx(QUALITY_REJECT * len(q), abs=2)
+    assert policy.can_name(None)  # a model that rates nothing is never gated
+    assert TauPolicy.from_config(calibrate(d, s)).quality_min is None  # nor is an uncalibrated one
+    assert all(TauPolicy.from_config(calibrate(d, s)).can_name(float(v)) for v in q[:10])
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")]])
+def test_quality_floor_refuses_what_it_cannot_calibrate_on(bad):
+    with pytest.raises(FacesearchError):
+        quality_floor(bad)

@@ -11,6 +11,7 @@ import torch
 
 from facesearch.align import TEMPLATES, align_face
 from facesearch.detect import Face
+from facesearch.embed import EmbeddingEngine
 from facesearch.errors import ModelMismatchError
 from facesearch.faces import YUNET_POINTS_IN_DLIB_CHIP, make_chips, yunet_points_from_dlib
 from facesearch.models.weights import load_weights
@@ -46,6 +47,28 @@ def test_fused_distance_is_the_weighted_cosine_of_its_parts(fused):
     w = [c["weight"] for c in fused.config.components]
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(v @ v.T, w[0] * (a @ a.T) + w[1] * (b @ b.T), atol=1e-5)
+
+
+def test_quality_is_the_length_of_sfaces_raw_feature(fused):
+    """Oracle: SFace run alone on the ArcFace chips; the engine passes the same rating on, batch by batch."""
+    chips = _faces(5, seed=2)
+    a, b = fused.prepare(chips)
+    with torch.inference_mode():
+        emb, quality = fused.forward_with_quality(a, b)
+        raw = fused.sface(b)
+        np.testing.assert_allclose(fused(a, b).numpy(), emb.numpy())
+    np.testing.assert_allclose(quality.numpy(), raw.norm(dim=1).numpy(), rtol=1e-5)
+    engine = EmbeddingEngine(fused, device="cpu", batch_size=2)  # 3 batches
+    e2, q2 = engine.embed_with_quality(chips)
+    np.testing.assert_allclose(e2, engine.embed(chips), atol=1e-6)
+    np.testing.assert_allclose(q2, quality.numpy(), rtol=1e-4)
+    assert engine.embed_with_quality([])[1].shape == (0,)
+
+
+def test_a_model_that_rates_nothing_gives_no_quality():
+    engine = EmbeddingEngine(load_weights("dlib_ft"), device="cpu")
+    chips = [c["dlib5_150_p25"] for c in _faces(2)]
+    assert not engine.rates_quality and engine.embed_with_quality(chips)[1] is None
 
 
 def test_chips_for_a_fused_model_are_one_dict_per_face():

@@ -78,3 +78,24 @@ def test_unlabelled_collection_answers_same_person_as(runner, collection, tmp_pa
                                 "--tau", "1.2", "--json"])
     assert loose.exit_code == 0 and "warning: τ 1.2 is looser than the model's verification τ" in loose.stderr
     assert json.loads(loose.stdout)["tau_source"] == "--tau"
+
+
+def test_faces_below_the_quality_gate_are_not_named(runner, collection, tmp_path):
+    """An index whose model's gate is above every face: nobody is named, the evidence is still shown."""
+    index(runner, collection, tmp_path / "idx", "--label-from-folder")
+    manifest = tmp_path / "idx" / "manifest.json"
+    meta = json.loads(manifest.read_text())
+    meta["model_config"]["calibration"]["quality_min"] = 1e6
+    manifest.write_text(json.dumps(meta))
+    probe = sorted((collection / "person_01").iterdir())[0]
+    args = ["query", str(probe), "--index", str(tmp_path / "idx"), "--detector", "none"]
+    r = runner.invoke(app, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    (face,) = out["faces"]
+    assert out["quality_min"] == 1e6 and face["quality_ok"] is False and 0 < face["quality"] < 1e6
+    assert face["identity"] is None and face["candidate"] == "person_01" and face["same_person"] == []
+    assert face["matches"][0]["path"] == str(probe)
+    assert "too hard to read to name" in runner.invoke(app, args).stdout
+    ungated = json.loads(runner.invoke(app, [*args, "--json", "--no-quality-gate"]).stdout)["faces"][0]
+    assert ungated["identity"] == "person_01" and ungated["quality_ok"] is True

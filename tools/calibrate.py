@@ -10,6 +10,8 @@ Writes the config fields of :func:`facesearch.eval.tau.calibrate` (the one τ po
 - ``calibration.identification``: for 1 % and 0.1 % FPIR, the τ against galleries of 1 … 100,000
   faces, measured per photo: every photo of those sets as a stranger to every other person of
   its set (``query``'s default τ);
+- ``calibration.quality_min`` (models that rate their faces): the quality gate, the 2nd percentile
+  of the in-the-wild sets' face quality (``facesearch.eval.tau.quality_floor``);
 - ``tau_dedupe``: the near-duplicate τ: the 99th percentile of the distance between a dev photo
   and a re-encoded, resized, slightly shifted copy of itself, capped below the 1st percentile of
   genuine (same person, different photo) distances.
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     fields["calibration"] = calibrate(
         np.concatenate([dists[k] for k in wild]), np.concatenate([sames[k] for k in wild]),
         emb=np.concatenate([sets[k].emb for k in wild]), labels=np.concatenate([sets[k].labels for k in wild]),
-        groups=np.concatenate([np.full(len(sets[k].paths), k) for k in wild]))["calibration"]
+        groups=np.concatenate([np.full(len(sets[k].paths), k) for k in wild]),
+        quality=None if sets[0].quality is None else np.concatenate([sets[k].quality for k in wild]))["calibration"]
     fields["calibration"]["data"] = (f"verification τ: every within-set pair of {', '.join(names)}; "
                                      f"open set: every within-set pair and photo of {', '.join(names[k] for k in wild)}")
     fields["calibration"]["detector"] = resolved_detector(args.detector)

@@ -83,13 +83,16 @@ def query_cmd(
     index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, detector: str = DETECTOR, device: str = DEVICE,
     html: Optional[Path] = typer.Option(None, "--html", help="Write a self-contained HTML report."),
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet."),
+    quality_gate: bool = typer.Option(True, "--quality-gate/--no-quality-gate",
+                                      help="Leave faces the model cannot read (dark, profile, blurred) unnamed."),
     json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """One-shot identification: the nearest indexed faces for every face in each photo."""
     from facesearch.search import QueryOptions, query
 
     answer = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
-                                                          tau=tau, detector=detector, device=device))
+                                                          tau=tau, detector=detector, device=device,
+                                                          quality_gate=quality_gate))
     results = answer["results"]
     for w in answer["warnings"]:
         out.warn(w, quiet)
@@ -114,6 +117,9 @@ def _face_title(path: str, n: int, f: dict) -> Text:
     if f["identity"]:
         far = "—" if f["far"] is None else f"{'≤' if f['far_is_bound'] else ''}{f['far']:.0e}"
         who = f"{f['identity']} (d {f['distance']:.3f}, FAR {far}, margin {f['margin']})"
+    elif not f.get("quality_ok", True):
+        who = (f"unknown (face too hard to read to name: quality {f['quality']:.1f} below the gate"
+               + (f"; nearest named: {f['candidate']} at d {f['distance']:.3f})" if f["candidate"] else ")"))
     elif f["candidate"]:
         who = f"unknown (nearest named: {f['candidate']} at d {f['distance']:.3f}, beyond τ)"
     else:

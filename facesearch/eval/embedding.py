@@ -21,10 +21,11 @@ Progress = Callable[[int, int], None]
 
 
 def embed_files(paths: list[str], engine: EmbeddingEngine, detector: str,
-                on_progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+                on_progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray, list[dict], np.ndarray | None]:
     """Embed the largest face of each photo (whole image if none); bad files are skipped and listed.
 
-    Returns ``(emb, ok, bad)``: one row per path (zeros where ``ok`` is False).
+    Returns ``(emb, ok, bad, quality)``: one row per path (zeros where ``ok`` is False);
+    ``quality`` is the model's rating of each face, None for a model that gives none.
     """
     det = create_detector(detector)
     chips, ok, bad = [], np.zeros(len(paths), bool), []
@@ -38,9 +39,12 @@ def embed_files(paths: list[str], engine: EmbeddingEngine, detector: str,
         if on_progress:
             on_progress(n + 1, len(paths))
     emb = np.zeros((len(paths), engine.config.embedding_dim), np.float32)
+    quality = np.zeros(len(paths), np.float32) if engine.rates_quality else None
     if chips:
-        emb[ok] = engine.embed(chips)
-    return emb, ok, bad
+        emb[ok], q = engine.embed_with_quality(chips)
+        if quality is not None:
+            quality[ok] = q
+    return emb, ok, bad, quality
 
 
 @dataclass
@@ -52,11 +56,13 @@ class EmbeddedFolder:
     classes: list[str]
     emb: np.ndarray  # (N, D) unit vectors
     bad: list[dict]
+    quality: np.ndarray | None = None  # (N,) the model's rating of each face, if it gives one
 
 
 def embed_folder(folder: IdentityFolder, engine: EmbeddingEngine, detector: str,
                  on_progress: Progress | None = None) -> EmbeddedFolder:
     """Embed every photo of an identity folder; unreadable ones are dropped and listed in ``bad``."""
     paths = [str(p) for p, _ in folder.samples]
-    emb, ok, bad = embed_files(paths, engine, detector, on_progress)
-    return EmbeddedFolder([p for p, k in zip(paths, ok) if k], folder.labels[ok], list(folder.classes), emb[ok], bad)
+    emb, ok, bad, quality = embed_files(paths, engine, detector, on_progress)
+    return EmbeddedFolder([p for p, k in zip(paths, ok) if k], folder.labels[ok], list(folder.classes), emb[ok], bad,
+                          None if quality is None else quality[ok])

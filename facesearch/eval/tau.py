@@ -9,7 +9,10 @@ impostor distances once and stores, in the weights JSON's config:
 - ``tau_far1e3`` / ``tau_far1e4``: stricter verification τ at FAR 1e-3 / 1e-4;
 - ``calibration.far_curve``: ``[far, τ]`` points, the fraction of impostor pairs
   (different people) within τ, from FAR 1e-1 down to what the pairs can measure;
-- ``tau_dedupe``: the near-duplicate τ (``dedupe``'s default).
+- ``tau_dedupe``: the near-duplicate τ (``dedupe``'s default);
+- ``calibration.quality_min``: the face-quality gate, for a model that rates its faces
+  (:func:`quality_floor`): a face rated below it is never *named*, because no τ keeps
+  strangers unnamed among faces the model cannot read (near-black, profile, blurred).
 
 Identification against a gallery is not one pair: a stranger is compared with
 every enrolled face, so the chance she is named grows with the gallery.
@@ -37,6 +40,10 @@ FAR_GRID = tuple(float(10.0 ** -e) for e in np.arange(1.0, 7.01, 0.5))
 MIN_BELOW = 10
 DEFAULT_FPIR = 0.01
 MAX_TAU = 2.0  # the largest L2 distance between unit vectors
+# Share of ordinary in-the-wild dev photos the quality gate may turn away. On dev, strangers
+# rated below the 2nd percentile of pins_celebs are named 4-30x the target FPIR at the default τ,
+# those above it at a fifth of it (the sweep is in docs/benchmarks.md, "Quality gate").
+QUALITY_REJECT = 0.02
 
 
 def far_curve(impostor_dist) -> list[list[float]]:
@@ -51,13 +58,22 @@ def far_curve(impostor_dist) -> list[list[float]]:
     return points
 
 
-def calibrate(dist, same, duplicate_dist=None, emb=None, labels=None, groups=None) -> dict:
+def quality_floor(quality, reject: float = QUALITY_REJECT) -> float:
+    """The quality below which a face is not named: the ``reject`` quantile of ordinary photos' quality."""
+    q = np.asarray(quality, dtype=np.float64)
+    if q.size == 0 or not np.isfinite(q).all() or not 0.0 <= reject < 1.0:
+        raise FacesearchError("quality calibration needs finite ratings and 0 <= reject < 1")
+    return round(float(np.quantile(q, reject)), 4)
+
+
+def calibrate(dist, same, duplicate_dist=None, emb=None, labels=None, groups=None, quality=None) -> dict:
     """The policy's numbers from labelled pairs (and, optionally, photo-vs-degraded-copy distances).
 
     Returns config fields: ``tau``, ``tau_far1e3``, ``tau_far1e4`` (None where the
     pairs cannot measure it), ``tau_dedupe`` (with ``duplicate_dist``) and
     ``calibration`` (the FAR curve, the pair counts and, given the photos' ``emb``
-    and ``labels`` (and ``groups``), the :func:`identification_curve`).
+    and ``labels`` (and ``groups``), the :func:`identification_curve`; given those photos'
+    ``quality``, the :func:`quality_floor`).
     """
     d, s = check_pairs(dist, same)
     _, tau = eer(d, s)
@@ -68,6 +84,9 @@ def calibrate(dist, same, duplicate_dist=None, emb=None, labels=None, groups=Non
            "calibration": {"far_curve": far_curve(d[~s]), "n_genuine": int(s.sum()), "n_impostor": n_imp}}
     if emb is not None:
         out["calibration"]["identification"] = identification_curve(emb, labels, groups)
+    if quality is not None:
+        out["calibration"]["quality_min"] = quality_floor(quality)
+        out["calibration"]["quality_reject"] = QUALITY_REJECT
     if duplicate_dist is not None:
         # Near-duplicates: 99 % of degraded copies, but never as loose as the closest 1 % of
         # different photos of one person (those are not duplicates).
@@ -128,6 +147,7 @@ class TauPolicy:
     dedupe: float | None = None
     curve: tuple[tuple[float, float], ...] = ()  # (far, τ), loosest first
     ident: tuple[tuple[float, tuple[tuple[int, float], ...]], ...] = ()  # (fpir, ((N, τ), ...))
+    quality_min: float | None = None  # faces rated below are not named (None: no gate)
 
     @classmethod
     def from_config(cls, config) -> "TauPolicy":
@@ -137,7 +157,12 @@ class TauPolicy:
         curve = tuple((float(f), float(t)) for f, t in cal.get("far_curve", []))
         ident = tuple((float(f), tuple((int(n), float(t)) for n, t in pts))
                       for f, pts in (cal.get("identification") or {}).items())
-        return cls(c.get("tau"), c.get("tau_far1e3"), c.get("tau_far1e4"), c.get("tau_dedupe"), curve, ident)
+        return cls(c.get("tau"), c.get("tau_far1e3"), c.get("tau_far1e4"), c.get("tau_dedupe"), curve, ident,
+                   cal.get("quality_min"))
+
+    def can_name(self, quality: float | None) -> bool:
+        """Whether a face of this quality may be named (always, without a rating or a gate)."""
+        return quality is None or self.quality_min is None or quality >= self.quality_min
 
     def far_at(self, d: float) -> float | None:
         """Fraction of impostor pairs within distance ``d``, log-interpolated on the curve.

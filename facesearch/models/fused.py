@@ -62,9 +62,19 @@ class FusedEmbedder(nn.Module):
         return a, b
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_quality(a, b)[0]
+
+    def forward_with_quality(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fused unit vectors and each face's quality: the norm of SFace's raw feature.
+
+        A margin-loss embedder (SFace) gives faces it can read well long features and dark,
+        blurred or turned-away faces short ones; on dev, strangers with short features are
+        named 10-30x as often (``docs/benchmarks.md``), so the τ policy refuses to name them.
+        """
         fa = self.base(a).float()
-        fb = F.normalize(self.sface(b).float(), dim=1)
-        return torch.cat([self.scale[0] * fa, self.scale[1] * fb], dim=1)
+        raw = self.sface(b).float()
+        fb = F.normalize(raw, dim=1)
+        return torch.cat([self.scale[0] * fa, self.scale[1] * fb], dim=1), raw.norm(dim=1)
 
 
 def load_fused(js: Path, meta: dict, load_part) -> FusedEmbedder:

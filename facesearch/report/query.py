@@ -48,7 +48,9 @@ def _face_row(face: dict, k: int, qpath: str, cache: ImageCache) -> str:
     badge = (f"<span class=\"badge ident\">{esc(str(ident))}</span>" if ident
              else "<span class=\"badge unknown\">unknown</span>")
     info = (f"detector score {fmt(face.get('score'))}<br>margin {fmt(face.get('margin'))}"
-            f"<br>τ {fmt(face.get('tau'))}")
+            f"<br>τ {fmt(face.get('tau'))}<br>quality {fmt(face.get('quality'))}")
+    if not face.get("quality_ok", True):
+        info += "<br><span class=\"err\">too hard to read to name</span>"
     colour = BOX_COLOURS[(k - 1) % len(BOX_COLOURS)]  # the colour of its box on the photo
     head = (f"<div class=\"cell\">{img_tag(crop, cls='face', alt=f'face {k}', border=colour)}"
             f"<b>face {k}</b> {badge}<br>{info}</div>")
