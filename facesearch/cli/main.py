@@ -98,4 +98,4 @@ def main(ctx: typer.Context,
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
-from facesearch.cli import commands_index, commands_train  # noqa: E402,F401  (register commands)
+from facesearch.cli import commands_index, commands_people, commands_train  # noqa: E402,F401  (register commands)

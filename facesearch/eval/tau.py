@@ -216,6 +216,15 @@ class TauPolicy:
         raise FacesearchError("the index's model has no calibrated τ",
                               hint="pass --tau, or calibrate the weights (tools/calibrate.py) and rebuild")
 
+    def people(self) -> tuple[float, float, str]:
+        """``(τ, far, source)`` for clustering faces into people (average linkage, ``bench/people.py``):
+        clusters merge while their mean distance is within the strict FAR 1e-3 τ, and face pairs
+        beyond the verification τ count as ``far`` (the graph keeps no edge longer than that)."""
+        if self.far1e3 is None or self.verification is None:
+            raise FacesearchError("the index's model has no calibrated τ for clustering people",
+                                  hint="calibrate the weights (tools/calibrate.py) and rebuild the index")
+        return self.far1e3, self.verification, "average linkage within the model's FAR 1e-3 τ"
+
     def duplicates(self) -> tuple[float, str]:
         """``(τ, source)`` for near-duplicate detection."""
         if self.dedupe is not None:

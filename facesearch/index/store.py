@@ -71,8 +71,15 @@ CREATE TABLE IF NOT EXISTS state(key TEXT PRIMARY KEY, value TEXT);
 """ + "\n" + """
 CREATE TABLE IF NOT EXISTS photo_hashes(
     file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE, dhash INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS people(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE);
+CREATE TABLE IF NOT EXISTS face_people(
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+    pinned INTEGER NOT NULL DEFAULT 0, not_people TEXT);
+CREATE INDEX IF NOT EXISTS face_people_person ON face_people(person_id);
 """
-# Added after format 1 shipped: writers create it on open, readers of an older index see no hashes.
+# Added after format 1 shipped: writers create them on open, readers of an older index see no
+# hashes and no people (facesearch.index.people).
 PHOTO_HASHES = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS photo_hashes"):]
 
 
@@ -772,6 +779,9 @@ class FaceIndex:
         if u.dhash is not None:
             db.execute("INSERT INTO photo_hashes(file_id, dhash) VALUES (?, ?)", (file_id, u.dhash))
         old = db.execute("SELECT id, x1, y1, x2, y2, label FROM faces WHERE file_id = ?", (file_id,)).fetchall()
+        old_people = db.execute(
+            "SELECT fa.x1, fa.y1, fa.x2, fa.y2, fp.person_id, fp.pinned, fp.not_people FROM faces fa "
+            "JOIN face_people fp ON fp.face_id = fa.id WHERE fa.file_id = ?", (file_id,)).fetchall()
         db.execute("DELETE FROM faces WHERE file_id = ?", (file_id,))
         labels = _carry_labels(old, u.faces)
         ids = list(range(next_id, next_id + len(u.faces)))
@@ -781,6 +791,10 @@ class FaceIndex:
             [(fid, file_id, *map(float, f.box), _opt_float(f.score), _landmarks_json(f.landmarks), lab,
               np.asarray(e, dtype="<f4").tobytes())
              for fid, f, lab, e in zip(ids, u.faces, labels, u.embeddings)])
+        # A re-detected face keeps its person and the user's corrections (people survive re-indexing).
+        db.executemany("INSERT INTO face_people(face_id, person_id, pinned, not_people) VALUES (?, ?, ?, ?)",
+                       [(fid, *old_people[k][4:]) for fid, k in zip(ids, _carry_index(old_people, u.faces))
+                        if k is not None])
         return [r[0] for r in old], ids
 
     def _delete_files(self, db: sqlite3.Connection, file_ids: list[int]) -> list[int]:
@@ -930,6 +944,16 @@ def _carry_labels(old_rows: list[tuple], faces: list[FaceRecord]) -> list[str | 
         best = max(labelled, key=lambda ol: _iou(ol[0], f.box), default=None)
         carried = best[1] if best is not None and _iou(best[0], f.box) >= LABEL_CARRY_IOU else None
         out.append(f.label if f.label is not None else carried)
+    return out
+
+
+def _carry_index(old_rows: list[tuple], faces: list[FaceRecord]) -> list[int | None]:
+    """For each new face, the old row (box in columns 0-3) it overlaps most, if by LABEL_CARRY_IOU."""
+    out = []
+    for f in faces:
+        ious = [_iou(r[0:4], f.box) for r in old_rows]
+        k = int(np.argmax(ious)) if ious else None
+        out.append(k if k is not None and ious[k] >= LABEL_CARRY_IOU else None)
     return out
 
 

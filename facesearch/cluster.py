@@ -1,0 +1,238 @@
+"""Clustering face embeddings into persons: plain functions over arrays (layer 1).
+
+Every method works on the same sparse graph: each face linked to its ``k`` nearest
+faces within a distance ``tau`` (:func:`knn_graph`, FAISS, so 1M faces stay cheap),
+as ``i, j, d`` arrays of undirected edges. A method returns one label per face,
+``-1`` for a face left unassigned (noise, or a cluster below ``min_size``):
+
+- :func:`connected_components` — single linkage at ``tau`` (chains look-alikes);
+- :func:`chinese_whispers` — dlib's label propagation (``dlib.chinese_whispers``);
+- :func:`dbscan` — core faces have ``min_samples`` neighbours within ``tau``
+  (immich: 0.5 cosine distance, 3 faces);
+- :func:`average_linkage` — agglomerative, average linkage on the sparse graph
+  (pairs without an edge count as ``far``), with **cannot-link**: two faces of one
+  photo never end in one cluster.
+
+Which method and settings the product uses is chosen on dev (``bench/people.py``).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from scipy import sparse
+
+from facesearch.index import ops
+
+
+def knn_graph(x: np.ndarray, k: int, tau: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Undirected edges ``(i, j, d)``, ``i < j``, between each face and its ``k`` nearest within ``tau``."""
+    x = ops.as_matrix(x)
+    n = len(x)
+    if n < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    index = ops.build_index(x, np.arange(n), "auto")
+    D, I = ops.search(index, x, min(k + 1, n))  # +1: a face is its own nearest
+    rows = np.repeat(np.arange(n), I.shape[1])
+    cols, dist = I.reshape(-1), D.reshape(-1)
+    keep = (cols >= 0) & (cols != rows) & (dist <= tau)
+    return _undirected(rows[keep], cols[keep], dist[keep])
+
+
+def _undirected(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    a, b = np.minimum(i, j), np.maximum(i, j)
+    key = a.astype(np.int64) * (int(max(b.max(initial=0), 0)) + 1) + b
+    _, first = np.unique(key, return_index=True)
+    return a[first].astype(np.int64), b[first].astype(np.int64), d[first].astype(np.float32)
+
+
+def _adjacency(n: int, i: np.ndarray, j: np.ndarray, w: np.ndarray | None = None) -> sparse.csr_matrix:
+    w = np.ones(len(i), np.float32) if w is None else np.asarray(w, np.float32)
+    return sparse.coo_matrix((np.r_[w, w], (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
+
+
+def drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Labels renumbered 0.. by cluster size (largest first); clusters under ``min_size`` become -1."""
+    labels = np.asarray(labels)
+    out = np.full(len(labels), -1, np.int64)
+    ok = labels >= 0
+    uniq, inv, counts = np.unique(labels[ok], return_inverse=True, return_counts=True)
+    big = counts >= min_size
+    order = np.argsort(-counts[big], kind="stable")
+    new = np.full(len(uniq), -1, np.int64)
+    new[np.flatnonzero(big)[order]] = np.arange(big.sum())
+    out[ok] = new[inv]
+    return out
+
+
+def connected_components(n: int, i: np.ndarray, j: np.ndarray, min_size: int = 2) -> np.ndarray:
+    """Single linkage: faces joined by any chain of edges are one person."""
+    _, labels = sparse.csgraph.connected_components(_adjacency(n, i, j), directed=False)
+    return drop_small(labels, min_size)
+
+
+def chinese_whispers(n: int, i: np.ndarray, j: np.ndarray, iterations: int = 100, seed: int = 0,
+                     min_size: int = 2) -> np.ndarray:
+    """dlib's Chinese Whispers: each face in turn takes the label most of its neighbours have."""
+    adj = _adjacency(n, i, j)
+    labels = np.arange(n)
+    rng = np.random.default_rng(seed)
+    ptr, nbr = adj.indptr, adj.indices
+    for _ in range(iterations):
+        changed = 0
+        for v in rng.permutation(n):
+            ns = nbr[ptr[v]:ptr[v + 1]]
+            if len(ns):
+                vals, counts = np.unique(labels[ns], return_counts=True)
+                best = vals[np.argmax(counts)]
+                changed += best != labels[v]
+                labels[v] = best
+        if not changed:
+            break
+    return drop_small(labels, min_size)
+
+
+def dbscan(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, min_samples: int = 3) -> np.ndarray:
+    """DBSCAN on the graph's edges (the neighbourhood radius is the graph's ``tau``).
+
+    Core faces (``min_samples`` faces within the radius, itself included) joined by edges
+    form clusters; a border face joins its nearest core neighbour's; the rest is noise.
+    """
+    degree = np.bincount(np.r_[i, j], minlength=n) + 1
+    core = degree >= min_samples
+    both = core[i] & core[j]
+    _, comp = sparse.csgraph.connected_components(_adjacency(n, i[both], j[both]), directed=False)
+    labels = np.where(core, comp, -1)
+    # Border faces: nearest core neighbour first, so each takes the closest cluster.
+    for a, b, _ in sorted(zip(np.r_[i, j], np.r_[j, i], np.r_[d, d]), key=lambda e: e[2]):
+        if not core[a] and labels[a] < 0 and core[b]:
+            labels[a] = comp[b]
+    return drop_small(labels, 1)
+
+
+def average_linkage(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, tau: float, far: float,
+                    groups: np.ndarray | None = None, min_size: int = 2, pinned: np.ndarray | None = None,
+                    forbid: list | None = None) -> np.ndarray:
+    """Agglomerative clustering, merging the closest pair of clusters while their average distance ≤ ``tau``.
+
+    The average is over every face pair of the two clusters; pairs without an edge count as
+    ``far`` (at least the graph's own cut-off). Constraints, all cannot-link:
+
+    - ``groups`` (e.g. the photo of each face): clusters that share a group never merge;
+    - ``pinned`` (a person id per face, -1 for none): clusters pinned to different people never
+      merge, and a pinned face's cluster is kept whatever its size;
+    - ``forbid`` (per face, person ids it is "not"): its cluster never joins those people's.
+    """
+    sums: list[dict[int, list[float]]] = [dict() for _ in range(n)]  # neighbour -> [sum d, edges]
+    for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist()):
+        sums[a][b] = [dist, 1]
+        sums[b][a] = [dist, 1]
+    state = _Clusters(n, groups, pinned, forbid)
+    heap = [(dist, a, b) for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist())]
+    heapq.heapify(heap)
+    while heap:
+        link, a, b = heapq.heappop(heap)
+        if link > tau:
+            break
+        if state.members[a] is None or state.members[b] is None or b not in sums[a]:
+            continue
+        if abs(_linkage(sums[a][b], state.size[a], state.size[b], far) - link) > 1e-9:
+            continue  # stale: the pair's linkage changed after it was pushed
+        if not state.compatible(a, b):
+            continue
+        a, b = (a, b) if state.size[a] >= state.size[b] else (b, a)
+        _merge_sums(a, b, sums)
+        state.merge(a, b)
+        for c, (s, m) in sums[a].items():
+            heapq.heappush(heap, (_linkage([s, m], state.size[a], state.size[c], far), min(a, c), max(a, c)))
+    return state.labels(min_size)
+
+
+class _Clusters:
+    """Members and constraint tokens of each live cluster (indexed by a root face)."""
+
+    def __init__(self, n: int, groups, pinned, forbid):
+        self.size = np.ones(n, np.int64)
+        self.members: list[list[int] | None] = [[v] for v in range(n)]
+        self.groups = None if groups is None else [{g} for g in np.asarray(groups).tolist()]
+        self.person = np.full(n, -1, np.int64) if pinned is None else np.asarray(pinned, np.int64).copy()
+        self.forbid = [set(f or ()) for f in forbid] if forbid is not None else None
+
+    def compatible(self, a: int, b: int) -> bool:
+        if self.groups is not None and self.groups[a] & self.groups[b]:
+            return False
+        pa, pb = self.person[a], self.person[b]
+        if pa >= 0 and pb >= 0 and pa != pb:
+            return False
+        return self.forbid is None or (pa not in self.forbid[b] and pb not in self.forbid[a])
+
+    def merge(self, a: int, b: int) -> None:
+        self.size[a] += self.size[b]
+        self.members[a] += self.members[b]
+        self.members[b] = None
+        self.person[a] = max(self.person[a], self.person[b])
+        if self.groups is not None:
+            self.groups[a] |= self.groups[b]
+        if self.forbid is not None:
+            self.forbid[a] |= self.forbid[b]
+
+    def labels(self, min_size: int) -> np.ndarray:
+        out = np.full(len(self.size), -1, np.int64)
+        for root, faces in enumerate(self.members):
+            if faces is not None and (len(faces) >= min_size or self.person[root] >= 0):
+                out[faces] = root
+        return drop_small(out, 1)
+
+
+def _linkage(edge: list, na: int, nb: int, far: float) -> float:
+    s, m = edge
+    return (s + (na * nb - m) * far) / (na * nb)
+
+
+def _merge_sums(a: int, b: int, sums) -> None:
+    """Fold cluster ``b``'s edge sums into ``a``'s, for every neighbour."""
+    for c, (s, m) in sums[b].items():
+        if c == a:
+            continue
+        acc = sums[a].setdefault(c, [0.0, 0])
+        acc[0] += s
+        acc[1] += m
+        sums[c][a] = acc
+        del sums[c][b]
+    sums[a].pop(b, None)
+    sums[b] = {}
+
+
+# --- how good a clustering is -------------------------------------------------------------
+
+
+def cluster_scores(truth, pred) -> dict:
+    """Pairwise and BCubed precision/recall/F of ``pred`` against ``truth`` labels, and the assigned share.
+
+    An unassigned face (``pred == -1``) is its own cluster: right for a one-photo person, a
+    miss for anyone else. ``assigned`` is the share of faces of people with two or more faces
+    that are in a cluster (one-photo people should stay unassigned).
+    """
+    t, p = np.asarray(truth), np.asarray(pred).copy()
+    alone = p < 0
+    p[alone] = p.max(initial=-1) + 1 + np.arange(alone.sum())  # each unassigned face a cluster of one
+    _, ti = np.unique(t, return_inverse=True)
+    _, pi = np.unique(p, return_inverse=True)
+    cells = sparse.coo_matrix((np.ones(len(t)), (pi, ti))).tocsr()
+    n_cell, n_pred, n_true = cells.data, np.bincount(pi).astype(float), np.bincount(ti).astype(float)
+    rows, cols = cells.nonzero()
+    bp = float(np.sum(n_cell ** 2 / n_pred[rows]) / len(t))
+    br = float(np.sum(n_cell ** 2 / n_true[cols]) / len(t))
+    tp = float(np.sum(n_cell * (n_cell - 1)) / 2)
+    pp, tt = float(np.sum(n_pred * (n_pred - 1)) / 2), float(np.sum(n_true * (n_true - 1)) / 2)
+    precision, recall = (tp / pp if pp else 1.0), (tp / tt if tt else 1.0)
+    multi = n_true[ti] >= 2
+    return {"bcubed_precision": bp, "bcubed_recall": br, "bcubed_f": _f(bp, br),
+            "pairwise_precision": precision, "pairwise_recall": recall, "pairwise_f": _f(precision, recall),
+            "assigned": float((~alone[multi]).mean()) if multi.any() else 1.0,
+            "clusters": int(len(np.unique(p[~alone])))}
+
+
+def _f(p: float, r: float) -> float:
+    return 2 * p * r / (p + r) if p + r else 0.0
