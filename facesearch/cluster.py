@@ -9,9 +9,9 @@ as ``i, j, d`` arrays of undirected edges. A method returns one label per face,
 - :func:`chinese_whispers` — dlib's label propagation (``dlib.chinese_whispers``);
 - :func:`dbscan` — core faces have ``min_samples`` neighbours within ``tau``
   (immich: 0.5 cosine distance, 3 faces);
-- :func:`average_linkage` — agglomerative, average linkage on the sparse graph
-  (pairs without an edge count as ``far``), with **cannot-link**: two faces of one
-  photo never end in one cluster.
+- :func:`average_linkage` — agglomerative, exact (root mean squared) average linkage,
+  with **cannot-link**: two faces of one photo never end in one cluster, nor people
+  the user keeps apart.
 
 Which method and settings the product uses is chosen on dev (``bench/people.py``).
 """
@@ -73,24 +73,64 @@ def connected_components(n: int, i: np.ndarray, j: np.ndarray, min_size: int = 2
 
 
 def chinese_whispers(n: int, i: np.ndarray, j: np.ndarray, iterations: int = 100, seed: int = 0,
-                     min_size: int = 2) -> np.ndarray:
-    """dlib's Chinese Whispers: each face in turn takes the label most of its neighbours have."""
+                     min_size: int = 2, groups: np.ndarray | None = None, pinned: np.ndarray | None = None,
+                     forbid: list | None = None) -> np.ndarray:
+    """dlib's Chinese Whispers: each face in turn takes the label most of its neighbours have.
+
+    Constraints, all cannot-link: a face never takes a label another face of its ``groups``
+    (photo) has; faces ``pinned`` to a person (-1: none) keep that person's label, and a
+    cluster reached from them is kept whatever its size; a face never takes the label of a
+    person in its ``forbid`` set.
+    """
     adj = _adjacency(n, i, j)
-    labels = np.arange(n)
-    rng = np.random.default_rng(seed)
     ptr, nbr = adj.indptr, adj.indices
+    pinned = np.full(n, -1) if pinned is None else np.asarray(pinned)
+    labels = np.where(pinned >= 0, n + pinned, np.arange(n))  # a person's faces share one label
+    rules = _CWRules(n, groups, forbid)
+    rng = np.random.default_rng(seed)
     for _ in range(iterations):
         changed = 0
         for v in rng.permutation(n):
             ns = nbr[ptr[v]:ptr[v + 1]]
-            if len(ns):
-                vals, counts = np.unique(labels[ns], return_counts=True)
-                best = vals[np.argmax(counts)]
-                changed += best != labels[v]
-                labels[v] = best
+            if pinned[v] >= 0 or not len(ns):
+                continue
+            vals, counts = np.unique(labels[ns], return_counts=True)
+            for k in np.argsort(-counts, kind="stable"):
+                if vals[k] == labels[v] or rules.allowed(v, int(vals[k]), labels):
+                    changed += vals[k] != labels[v]
+                    labels[v] = vals[k]
+                    break
         if not changed:
             break
-    return drop_small(labels, min_size)
+    kept = np.isin(labels, labels[pinned >= 0])
+    out = drop_small(np.where(kept, -1, labels), min_size)
+    return _with_pinned(out, labels, kept)
+
+
+class _CWRules:
+    """Which labels a face may take: none shared with another face of its photo, none it is "not"."""
+
+    def __init__(self, n: int, groups, forbid):
+        self.same_photo: dict[int, list[int]] = {}
+        if groups is not None:
+            by_group: dict[int, list[int]] = {}
+            for v, g in enumerate(np.asarray(groups).tolist()):
+                by_group.setdefault(g, []).append(v)
+            self.same_photo = {v: [u for u in vs if u != v] for vs in by_group.values() if len(vs) > 1 for v in vs}
+        self.not_labels = [set()] * n if forbid is None else [{n + p for p in f or ()} for f in forbid]
+
+    def allowed(self, v: int, label: int, labels: np.ndarray) -> bool:
+        if label in self.not_labels[v]:
+            return False
+        return all(labels[u] != label for u in self.same_photo.get(v, ()))
+
+
+def _with_pinned(out: np.ndarray, labels: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """Give each pinned person's cluster its own label after the others, whatever its size."""
+    base = out.max(initial=-1) + 1
+    _, idx = np.unique(labels[kept], return_inverse=True)
+    out[kept] = base + idx
+    return out
 
 
 def dbscan(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, min_samples: int = 3) -> np.ndarray:
@@ -111,42 +151,60 @@ def dbscan(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, min_samples: int
     return drop_small(labels, 1)
 
 
-def average_linkage(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, tau: float, far: float,
-                    groups: np.ndarray | None = None, min_size: int = 2, pinned: np.ndarray | None = None,
-                    forbid: list | None = None) -> np.ndarray:
-    """Agglomerative clustering, merging the closest pair of clusters while their average distance ≤ ``tau``.
+def average_linkage(x: np.ndarray, i: np.ndarray, j: np.ndarray, tau: float, groups: np.ndarray | None = None,
+                    min_size: int = 2, pinned: np.ndarray | None = None, forbid: list | None = None) -> np.ndarray:
+    """Agglomerative clustering of unit vectors ``x``: merge the closest pair of clusters while their
+    average linkage is within ``tau``.
 
-    The average is over every face pair of the two clusters; pairs without an edge count as
-    ``far`` (at least the graph's own cut-off). Constraints, all cannot-link:
+    The linkage is the root mean squared distance over *every* face pair of the two clusters,
+    exact from the clusters' mean vectors (for unit vectors the mean of ``|a - b|²`` is
+    ``2 - 2·mean(A)·mean(B)``), so a kNN graph that lists only some pairs does not bias it; the
+    graph's edges ``(i, j)`` only say which clusters are worth comparing. Constraints, all
+    cannot-link:
 
     - ``groups`` (e.g. the photo of each face): clusters that share a group never merge;
     - ``pinned`` (a person id per face, -1 for none): clusters pinned to different people never
       merge, and a pinned face's cluster is kept whatever its size;
     - ``forbid`` (per face, person ids it is "not"): its cluster never joins those people's.
     """
-    sums: list[dict[int, list[float]]] = [dict() for _ in range(n)]  # neighbour -> [sum d, edges]
-    for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist()):
-        sums[a][b] = [dist, 1]
-        sums[b][a] = [dist, 1]
+    x = np.asarray(x, np.float64)
+    n = len(x)
+    means = x.copy()
+    nbrs: list[set[int]] = [set() for _ in range(n)]
+    for a, b in zip(i.tolist(), j.tolist()):
+        nbrs[a].add(b)
+        nbrs[b].add(a)
     state = _Clusters(n, groups, pinned, forbid)
-    heap = [(dist, a, b) for a, b, dist in zip(i.tolist(), j.tolist(), d.tolist())]
+    heap = [(_rms(means[a], means[b]), a, b) for a, b in zip(i.tolist(), j.tolist())]
     heapq.heapify(heap)
     while heap:
         link, a, b = heapq.heappop(heap)
         if link > tau:
             break
-        if state.members[a] is None or state.members[b] is None or b not in sums[a]:
+        if state.members[a] is None or state.members[b] is None or b not in nbrs[a]:
             continue
-        if abs(_linkage(sums[a][b], state.size[a], state.size[b], far) - link) > 1e-9:
-            continue  # stale: the pair's linkage changed after it was pushed
+        if abs(_rms(means[a], means[b]) - link) > 1e-12:
+            continue  # stale: a cluster grew after this pair was pushed
         if not state.compatible(a, b):
             continue
         a, b = (a, b) if state.size[a] >= state.size[b] else (b, a)
-        _merge_sums(a, b, sums)
+        means[a] = (state.size[a] * means[a] + state.size[b] * means[b]) / (state.size[a] + state.size[b])
+        for c in nbrs[b]:
+            nbrs[c].discard(b)
+            if c != a:
+                nbrs[c].add(a)
+                nbrs[a].add(c)
+        nbrs[a].discard(b)
+        nbrs[b] = set()
         state.merge(a, b)
-        for c, (s, m) in sums[a].items():
-            heapq.heappush(heap, (_linkage([s, m], state.size[a], state.size[c], far), min(a, c), max(a, c)))
+        for c in nbrs[a]:
+            heapq.heappush(heap, (_rms(means[a], means[c]), min(a, c), max(a, c)))
     return state.labels(min_size)
+
+
+def _rms(ma: np.ndarray, mb: np.ndarray) -> float:
+    """Root mean squared distance between two clusters of unit vectors, from their means."""
+    return float(np.sqrt(max(0.0, 2.0 - 2.0 * float(ma @ mb))))
 
 
 class _Clusters:
@@ -183,25 +241,6 @@ class _Clusters:
             if faces is not None and (len(faces) >= min_size or self.person[root] >= 0):
                 out[faces] = root
         return drop_small(out, 1)
-
-
-def _linkage(edge: list, na: int, nb: int, far: float) -> float:
-    s, m = edge
-    return (s + (na * nb - m) * far) / (na * nb)
-
-
-def _merge_sums(a: int, b: int, sums) -> None:
-    """Fold cluster ``b``'s edge sums into ``a``'s, for every neighbour."""
-    for c, (s, m) in sums[b].items():
-        if c == a:
-            continue
-        acc = sums[a].setdefault(c, [0.0, 0])
-        acc[0] += s
-        acc[1] += m
-        sums[c][a] = acc
-        del sums[c][b]
-    sums[a].pop(b, None)
-    sums[b] = {}
 
 
 # --- how good a clustering is -------------------------------------------------------------

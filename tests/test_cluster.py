@@ -69,7 +69,10 @@ def test_connected_components_and_min_size_match_union_find():
     assert same_partition(C.connected_components(len(x), i, j, min_size=3), want)
 
 
-def naive_average_linkage(n, edges, tau, far, groups, pinned=None, forbid=None):
+def naive_average_linkage(x, edges, tau, groups, pinned=None, forbid=None):
+    """Every step: among clusters joined by an edge, merge the pair with the smallest root mean squared
+    distance over all their face pairs, if within tau and allowed."""
+    n = len(x)
     pinned = [-1] * n if pinned is None else list(pinned)
     forbid = [set()] * n if forbid is None else forbid
 
@@ -88,7 +91,7 @@ def naive_average_linkage(n, edges, tau, far, groups, pinned=None, forbid=None):
                 continue  # only clusters joined by an edge are candidates
             if {groups[u] for u in A} & {groups[v] for v in B} or not allowed(A, B):
                 continue
-            link = np.mean([edges.get((min(u, v), max(u, v)), far) for u in A for v in B])
+            link = np.sqrt(np.mean([np.sum((x[u] - x[v]) ** 2) for u in A for v in B]))
             if link <= tau and (best is None or link < best[0] - 1e-12):
                 best = (link, a, b)
         if best is None:
@@ -112,9 +115,9 @@ def test_pinned_people_and_not_this_person_hold_like_the_naive_algorithm():
     forbid = [set() for _ in range(n)]
     forbid[2] = {100}
     i, j, d = C.knn_graph(x, 8, 1.1)
-    got = C.average_linkage(n, i, j, d, tau=0.9, far=1.2, groups=np.arange(n), pinned=pinned, forbid=forbid)
+    got = C.average_linkage(x, i, j, tau=0.9, groups=np.arange(n), pinned=pinned, forbid=forbid)
     edges = dict(zip(zip(i.tolist(), j.tolist()), d.tolist()))
-    want = naive_average_linkage(n, edges, 0.9, 1.2, np.arange(n), pinned, forbid)
+    want = naive_average_linkage(x, edges, 0.9, np.arange(n), pinned, forbid)
     assert same_partition(got, want)
     assert got[0] != got[1] and got[12] >= 0 and (got[2] < 0 or got[2] != got[0])
 
@@ -124,8 +127,8 @@ def test_average_linkage_with_cannot_link_matches_the_naive_algorithm(seed):
     x, _ = people(n_people=5, per=5, spread=0.5, seed=seed)
     groups = np.random.default_rng(seed).integers(0, 12, len(x))  # "photos": faces sharing one never merge
     i, j, d = C.knn_graph(x, 6, 1.0)
-    got = C.average_linkage(len(x), i, j, d, tau=0.8, far=1.0, groups=groups)
-    want = naive_average_linkage(len(x), dict(zip(zip(i.tolist(), j.tolist()), d.tolist())), 0.8, 1.0, groups)
+    got = C.average_linkage(x, i, j, tau=0.8, groups=groups)
+    want = naive_average_linkage(x, dict(zip(zip(i.tolist(), j.tolist()), d.tolist())), 0.8, groups)
     assert same_partition(got, want)
     for k in set(got[got >= 0].tolist()):
         assert len(set(groups[got == k].tolist())) == (got == k).sum()  # cannot-link holds
@@ -153,6 +156,58 @@ def test_dbscan_matches_the_naive_algorithm():
     i, j, d = C.knn_graph(x, 8, 0.85)
     edges = dict(zip(zip(i.tolist(), j.tolist()), d.tolist()))
     assert same_partition(C.dbscan(len(x), i, j, d, min_samples=3), naive_dbscan(len(x), edges, 3))
+
+
+def naive_chinese_whispers(n, edges, seed, iterations=100):
+    """Label propagation with explicit loops: the same visiting order, ties to the smallest label."""
+    nbrs = {v: [] for v in range(n)}
+    for a, b in edges:
+        nbrs[a].append(b)
+        nbrs[b].append(a)
+    labels = list(range(n))
+    rng = np.random.default_rng(seed)
+    for _ in range(iterations):
+        changed = False
+        for v in rng.permutation(n):
+            if not nbrs[v]:
+                continue
+            counts = {}
+            for u in nbrs[v]:
+                counts[labels[u]] = counts.get(labels[u], 0) + 1
+            best = min(counts, key=lambda lab: (-counts[lab], lab))
+            changed |= best != labels[v]
+            labels[v] = best
+        if not changed:
+            break
+    return np.array(labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_chinese_whispers_matches_explicit_label_propagation(seed):
+    x, _ = people(n_people=6, per=6, spread=0.5, seed=seed)
+    i, j, _ = C.knn_graph(x, 5, 0.9)
+    want = naive_chinese_whispers(len(x), zip(i.tolist(), j.tolist()), seed=3)
+    sizes = {lab: (want == lab).sum() for lab in set(want.tolist())}
+    want = np.array([lab if sizes[lab] >= 2 else -1 for lab in want])
+    assert same_partition(C.chinese_whispers(len(x), i, j, seed=3), want)
+
+
+def test_chinese_whispers_keeps_photos_pins_and_not_this_person_apart():
+    x, truth = people(n_people=3, per=8, spread=0.3, seed=8)
+    n = len(x)
+    groups = np.arange(n)
+    groups[1] = groups[0]  # faces 0 and 1 (same person) are in one photo
+    pinned = np.full(n, -1)
+    pinned[[2, 3]] = [7, 8]  # the user split one person's faces 2 and 3 apart
+    forbid = [set() for _ in range(n)]
+    forbid[4] = {7}  # face 4 is "not person 7"
+    i, j, _ = C.knn_graph(x, 10, 1.2)
+    got = C.chinese_whispers(n, i, j, groups=groups, pinned=pinned, forbid=forbid)
+    assert got[0] != got[1] or got[0] < 0
+    assert got[2] >= 0 and got[3] >= 0 and got[2] != got[3]
+    assert got[4] != got[2]
+    free = C.chinese_whispers(n, i, j)
+    assert free[0] == free[1] == free[2] == free[3] == free[4]  # without the constraints they are one
 
 
 def test_chinese_whispers_separates_well_apart_people():

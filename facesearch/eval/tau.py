@@ -216,14 +216,13 @@ class TauPolicy:
         raise FacesearchError("the index's model has no calibrated τ",
                               hint="pass --tau, or calibrate the weights (tools/calibrate.py) and rebuild")
 
-    def people(self) -> tuple[float, float, str]:
-        """``(τ, far, source)`` for clustering faces into people (average linkage, ``bench/people.py``):
-        clusters merge while their mean distance is within the strict FAR 1e-3 τ, and face pairs
-        beyond the verification τ count as ``far`` (the graph keeps no edge longer than that)."""
-        if self.far1e3 is None or self.verification is None:
+    def people(self) -> tuple[float, str]:
+        """``(τ, source)`` for clustering faces into people (``bench/people.py``): faces are linked
+        to their nearest faces within the strict FAR 1e-3 τ, and Chinese Whispers groups them."""
+        if self.far1e3 is None:
             raise FacesearchError("the index's model has no calibrated τ for clustering people",
                                   hint="calibrate the weights (tools/calibrate.py) and rebuild the index")
-        return self.far1e3, self.verification, "average linkage within the model's FAR 1e-3 τ"
+        return self.far1e3, "Chinese Whispers on neighbours within the model's FAR 1e-3 τ"
 
     def duplicates(self) -> tuple[float, str]:
         """``(τ, source)`` for near-duplicate detection."""
