@@ -32,8 +32,7 @@ def knn_graph(x: np.ndarray, k: int, tau: float) -> tuple[np.ndarray, np.ndarray
     n = len(x)
     if n < 2:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    index = ops.build_index(x, np.arange(n), "auto")
-    D, I = ops.search(index, x, min(k + 1, n))  # +1: a face is its own nearest
+    D, I = ops.search(ops.graph_index(x), x, min(k + 1, n))  # +1: a face is its own nearest
     rows = np.repeat(np.arange(n), I.shape[1])
     cols, dist = I.reshape(-1), D.reshape(-1)
     keep = (cols >= 0) & (cols != rows) & (dist <= tau)

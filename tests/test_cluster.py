@@ -234,3 +234,17 @@ def test_cluster_scores_match_per_face_loops():
     multi = np.array([len(tl[a]) >= 2 for a in range(40)])
     assert s["assigned"] == pytest.approx(np.mean(pred[multi] >= 0))
     assert C.cluster_scores([0, 1, 2], [-1, -1, -1])["bcubed_f"] == 1.0  # one-photo people left alone
+
+
+@pytest.mark.slow
+def test_knn_graph_of_a_large_collection_keeps_nearly_every_edge():
+    """Past AUTO_FLAT_MAX the graph comes from IVF with few probes: compare with exact search on a sample."""
+    from facesearch.index import ops
+
+    x, _ = people(n_people=9000, per=7, dim=32, spread=0.3, seed=9)  # 63k faces
+    i, j, d = C.knn_graph(x, 10, 0.7)
+    rows = np.random.default_rng(0).choice(len(x), 200, replace=False)
+    D, I = ops.exact_knn(x[rows], x, 11)
+    want = {(min(r, c), max(r, c)) for q, r in enumerate(rows) for c, dist in zip(I[q], D[q]) if c != r and dist <= 0.7}
+    got = set(zip(i.tolist(), j.tolist()))
+    assert len(x) > ops.AUTO_FLAT_MAX and want and len(want & got) >= 0.95 * len(want)

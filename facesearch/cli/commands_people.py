@@ -42,7 +42,7 @@ def people_cmd(
         out.info(f"report: {html}", quiet)
     if json_out:
         return out.emit_json(result)
-    rows = [(p["id"], p["name"] or "—", len(p["faces"]), ", ".join(f["path"] for f in p["faces"][:3]))
+    rows = [(p["id"], p["name"] or "—", len(p["faces"]), ", ".join(Path(f["path"]).name for f in p["faces"][:3]))
             for p in result["people"]]
     out.stdout().print(out.table("people", ["id", "name", "faces", "examples"], rows))
     out.info(f"{len(result['people'])} people, {len(result['unassigned'])} unassigned faces"

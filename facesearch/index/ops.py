@@ -260,6 +260,20 @@ def build_index(xb, ids, index_type: str = "auto") -> faiss.Index:
     return index
 
 
+GRAPH_IVF_NPROBE = 16  # all-vs-all k-NN for clustering: 0.996 of the neighbours within τ at 300k (docs/benchmarks.md)
+
+
+def graph_index(xb) -> faiss.Index:
+    """An index to search every vector of ``xb`` against (a clustering graph): exact up to
+    AUTO_FLAT_MAX, then IVF probing GRAPH_IVF_NPROBE lists (HNSW builds too slowly for a one-off)."""
+    xb = as_matrix(xb)
+    if len(xb) <= AUTO_FLAT_MAX:
+        return build_index(xb, np.arange(len(xb)), "flat")
+    index = build_index(xb, np.arange(len(xb)), "ivf")
+    _inner(index).nprobe = min(_inner(index).nlist, GRAPH_IVF_NPROBE)
+    return index
+
+
 # --- index introspection ----------------------------------------------------------------
 
 
