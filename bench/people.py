@@ -10,7 +10,9 @@ graph per cut-off:
 - DBSCAN with immich's defaults (max distance 0.5 cosine = L2 1.0, min faces 3), and at our τ;
 - Chinese Whispers at dlib's usual 0.5 (its own descriptor's scale) and at our τ (the product's
   choice: ``facesearch.people``), with a sweep of τ and of the graph's k;
-- single linkage (connected components) and exact average linkage (HAC) at our τ.
+- single linkage (connected components) and exact average linkage (HAC) at our τ;
+- Louvain communities (networkx, edges weighted ``1 - d/τ``): a modularity method, the
+  community-detection family Infomap belongs to (not in the lock; networkx is).
 
 Our τ is the model's strict FAR 1e-3 τ (``TauPolicy.people``).
 
@@ -101,8 +103,22 @@ def methods(tau: float, x: np.ndarray) -> list[tuple[str, float, int, callable]]
         (f"chinese whispers, dlib's {DLIB_CW}", DLIB_CW, K, cw),
         (f"single linkage ({tau:.3f})", tau, K, lambda n, i, j, d: cluster.connected_components(n, i, j)),
         (f"average linkage ({tau:.3f})", tau, K, lambda n, i, j, d: cluster.average_linkage(x, i, j, tau)),
+        (f"louvain, weighted ({tau:.3f})", tau, K, lambda n, i, j, d: louvain(n, i, j, d, tau)),
         (f"chinese whispers ({tau:.3f}) = product", tau, K, cw),
     ]
+
+
+def louvain(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, tau: float) -> np.ndarray:
+    """Louvain modularity communities on the graph, closer pairs weighing more (seeded)."""
+    import networkx as nx
+
+    g = nx.Graph()
+    g.add_nodes_from(range(n))
+    g.add_weighted_edges_from(zip(i.tolist(), j.tolist(), np.clip(1 - d / tau, 0.01, 1).tolist()))
+    labels = np.full(n, -1, np.int64)
+    for k, members in enumerate(nx.community.louvain_communities(g, seed=0)):
+        labels[list(members)] = k
+    return cluster.drop_small(labels, 2)
 
 
 def sweep(policy: TauPolicy) -> list[tuple[str, float, int, callable]]:

@@ -38,3 +38,7 @@ class IndexMissingError(FacesearchError):
 
 class DataError(FacesearchError):
     """A dataset folder that cannot be used as asked (empty, one identity, ...)."""
+
+
+class IndexLockedError(FacesearchError):
+    """Another process holds the index's writer lock."""

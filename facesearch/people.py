@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesearch import cluster
-from facesearch.errors import DataError
+from facesearch.errors import DataError, IndexLockedError
 from facesearch.eval.tau import TauPolicy
 from facesearch.index import people as catalogue
 from facesearch.index.store import FaceIndex
@@ -37,15 +37,23 @@ class PeopleOptions:
 def people(opts: PeopleOptions) -> dict:
     """The index's people (JSON contract of ``facesearch people --json``), clustering first if stale.
 
-    Returns ``{"people": [...], "unassigned": [...], "clustered": bool, "tau": …, "tau_source": …}``.
+    Returns ``{"people": [...], "unassigned": [...], "clustered": bool, "warnings": [...], "tau": …,
+    "tau_source": …}``; while another process writes the index, the last clustering with a warning.
     """
     with FaceIndex.open(opts.index, readonly=True) as store:
         stale = opts.recluster or _stale(store)
         if not stale:
-            return {**catalogue.listing(store), "clustered": False}
-    with FaceIndex.open(opts.index) as store:
+            return {**catalogue.listing(store), "clustered": False, "warnings": []}
+        listed = catalogue.listing(store)
+    try:
+        store = FaceIndex.open(opts.index)
+    except IndexLockedError as e:  # an `index` run is writing: show the last clustering, say so
+        return {**listed, "clustered": False,
+                "warnings": [f"{e.message}: these are the people as last clustered; run `facesearch people` "
+                             "again when it is done"]}
+    with store:
         info = cluster_index(store)
-        return {**catalogue.listing(store), "clustered": True, **info}
+        return {**catalogue.listing(store), "clustered": True, "warnings": [], **info}
 
 
 def _stale(store: FaceIndex) -> bool:

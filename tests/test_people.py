@@ -193,3 +193,15 @@ def test_cluster_index_refuses_a_read_only_index(tmp_path):
     idx, _ = make_index(tmp_path, x)
     with FaceIndex.open(idx, readonly=True) as store, pytest.raises(Exception):
         cluster_index(store)
+
+
+def test_people_while_another_process_writes_the_index_shows_the_last_clustering(tmp_path):
+    x, _ = person_vectors(2, 3, seed=9)
+    idx, updates = make_index(tmp_path, x)
+    before = people(PeopleOptions(idx))
+    with FaceIndex.open(idx) as writer:  # an `index` run holds the lock and has changed the index
+        writer.write_batch([FileUpdate(str(tmp_path / "new.jpg"), 1, 1, faces=[{"box": box()}], embeddings=x[:1])])
+        during = people(PeopleOptions(idx))
+        assert not during["clustered"] and "locked by another facesearch process" in during["warnings"][0]
+        assert partition(during) == partition(before)
+    assert people(PeopleOptions(idx))["clustered"]

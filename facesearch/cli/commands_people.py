@@ -35,6 +35,8 @@ def people_cmd(
     with out.progress(quiet or json_out) as bar:
         bar.add_task("clustering people", total=None, status="")
         result = people(PeopleOptions(index=resolve_index(index), recluster=recluster))
+    for w in result["warnings"]:
+        out.warn(w, quiet)
     if html:
         from facesearch.report import render_people_html
 

@@ -12,13 +12,13 @@ import fcntl
 import os
 from pathlib import Path
 
-from facesearch.errors import FacesearchError
+from facesearch.errors import IndexLockedError
 
 LOCK_NAME = "lock"
 
 
 class WriterLock:
-    """An exclusive, non-blocking lock on ``folder``; raises FacesearchError when held elsewhere."""
+    """An exclusive, non-blocking lock on ``folder``; raises IndexLockedError when held elsewhere."""
 
     def __init__(self, folder: str | os.PathLike):
         self.path = Path(folder) / LOCK_NAME
@@ -33,7 +33,7 @@ class WriterLock:
             holder = _read_pid(fd)
             os.close(fd)
             who = f" (pid {holder})" if holder else ""
-            raise FacesearchError(
+            raise IndexLockedError(
                 f"index {self.path.parent} is locked by another facesearch process{who}",
                 hint="wait for it to finish, or stop it; read-only commands (query, info, dedupe without --yes) still work",
             ) from None
