@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from facesearch.detect import create_detector
 from facesearch.errors import BadImageError, NoFaceError
 from facesearch.eval.tau import TauPolicy, check_tau
@@ -69,26 +71,47 @@ def query(images: list[str], opts: QueryOptions) -> dict:
     Returns ``{"results": [one per image], "tau": …, "tau_same": …, "tau_source": …,
     "gallery": {"labelled_faces", "faces"}, "warnings": [...]}``, JSON-ready.
     """
-    from facesearch.embed import EmbeddingEngine  # torch loads only for commands that embed
-    from facesearch.models.weights import load_weights
+    searcher = Searcher(opts.index, opts.weights, opts.detector, opts.device, opts.quality_gate)
+    return searcher.search(images, top=opts.top, tau=opts.tau)
 
-    store = FaceIndex.open(opts.index, readonly=True)
-    weights = resolve_weights(opts.weights, model=store.manifest["model_id"])
-    model = load_weights(weights, expect=EmbedderConfig.from_dict(store.manifest["model_config"]))
-    store.check_model(model.model_id)
-    policy = TauPolicy.from_config(store.manifest["model_config"])
-    if not opts.quality_gate:
-        policy = replace(policy, quality_min=None)
-    engine = EmbeddingEngine(model, device=opts.device)
-    detector = create_detector(opts.detector)
-    with store:
-        n_labelled, n_faces = store.count_labelled(), store.count()
-        th = query_thresholds(policy, opts.tau, n_labelled, n_faces)
-        ctx = _Query(store, engine, detector, th, policy, opts.top, k=min(max(opts.top, IDENTIFY_K), max(n_faces, 1)))
-        results = [_query_safe(p, ctx, single=len(images) == 1) for p in images]
-    return {"results": results, "tau": round(th.name, 4), "tau_same": round(th.same, 4), "tau_source": th.source,
-            "gallery": {"labelled_faces": n_labelled, "faces": n_faces}, "quality_min": policy.quality_min,
-            "warnings": [th.warning] if th.warning else []}
+
+class Searcher:
+    """An index's model, detector and τ policy, loaded once (a service keeps one for its life).
+
+    Each search opens the index anew (read-only), so faces an ``index`` run commits meanwhile are
+    searched too.
+    """
+
+    def __init__(self, index: os.PathLike, weights: str | None = None, detector: str = "auto",
+                 device: str = "auto", quality_gate: bool = True):
+        from facesearch.embed import EmbeddingEngine  # torch loads only for commands that embed
+        from facesearch.models.weights import load_weights
+
+        self.index = index
+        with FaceIndex.open(index, readonly=True) as store:
+            manifest = store.manifest
+            model = load_weights(resolve_weights(weights, model=manifest["model_id"]),
+                                 expect=EmbedderConfig.from_dict(manifest["model_config"]))
+            store.check_model(model.model_id)
+        self.model_id = model.model_id
+        self.policy = TauPolicy.from_config(manifest["model_config"])
+        if not quality_gate:
+            self.policy = replace(self.policy, quality_min=None)
+        self.engine = EmbeddingEngine(model, device=device)
+        self.detector = create_detector(detector)
+
+    def search(self, images: list, top: int = 5, tau: float | None = None, names: list[str] | None = None) -> dict:
+        """Like :func:`query`; ``images`` are paths or decoded arrays (then ``names`` label them)."""
+        with FaceIndex.open(self.index, readonly=True) as store:
+            n_labelled, n_faces = store.count_labelled(), store.count()
+            th = query_thresholds(self.policy, tau, n_labelled, n_faces)
+            ctx = _Query(store, self.engine, self.detector, th, self.policy, top,
+                         k=min(max(top, IDENTIFY_K), max(n_faces, 1)))
+            names = names or [str(p) for p in images]
+            results = [_query_safe(im, name, ctx, single=len(images) == 1) for im, name in zip(images, names)]
+        return {"results": results, "tau": round(th.name, 4), "tau_same": round(th.same, 4), "tau_source": th.source,
+                "gallery": {"labelled_faces": n_labelled, "faces": n_faces}, "quality_min": self.policy.quality_min,
+                "warnings": [th.warning] if th.warning else []}
 
 
 @dataclass
@@ -104,18 +127,19 @@ class _Query:
     k: int  # neighbours searched per face
 
 
-def _query_safe(path: str, q: _Query, single: bool) -> dict:
+def _query_safe(image, name: str, q: _Query, single: bool) -> dict:
     """One image's result; with several images a bad one is reported in place, not fatal."""
     try:
-        return _query_one(path, q)
+        return _query_one(image, name, q)
     except (BadImageError, NoFaceError) as e:
         if single:
             raise
-        return {"query": path, "faces": [], "error": e.message}
+        return {"query": name, "faces": [], "error": e.message}
 
 
-def _query_one(path: str, q: _Query) -> dict:
-    crops = extract_faces(load_array(path), q.detector, q.engine.config.align)
+def _query_one(image, path: str, q: _Query) -> dict:
+    img = image if isinstance(image, np.ndarray) else load_array(image)
+    crops = extract_faces(img, q.detector, q.engine.config.align)
     if not crops:
         raise NoFaceError(f"no face found in {path}", hint="try --detector none if the image is a face crop")
     emb, quality = q.engine.embed_with_quality([c.chip for c in crops])

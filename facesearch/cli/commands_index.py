@@ -12,6 +12,7 @@ from facesearch.cli import output as out
 from facesearch.cli.main import (DETECTOR, DEVICE, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app, check_index_type,
                                  check_keep, check_policy, check_scope, check_tau)
 from facesearch.cli.output import handle_errors
+from facesearch.errors import FacesearchError
 from facesearch.paths import resolve_index
 
 
@@ -308,3 +309,30 @@ def _report(data: dict, json_out: bool) -> None:
     if json_out:
         return out.emit_json(data)
     out.stdout().print(out.table(None, ["", "value"], [(k, v) for k, v in data.items()]))
+
+
+@app.command("serve")
+@handle_errors
+def serve_cmd(
+    index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, detector: str = DETECTOR, device: str = DEVICE,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (others than loopback need --token)."),
+    port: int = typer.Option(8750, "--port", min=1, max=65535),
+    token: Optional[str] = typer.Option(None, "--token", envvar="FACESEARCH_TOKEN",
+                                        help="Every /api request must carry it (Authorization: Bearer TOKEN)."),
+    quiet: bool = QUIET,
+) -> None:
+    """Serve the index: an HTTP API (query, people, dedupe, index jobs) and a web page at /."""
+    from facesearch.service import check_bind
+
+    try:
+        check_bind(host, token)
+    except FacesearchError as e:
+        out.fail(e.message, e.hint, code=2)
+    import uvicorn
+
+    from facesearch.service import ServeOptions, create_app
+
+    app_ = create_app(ServeOptions(index=resolve_index(index), weights=weights, detector=detector, device=device,
+                                   token=token))
+    out.info(f"serving {resolve_index(index)} on http://{host}:{port}/ (Ctrl-C stops)", quiet)
+    uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")

@@ -1,0 +1,130 @@
+"""``facesearch serve``: the API through FastAPI's test client, the token, and what may be read."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from facesearch.cli.main import app as cli
+from facesearch.service import MAX_UPLOAD, ServeOptions, create_app
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from facesearch.synthetic import make_identity_folder
+
+    root = tmp_path_factory.mktemp("serve")
+    photos = make_identity_folder(root / "photos", n_people=3, per_person=3, seed=4)
+    r = CliRunner().invoke(cli, ["index", str(photos), "--index", str(root / "idx"), "--detector", "none",
+                                 "--workers", "0", "--label-from-folder", "--quiet"])
+    assert r.exit_code == 0, r.output
+    opts = ServeOptions(index=root / "idx", detector="none", token=None)
+    return root, photos, create_app(opts)
+
+
+def png(path) -> bytes:
+    return path.read_bytes()
+
+
+def test_health_and_page(served):
+    root, _, app = served
+    client = TestClient(app)
+    h = client.get("/api/health").json()
+    assert h["status"] == "ok" and h["faces"] == 9 and h["labelled_faces"] == 9 and h["model_id"]
+    page = client.get("/")
+    assert page.status_code == 200 and "Drop a photo" in page.text and "http" not in page.text.split("<script>")[1]
+
+
+def test_query_answers_like_the_cli(served):
+    root, photos, app = served
+    probe = sorted((photos / "person_01").iterdir())[0]
+    r = TestClient(app).post("/api/query", files={"image": (probe.name, png(probe), "image/png")}, data={"top": "3"})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    cli_out = json.loads(CliRunner().invoke(cli, ["query", str(probe), "--index", str(root / "idx"), "--detector",
+                                                  "none", "--json", "--top", "3"]).stdout)
+    assert out["faces"][0]["identity"] == cli_out["faces"][0]["identity"] == "person_01"
+    assert [m["path"] for m in out["faces"][0]["matches"]] == [m["path"] for m in cli_out["faces"][0]["matches"]]
+    assert out["query"] == probe.name and out["tau"] == cli_out["tau"] and len(out["faces"][0]["matches"]) == 3
+
+
+@pytest.mark.parametrize("payload, status, words", [
+    (b"not an image at all", 400, "not a recognised image"),
+    (b"", 400, "empty"),
+])
+def test_bad_uploads_are_one_line_json_errors(served, payload, status, words):
+    r = TestClient(served[2]).post("/api/query", files={"image": ("x.jpg", payload, "image/jpeg")})
+    assert r.status_code == status and words in r.json()["error"] and "x.jpg" in r.json()["error"]
+
+
+def test_oversized_uploads_and_silly_parameters_are_refused(served):
+    client = TestClient(served[2])
+    big = client.post("/api/query", files={"image": ("big.jpg", b"\0" * (MAX_UPLOAD + 1), "image/jpeg")})
+    assert big.status_code == 413 and "larger than" in big.json()["error"]
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(buf, "PNG")
+    for data in ({"top": "0"}, {"tau": "5"}):
+        r = client.post("/api/query", files={"image": ("a.png", buf.getvalue(), "image/png")}, data=data)
+        assert r.status_code == 400, r.text
+
+
+def test_thumbnails_only_for_indexed_faces(served):
+    client = TestClient(served[2])
+    ok = client.get("/api/faces/1/thumb")
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(ok.content)).size[0] <= 160
+    assert client.get("/api/faces/99999/thumb").status_code == 404
+    assert client.get("/api/faces/..%2F..%2Fetc%2Fpasswd/thumb").status_code in (404, 422)
+
+
+def test_a_token_guards_every_api_call(served):
+    root, photos, _ = served
+    app = create_app(ServeOptions(index=root / "idx", detector="none", token="s3cret"))
+    client = TestClient(app)
+    assert client.get("/api/health").status_code == 401
+    assert client.get("/api/health", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert client.get("/api/health", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert client.get("/api/faces/1/thumb?token=s3cret").status_code == 200
+    assert client.get("/").status_code == 200  # the page itself holds nothing; its calls carry the token
+
+
+def test_people_and_dedupe_over_http(served):
+    client = TestClient(served[2])
+    people = client.get("/api/people").json()
+    assert {p["name"] for p in people["people"]} == {"person_00", "person_01", "person_02"}
+    pid = people["people"][0]["id"]
+    assert client.post(f"/api/people/{pid}/name", json={"name": "Ann"}).json()["name"] == "Ann"
+    assert client.post(f"/api/people/{pid}/name", json={"nom": 1}).status_code == 400
+    assert client.post("/api/people/424242/name", json={"name": "Bo"}).status_code == 400
+    dedupe = client.get("/api/dedupe").json()
+    assert "groups" in dedupe and "tau" in dedupe
+
+
+def test_index_job_adds_photos_the_server_then_finds(served, tmp_path):
+    from facesearch.synthetic import make_identity_folder
+
+    root, _, app = served
+    client = TestClient(app)
+    more = make_identity_folder(tmp_path / "more", n_people=1, per_person=2, seed=9)
+    job = client.post("/api/index", json={"paths": [str(more)]}).json()
+    for _ in range(600):
+        state = client.get(f"/api/jobs/{job['id']}").json()
+        if state["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert state["status"] == "done" and state["summary"]["faces"] == 2, state
+    assert client.get("/api/health").json()["faces"] == 11  # seen without a restart
+    assert client.post("/api/index", json={"paths": "nope"}).status_code == 400
+    assert client.get("/api/jobs/nothing").status_code == 404
+
+
+def test_serve_refuses_an_open_bind_without_a_token():
+    r = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0"], env={"FACESEARCH_TOKEN": ""})
+    assert r.exit_code == 2 and "without a token" in r.stderr
