@@ -2,7 +2,7 @@
 browse people; review duplicate groups. Plain HTML and a little JavaScript, no CDN, no fetch
 beyond this server. User text is inserted with ``textContent``, never as markup."""
 
-PAGE = """<!doctype html>
+PAGE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>facesearch</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
@@ -39,7 +39,13 @@ async function api(path, opts) {
   if (!r.ok) throw new Error(body.error + (body.hint ? " (" + body.hint + ")" : ""));
   return body;
 }
-function thumb(faceId) { const i = el("img"); i.src = withToken("/api/faces/" + faceId + "/thumb"); i.alt = "face " + faceId; return i; }
+function thumb(faceId) { const i = el("img"); i.src = withToken("/api/faces/" + faceId + "/thumb"); i.alt = "face " + faceId;
+  i.title = "search with this face"; i.style.cursor = "pointer"; i.onclick = () => searchFace(faceId); return i; }
+async function searchFace(faceId) {  // an indexed face as the query photo: "who else is this?"
+  const r = await fetch(withToken("/api/faces/" + faceId + "/thumb?size=320"));
+  if (!r.ok) { document.getElementById("status").textContent = "no face " + faceId; return; }
+  show("search"); search(new File([await r.blob()], "face " + faceId + ".jpg", {type: "image/jpeg"}));
+}
 api("/api/health").then(h => { document.getElementById("health").textContent =
   h.faces + " faces, " + h.labelled_faces + " named"; }).catch(e => { document.getElementById("health").textContent = e.message; });
 const drop = document.getElementById("drop"), file = document.getElementById("file");
@@ -70,6 +76,7 @@ async function search(f) {
     face.matches.forEach(m => { const c = el("div", undefined, "cell"); c.append(thumb(m.face_id), el("div", (m.label || "—") + " · d " + m.distance));
       c.append(el("div", m.path.split("/").pop(), "muted")); row.append(c); });
     card.append(row); out.append(card); });
+  document.body.dataset.faces = String(r.faces.length);  // for a headless browser: the answer arrived
 }
 async function loadPeople() {
   const box = document.getElementById("people-list");
@@ -91,8 +98,12 @@ async function loadDedupe() {
       card.append(row); box.append(card); }); }
   catch (e) { box.textContent = e.message; box.className = "err"; }
 }
-document.querySelectorAll("nav button").forEach(b => b.onclick = () => {
-  document.querySelectorAll("main section").forEach(s => s.hidden = s.id !== b.dataset.tab);
-  if (b.dataset.tab === "people") loadPeople(); if (b.dataset.tab === "dedupe") loadDedupe(); });
+function show(tab) {
+  document.querySelectorAll("main section").forEach(s => s.hidden = s.id !== tab);
+  if (tab === "people") loadPeople(); if (tab === "dedupe") loadDedupe();
+}
+document.querySelectorAll("nav button").forEach(b => b.onclick = () => show(b.dataset.tab));
+const link = location.hash.match(/^#face=(\d+)$/);  // /#face=ID: search with an indexed face
+if (link) searchFace(link[1]);
 </script></body></html>
 """

@@ -128,3 +128,43 @@ def test_index_job_adds_photos_the_server_then_finds(served, tmp_path):
 def test_serve_refuses_an_open_bind_without_a_token():
     r = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0"], env={"FACESEARCH_TOKEN": ""})
     assert r.exit_code == 2 and "without a token" in r.stderr
+
+
+def _chromium():
+    import shutil
+    from pathlib import Path
+
+    return shutil.which("chromium") or shutil.which("chromium-browser") or \
+        ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium not installed")
+def test_the_page_searches_a_photo_in_a_real_browser(served, tmp_path):
+    """Headless Chromium loads /, sends an indexed face through the page's own upload path, shows the answer."""
+    import re
+    import socket
+    import subprocess
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(served[2], host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'p'}",
+               "--virtual-time-budget=20000", "--dump-dom", f"http://127.0.0.1:{port}/#face=4"]
+        dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert re.search(r'data-faces="1"', dom), dom[-3000:]
+    assert "face-result" in dom and "person_01" in dom  # face 4 is person_01's first photo, named back
