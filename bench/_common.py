@@ -324,7 +324,8 @@ def target(name: str, value: float | None, limit: float, better: str, unit: str 
 def verdict(t: dict) -> str:
     if t["met"] is None:
         return "not measured"
-    return f"{'met' if t['met'] else 'MISSED'} ({t['value']:g} {t['unit']} vs {t['limit']:g}, ratio {t['ratio']:g})"
+    ratio = "" if t["ratio"] is None else f", ratio {t['ratio']:g}"  # a limit of 0 has no ratio
+    return f"{'met' if t['met'] else 'MISSED'} ({t['value']:g} {t['unit']} vs {t['limit']:g}{ratio})"
 
 
 def print_table(title: str, columns: list[str], rows: list[list]) -> None:

@@ -111,10 +111,17 @@ def create_app(opts: ServeOptions, searcher: Searcher | None = None) -> FastAPI:
 
     @app.post("/api/index")
     async def index(request: Request) -> dict:
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            form = await request.form()
+            photo, label = form.get("image"), form.get("label")
+            if not hasattr(photo, "read"):
+                raise DataError("send the photo as the multipart field 'image'", hint="and optionally 'label'")
+            saved = _save_upload(Path(opts.index), photo, label if isinstance(label, str) and label else None)
+            return state.start_index([str(saved)], label_from_folder=bool(label))
         body = await request.json()
         paths = body.get("paths") if isinstance(body, dict) else None
         if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
-            raise DataError('send {"paths": ["/photos/…", …]}', hint="paths on the server's disk")
+            raise DataError('send {"paths": ["/photos/…", …]}, or a multipart photo', hint="paths on the server's disk")
         return state.start_index(paths, bool(body.get("label_from_folder")))
 
     @app.get("/api/jobs/{job_id}")
@@ -227,6 +234,29 @@ def _decode_upload(upload: UploadFile):
             return load_array(path)
         except BadImageError as e:
             raise BadImageError(e.message.replace(str(path), upload.filename or "upload"), hint=e.hint) from None
+
+
+UPLOADS = "uploads"  # inside the index folder: photos sent to /api/index live beside the index they are in
+
+
+def _save_upload(index: Path, upload, label: str | None) -> Path:
+    """Keep an uploaded photo (checked to decode) under ``<index>/uploads/[<label>/]``, written atomically."""
+    from facesearch.atomic import atomic_path
+
+    if label is not None and (not 0 < len(label) <= 100 or label in (".", "..") or any(c in label for c in "/\\\0")
+                              or label != label.strip()):
+        raise DataError(f"{label!r} cannot be a label here", hint="1-100 characters, no slashes")
+    _decode_upload(upload)  # a bad photo is refused now, not found bad by the job
+    upload.file.seek(0)
+    folder = index / UPLOADS / (label or "")
+    folder.mkdir(parents=True, exist_ok=True)
+    from facesearch.imageio import IMAGE_EXTS
+
+    suffix = Path(upload.filename or "").suffix.lower()
+    dest = folder / f"{uuid.uuid4().hex[:12]}{suffix if suffix in IMAGE_EXTS else '.jpg'}"  # never the user's name
+    with atomic_path(dest) as tmp:
+        Path(tmp).write_bytes(upload.file.read(MAX_UPLOAD + 1))
+    return dest
 
 
 def _thumbnail(index: os.PathLike, face_id: int, size: int) -> bytes:

@@ -168,3 +168,25 @@ def test_the_page_searches_a_photo_in_a_real_browser(served, tmp_path):
         thread.join(timeout=10)
     assert re.search(r'data-faces="1"', dom), dom[-3000:]
     assert "face-result" in dom and "person_01" in dom  # face 4 is person_01's first photo, named back
+
+
+def test_an_uploaded_photo_is_indexed_with_its_label(served):
+    root, photos, app = served
+    client = TestClient(app)
+    probe = sorted((photos / "person_02").iterdir())[0]
+    job = client.post("/api/index", files={"image": ("../../evil name.png", png(probe), "image/png")},
+                      data={"label": "Cleo"}).json()
+    for _ in range(600):
+        state = client.get(f"/api/jobs/{job['id']}").json()
+        if state["status"] != "running":
+            break
+        time.sleep(0.1)
+    assert state["status"] == "done" and state["summary"]["faces"] == 1, state
+    kept = list((root / "idx" / "uploads").rglob("*"))
+    assert [p.parent.name for p in kept if p.is_file()] == ["Cleo"]  # the label's folder, never the sent name
+    r = client.post("/api/query", files={"image": (probe.name, png(probe), "image/png")}).json()
+    assert r["faces"][0]["matches"][0]["label"] in ("Cleo", "person_02")
+    bad = client.post("/api/index", files={"image": ("a.png", png(probe), "image/png")}, data={"label": "../x"})
+    assert bad.status_code == 400 and "cannot be a label" in bad.json()["error"]
+    junk = client.post("/api/index", files={"image": ("a.png", b"junk", "image/png")})
+    assert junk.status_code == 400
