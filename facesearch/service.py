@@ -33,6 +33,7 @@ from facesearch.search import Searcher
 MAX_UPLOAD = 25 * 1024 * 1024  # bytes: a large phone photo is ~10 MB
 MAX_TOP = 100
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+COMPUTE_SLOTS = 2
 
 
 @dataclass
@@ -81,7 +82,8 @@ def create_app(opts: ServeOptions, searcher: Searcher | None = None) -> FastAPI:
             except ValueError as e:
                 raise DataError(str(e), hint="0 < tau <= 2") from None
         img = _decode_upload(image)
-        answer = state.searcher.search([img], top=top, tau=tau, names=[image.filename or "upload"])
+        with state.compute:  # queue here, not inside the CPU: 16 clients at once thrash 2 cores
+            answer = state.searcher.search([img], top=top, tau=tau, names=[image.filename or "upload"])
         return {**answer["results"][0], **{k: v for k, v in answer.items() if k != "results"}}
 
     @app.get("/api/faces/{face_id}/thumb")
@@ -156,6 +158,8 @@ class _State:
     def __init__(self, opts: ServeOptions, searcher: Searcher):
         self.opts, self.searcher = opts, searcher
         self.jobs: dict[str, _Job] = {}
+        # Searches at once: torch already spreads one over the cores (bench/serve.py, docs/benchmarks.md).
+        self.compute = threading.BoundedSemaphore(COMPUTE_SLOTS)
 
     def start_index(self, paths: list[str], label_from_folder: bool) -> dict:
         """Index ``paths`` in a background thread (the index's writer lock keeps runs apart)."""
