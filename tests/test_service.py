@@ -107,6 +107,16 @@ def test_people_and_dedupe_over_http(served):
     assert "groups" in dedupe and "tau" in dedupe
 
 
+def finished(client, job: dict, timeout: float = 60.0) -> dict:
+    """The job's state once it is no longer running (or when ``timeout`` runs out)."""
+    end = time.time() + timeout
+    while True:
+        state = client.get(f"/api/jobs/{job['id']}").json()
+        if state["status"] != "running" or time.time() > end:
+            return state
+        time.sleep(0.1)
+
+
 def test_index_job_adds_photos_the_server_then_finds(served, tmp_path):
     from facesearch.synthetic import make_identity_folder
 
@@ -114,11 +124,7 @@ def test_index_job_adds_photos_the_server_then_finds(served, tmp_path):
     client = TestClient(app)
     more = make_identity_folder(tmp_path / "more", n_people=1, per_person=2, seed=9)
     job = client.post("/api/index", json={"paths": [str(more)]}).json()
-    for _ in range(600):
-        state = client.get(f"/api/jobs/{job['id']}").json()
-        if state["status"] != "running":
-            break
-        time.sleep(0.1)
+    state = finished(client, job)
     assert state["status"] == "done" and state["summary"]["faces"] == 2, state
     assert client.get("/api/health").json()["faces"] == 11  # seen without a restart
     assert client.post("/api/index", json={"paths": "nope"}).status_code == 400
@@ -176,11 +182,7 @@ def test_an_uploaded_photo_is_indexed_with_its_label(served):
     probe = sorted((photos / "person_02").iterdir())[0]
     job = client.post("/api/index", files={"image": ("../../evil name.png", png(probe), "image/png")},
                       data={"label": "Cleo"}).json()
-    for _ in range(600):
-        state = client.get(f"/api/jobs/{job['id']}").json()
-        if state["status"] != "running":
-            break
-        time.sleep(0.1)
+    state = finished(client, job)
     assert state["status"] == "done" and state["summary"]["faces"] == 1, state
     kept = list((root / "idx" / "uploads").rglob("*"))
     assert [p.parent.name for p in kept if p.is_file()] == ["Cleo"]  # the label's folder, never the sent name
