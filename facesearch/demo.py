@@ -1,4 +1,4 @@
-"""``make demo``: build a sample collection, then run index → query → dedupe with the real CLI.
+"""``make demo``: build a sample collection, then run index → query → dedupe → people with the real CLI.
 
 The sample comes from ``../shared/data/dev`` when it is there (real photos,
 copied into the git-ignored ``demo_out/``), else from synthetic identities the
@@ -74,7 +74,9 @@ def main() -> None:
     run(["query", str(photos / "inbox" / "three_people.jpg"), "--index", index, "--top", "3"])
     run(["query", *map(str, queries[:3]), "--index", index, "--top", "3"])
     run(["dedupe", "--index", index, "--scope", "photos"])
+    run(["people", "--index", index, "--html", str(OUT / "people.html")])  # the labels become named people
     run(["info", "--index", index])
+    print(f"\nnext: facesearch serve --index {index}   (a web page at http://127.0.0.1:8750/)")
 
 
 if __name__ == "__main__":
