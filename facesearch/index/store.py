@@ -793,7 +793,7 @@ class FaceIndex:
              for fid, f, lab, e in zip(ids, u.faces, labels, u.embeddings)])
         # A re-detected face keeps its person and the user's corrections (people survive re-indexing).
         db.executemany("INSERT INTO face_people(face_id, person_id, pinned, not_people) VALUES (?, ?, ?, ?)",
-                       [(fid, *old_people[k][4:]) for fid, k in zip(ids, _carry_index(old_people, u.faces))
+                       [(fid, *old_people[k][4:]) for fid, k in zip(ids, _carry_index([r[0:4] for r in old_people], u.faces))
                         if k is not None])
         return [r[0] for r in old], ids
 
@@ -938,20 +938,17 @@ def _iou(a, b) -> float:
 
 def _carry_labels(old_rows: list[tuple], faces: list[FaceRecord]) -> list[str | None]:
     """New faces' labels: their own, else that of the best-overlapping labelled old face."""
-    labelled = [(r[1:5], r[5]) for r in old_rows if r[5] is not None]
-    out = []
-    for f in faces:
-        best = max(labelled, key=lambda ol: _iou(ol[0], f.box), default=None)
-        carried = best[1] if best is not None and _iou(best[0], f.box) >= LABEL_CARRY_IOU else None
-        out.append(f.label if f.label is not None else carried)
-    return out
+    labelled = [r for r in old_rows if r[5] is not None]
+    best = _carry_index([r[1:5] for r in labelled], faces)
+    return [f.label if f.label is not None else (labelled[k][5] if k is not None else None)
+            for f, k in zip(faces, best)]
 
 
-def _carry_index(old_rows: list[tuple], faces: list[FaceRecord]) -> list[int | None]:
-    """For each new face, the old row (box in columns 0-3) it overlaps most, if by LABEL_CARRY_IOU."""
+def _carry_index(old_boxes: list[tuple], faces: list[FaceRecord]) -> list[int | None]:
+    """For each new face, the index of the old box it overlaps most, if by LABEL_CARRY_IOU."""
     out = []
     for f in faces:
-        ious = [_iou(r[0:4], f.box) for r in old_rows]
+        ious = [_iou(b, f.box) for b in old_boxes]
         k = int(np.argmax(ious)) if ious else None
         out.append(k if k is not None and ious[k] >= LABEL_CARRY_IOU else None)
     return out
