@@ -74,16 +74,14 @@ class EmbeddingEngine:
 
     def embed(self, images: Sequence[ImageLike]) -> np.ndarray:
         """Embed face images; returns (N, dim) float32 unit vectors."""
-        if len(images) == 0:
-            return np.zeros((0, self.config.embedding_dim), np.float32)
-        out = [self._embed_batch(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
-        return np.concatenate(out)
+        return self.embed_with_quality(images)[0]
 
     def embed_with_quality(self, images: Sequence[ImageLike]) -> tuple[np.ndarray, np.ndarray | None]:
         """``(embeddings, quality)``: quality is one float per face from a model that rates its
         faces (the fused default: :meth:`FusedEmbedder.forward_with_quality`), else None."""
         if len(images) == 0:
-            return self.embed(images), (np.zeros(0, np.float32) if self.rates_quality else None)
+            return (np.zeros((0, self.config.embedding_dim), np.float32),
+                    np.zeros(0, np.float32) if self.rates_quality else None)
         parts = [self._run_batch(images[i : i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
         emb = np.concatenate([y for y, _ in parts])
         return emb, (np.concatenate([q for _, q in parts]) if self.rates_quality else None)
