@@ -46,8 +46,8 @@ def _undirected(i: np.ndarray, j: np.ndarray, d: np.ndarray) -> tuple[np.ndarray
     return a[first].astype(np.int64), b[first].astype(np.int64), d[first].astype(np.float32)
 
 
-def _adjacency(n: int, i: np.ndarray, j: np.ndarray, w: np.ndarray | None = None) -> sparse.csr_matrix:
-    w = np.ones(len(i), np.float32) if w is None else np.asarray(w, np.float32)
+def _adjacency(n: int, i: np.ndarray, j: np.ndarray) -> sparse.csr_matrix:
+    w = np.ones(len(i), np.float32)
     return sparse.coo_matrix((np.r_[w, w], (np.r_[i, j], np.r_[j, i])), shape=(n, n)).tocsr()
 
 

@@ -41,16 +41,15 @@ def people(opts: PeopleOptions) -> dict:
     "tau_source": …}``; while another process writes the index, the last clustering with a warning.
     """
     with FaceIndex.open(opts.index, readonly=True) as store:
-        stale = opts.recluster or _stale(store)
-        if not stale:
+        if not (opts.recluster or _stale(store)):
             return {**catalogue.listing(store), "clustered": False, "warnings": []}
-        listed = catalogue.listing(store)
     try:
         store = FaceIndex.open(opts.index)
     except IndexLockedError as e:  # an `index` run is writing: show the last clustering, say so
-        return {**listed, "clustered": False,
-                "warnings": [f"{e.message}: these are the people as last clustered; run `facesearch people` "
-                             "again when it is done"]}
+        with FaceIndex.open(opts.index, readonly=True) as store:
+            return {**catalogue.listing(store), "clustered": False,
+                    "warnings": [f"{e.message}: these are the people as last clustered; run `facesearch people` "
+                                 "again when it is done"]}
     with store:
         info = cluster_index(store)
         return {**catalogue.listing(store), "clustered": True, "warnings": [], **info}
@@ -144,12 +143,12 @@ def split_person(index: os.PathLike, person: int, face_ids: list[int]) -> dict:
         name = catalogue.check_person(db, person)
         faces = catalogue.faces_of(db, person)
         moved = sorted({int(f) for f in face_ids})
-        stray = [f for f in moved if f not in set(faces)]
+        stray = sorted(set(moved) - set(faces))
         if stray or not moved or len(moved) == len(faces):
             raise DataError(f"faces {stray or moved} are not a part of person {person} that can be split off",
                             hint="give some, not all, of its faces (facesearch people --json lists them)")
         new = int(db.execute("INSERT INTO people(name) VALUES (NULL)").lastrowid)
-        catalogue.pin(db, [f for f in faces if f not in set(moved)], person)
+        catalogue.pin(db, sorted(set(faces) - set(moved)), person)
         catalogue.pin(db, moved, new)
         if name:
             catalogue.unlabel(db, moved, name)

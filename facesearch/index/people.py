@@ -29,15 +29,13 @@ PEOPLE_GENERATION = "people_generation"  # the index generation the people were 
 
 @dataclass
 class PeopleState:
-    """Every face with its photo, person (-1: none), pin, "not" constraints and label."""
+    """Every face with its photo, person (-1: none), pin and "not" constraints."""
 
     face_ids: np.ndarray
     file_ids: np.ndarray
     person: np.ndarray
     pinned: np.ndarray
     not_people: list[set[int]]
-    labels: list[str | None]
-    names: dict[int, str | None]
 
 
 def has_people(store: FaceIndex) -> bool:
@@ -47,15 +45,13 @@ def has_people(store: FaceIndex) -> bool:
 
 def read_state(store: FaceIndex) -> PeopleState:
     """The people state of every face, in face id order."""
-    with store._snapshot():
-        rows = store._db.execute(
-            "SELECT fa.id, fa.file_id, fp.person_id, COALESCE(fp.pinned, 0), fp.not_people, fa.label FROM faces fa "
-            "LEFT JOIN face_people fp ON fp.face_id = fa.id ORDER BY fa.id").fetchall() if has_people(store) else []
-        names = dict(store._db.execute("SELECT id, name FROM people")) if has_people(store) else {}
+    rows = store._db.execute(
+        "SELECT fa.id, fa.file_id, fp.person_id, COALESCE(fp.pinned, 0), fp.not_people FROM faces fa "
+        "LEFT JOIN face_people fp ON fp.face_id = fa.id ORDER BY fa.id").fetchall() if has_people(store) else []
     return PeopleState(
         np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
         np.array([-1 if r[2] is None else r[2] for r in rows], np.int64), np.array([bool(r[3]) for r in rows]),
-        [set(json.loads(r[4])) if r[4] else set() for r in rows], [r[5] for r in rows], names)
+        [set(json.loads(r[4])) if r[4] else set() for r in rows])
 
 
 def write_assignment(store: FaceIndex, face_ids: np.ndarray, person: np.ndarray, generation: int) -> None:
