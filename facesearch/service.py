@@ -224,42 +224,51 @@ def _status(e: FacesearchError) -> int:
     return 500
 
 
-def _decode_upload(upload: UploadFile):
-    """The uploaded photo as an RGB array, through the indexing guards (size cap first)."""
-    from facesearch.imageio import load_array
-
+def _read_upload(upload) -> bytes:
+    """The upload's bytes, refused past the size cap before any decoding."""
     data = upload.file.read(MAX_UPLOAD + 1)
     if len(data) > MAX_UPLOAD:
         raise HTTPException(413, f"upload larger than {MAX_UPLOAD // 2**20} MB")
+    return data
+
+
+def _load_as(path: Path, name: str):
+    """Decode ``path`` with the indexing guards; errors name the photo as it was sent."""
+    from facesearch.imageio import load_array
+
+    try:
+        return load_array(path)
+    except BadImageError as e:
+        raise BadImageError(e.message.replace(str(path), name), hint=e.hint) from None
+
+
+def _decode_upload(upload: UploadFile):
+    """The uploaded photo as an RGB array."""
     with tempfile.TemporaryDirectory(prefix="facesearch-upload-") as tmp:
         path = Path(tmp) / "upload"
-        path.write_bytes(data)
-        try:
-            return load_array(path)
-        except BadImageError as e:
-            raise BadImageError(e.message.replace(str(path), upload.filename or "upload"), hint=e.hint) from None
+        path.write_bytes(_read_upload(upload))
+        return _load_as(path, upload.filename or "upload")
 
 
 UPLOADS = "uploads"  # inside the index folder: photos sent to /api/index live beside the index they are in
 
 
 def _save_upload(index: Path, upload, label: str | None) -> Path:
-    """Keep an uploaded photo (checked to decode) under ``<index>/uploads/[<label>/]``, written atomically."""
+    """Keep an uploaded photo under ``<index>/uploads/[<label>/]``, written atomically, only if it decodes."""
     from facesearch.atomic import atomic_path
+    from facesearch.imageio import IMAGE_EXTS
 
     if label is not None and (not 0 < len(label) <= 100 or label in (".", "..") or any(c in label for c in "/\\\0")
                               or label != label.strip()):
         raise DataError(f"{label!r} cannot be a label here", hint="1-100 characters, no slashes")
-    _decode_upload(upload)  # a bad photo is refused now, not found bad by the job
-    upload.file.seek(0)
+    data = _read_upload(upload)
     folder = index / UPLOADS / (label or "")
     folder.mkdir(parents=True, exist_ok=True)
-    from facesearch.imageio import IMAGE_EXTS
-
     suffix = Path(upload.filename or "").suffix.lower()
     dest = folder / f"{uuid.uuid4().hex[:12]}{suffix if suffix in IMAGE_EXTS else '.jpg'}"  # never the user's name
     with atomic_path(dest) as tmp:
-        Path(tmp).write_bytes(upload.file.read(MAX_UPLOAD + 1))
+        Path(tmp).write_bytes(data)
+        _load_as(Path(tmp), upload.filename or "upload")  # a bad photo is refused now, not found bad by the job
     return dest
 
 
