@@ -66,9 +66,11 @@ def drop_small(labels: np.ndarray, min_size: int) -> np.ndarray:
 
 
 def connected_components(n: int, i: np.ndarray, j: np.ndarray, min_size: int = 2) -> np.ndarray:
-    """Single linkage: faces joined by any chain of edges are one person."""
-    _, labels = sparse.csgraph.connected_components(_adjacency(n, i, j), directed=False)
-    return drop_small(labels, min_size)
+    """Single linkage: faces joined by any chain of edges are one person (``ops.connected_components``)."""
+    labels = np.full(n, -1, np.int64)
+    for k, members in enumerate(ops.connected_components(np.arange(n), i, j, min_size)):
+        labels[members] = k
+    return labels
 
 
 def chinese_whispers(n: int, i: np.ndarray, j: np.ndarray, iterations: int = 100, seed: int = 0,
