@@ -81,7 +81,7 @@ def rebuild(index: os.PathLike, weights: str | None = None, index_type: str | No
     index = Path(index)
     if weights is None:
         with FaceIndex.open(index) as store:
-            store.rebuild_faiss(index_type=index_type)
+            store.rebuild_vectors(index_type=index_type)
             return {"rebuilt": "faiss", "index_type": store.manifest.get("index_type")}
     # The live index stays readable but takes no writes until the swap: a label or remove made
     # meanwhile would be silently lost with the old folder (they now fail: "index is locked").

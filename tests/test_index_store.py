@@ -202,7 +202,7 @@ def test_auto_type_switches_at_flush(tmp_path, monkeypatch):
     assert stamp["index_type"] == "hnsw" and stamp["ntotal"] == 30
     with FaceIndex.open(tmp_path / "idx") as store:
         assert store.rebuilt_reason is None
-        assert store.rebuild_faiss(index_type="flat")["index_type"] == "flat"
+        assert store.rebuild_vectors(index_type="flat")["index_type"] == "flat"
         assert store.manifest["index_type"] == "flat"
 
 

@@ -1,21 +1,19 @@
-"""``FaceIndex``: an index folder holding SQLite metadata, a FAISS index and a manifest.
+"""``FaceIndex``: an index folder holding the SQLite catalogue, a manifest and a vector store.
 
 Folder layout::
 
-    manifest.json      model id + config (with its τ calibration), metric "l2", dim, index type, version
-    meta.sqlite        files, faces (with embeddings), runs, state   (WAL mode)
-    faces.faiss        FAISS index over face ids: a derived cache
-    faces.faiss.json   stamp: the SQLite generation the cache was built from
+    manifest.json      model id + config (with its τ calibration), metric "l2", dim, index type,
+                       vector backend ("vectors"), version
+    meta.sqlite        the catalogue: files, faces (with embeddings), labels, people, runs, state (WAL)
+    faces.faiss(.json) the FAISS vector store's cache and its stamp (facesearch.index.faiss_store)
+    milvus.db/, milvus.json  or an embedded Milvus Lite store (facesearch.index.milvus_store)
     lock               flock'ed by the one writer
 
 Consistency: **SQLite is the source of truth**; each face's embedding is stored
 there as a float32 BLOB. Every transaction that changes faces bumps the
-``generation`` counter in ``state``. ``faces.faiss`` is written (atomically)
-only at :meth:`FaceIndex.flush` / :meth:`FaceIndex.close`, then its stamp. When
-the index is loaded and the stamp does not name the current generation (killed
-between a commit and a flush, a crash between the two files, a truncated or
-foreign file), FAISS is rebuilt from the SQLite embeddings. So FAISS and SQLite
-always agree, and indexing never pays for a FAISS write per batch.
+``generation`` counter in ``state`` and is then mirrored into the vector store
+(:mod:`facesearch.index.vectors`), a derived copy that records the generation it
+holds and is rebuilt from SQLite whenever it lags or looks wrong.
 
 Label changes do not bump the generation: labels live only in SQLite, so they
 never invalidate the FAISS cache (which would force a rebuild on next open).
@@ -24,7 +22,6 @@ never invalidate the FAISS cache (which would force a rebuild on next open).
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -36,21 +33,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import faiss
 import numpy as np
 
 from facesearch import __version__
-from facesearch.atomic import atomic_path, atomic_write_json
+from facesearch.atomic import atomic_write_json, read_json_dict
 from facesearch.errors import FacesearchError, IndexMissingError, ModelMismatchError
 from facesearch.index import ops
+from facesearch.index.faiss_store import FAISS_FILE, STAMP  # noqa: F401  (re-exported)
 from facesearch.index.lock import WriterLock
+from facesearch.index.vectors import DEFAULT_BACKEND, VectorStore, check_backend, open_vectors
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 DB = "meta.sqlite"
-FAISS_FILE = "faces.faiss"
-STAMP = "faces.faiss.json"
 FORMAT = 1
 STATUSES = ("ok", "bad", "noface")
 LABEL_CARRY_IOU = 0.5  # a re-detected face keeps the label of an old face it overlaps this much
@@ -177,12 +173,9 @@ class FaceIndex:
         self._db = db
         self._manifest = manifest
         self._lock = lock
-        self._index: faiss.Index | None = None  # loaded lazily: info/label never need it
-        self._index_stale = False  # in-memory index must be rebuilt from SQLite (HNSW removals)
-        self._saved_generation: int | None = None  # generation that faces.faiss on disk holds
-        self._index_generation: int | None = None  # generation the in-memory index reflects
         self._run_id: int | None = None
-        self.rebuilt_reason: str | None = None  # why the FAISS cache was rebuilt on load, if it was
+        # Opened lazily by the store itself: info/label never touch the vectors.
+        self.vectors: VectorStore = open_vectors(manifest.get("vectors", DEFAULT_BACKEND), self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -199,13 +192,15 @@ class FaceIndex:
 
     @classmethod
     def create(cls, folder: str | os.PathLike, model_id: str, model_config: dict, dim: int,
-               index_type: str = "auto", overwrite: bool = False) -> "FaceIndex":
+               index_type: str = "auto", overwrite: bool = False, vectors: str = DEFAULT_BACKEND) -> "FaceIndex":
         """A new, empty index opened for writing. Refuses an existing index unless ``overwrite``.
 
         ``model_config`` (the weights' config, with its τ calibration) is recorded in the
         manifest: commands take their thresholds from there (:mod:`facesearch.eval.tau`).
+        ``vectors`` names the vector store (:func:`facesearch.index.vectors.check_backend`).
         """
         folder = Path(folder)
+        vectors = check_backend(vectors)
         if index_type != "auto":
             ops.resolve_index_type(index_type, 0)  # validates the name
         if cls.exists(folder) and not overwrite:
@@ -215,7 +210,7 @@ class FaceIndex:
         lock = WriterLock(folder).acquire()
         try:
             # Manifest first: an interrupted create leaves a folder that exists() rejects.
-            for name in (MANIFEST, DB, DB + "-wal", DB + "-shm", FAISS_FILE, STAMP):
+            for name in (MANIFEST, DB, DB + "-wal", DB + "-shm"):
                 (folder / name).unlink(missing_ok=True)
             db = _connect(folder / DB, readonly=False)
             with db:
@@ -225,6 +220,7 @@ class FaceIndex:
             manifest = {
                 "format": FORMAT, "model_id": model_id, "model_config": model_config, "metric": "l2",
                 "dim": int(dim), "facesearch_version": __version__, "index_type": index_type,
+                "vectors": vectors,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             }
             atomic_write_json(folder / MANIFEST, manifest)
@@ -232,8 +228,11 @@ class FaceIndex:
             lock.release()
             raise
         store = cls(folder, db, manifest, readonly=False, lock=lock)
-        store._index = ops.build_index(np.zeros((0, int(dim)), np.float32), [], index_type)
-        store._index_generation = 0
+        try:
+            store.vectors = open_vectors(vectors, store, create=True)
+        except BaseException:
+            store.close()
+            raise
         return store
 
     @classmethod
@@ -273,26 +272,8 @@ class FaceIndex:
         return int(self._manifest["dim"])
 
     def flush(self) -> None:
-        """Write the FAISS cache and its stamp if they lag behind SQLite (writers only)."""
-        if self.readonly or (self._index is None and not self._index_stale):
-            return  # nothing loaded means nothing changed in FAISS
-        self._ensure_index()
-        changed = self._maybe_switch_type()
-        gen = self._generation()
-        if self._saved_generation == gen and not changed:
-            return
-        t0 = time.perf_counter()
-        data = faiss.serialize_index(self._index)
-        with atomic_path(self.folder / FAISS_FILE) as tmp:
-            data.tofile(tmp)
-        # The stamp goes second: a crash between the two leaves an old stamp -> rebuild. Its
-        # checksum makes a replaced or altered cache file a rebuild too, not silently wrong answers.
-        atomic_write_json(self.folder / STAMP, {
-            "generation": gen, "uuid": self._state("uuid"), "ntotal": int(self._index.ntotal),
-            "index_type": ops.index_type_of(self._index), "blake2b": _digest(data)})
-        self._saved_generation = gen
-        log.debug("wrote FAISS cache (%d faces, generation %d) in %.3fs", self._index.ntotal, gen,
-                  time.perf_counter() - t0)
+        """Make the vector store durable where it lags behind SQLite (writers only)."""
+        self.vectors.flush()
 
     def close(self) -> None:
         """Flush (writers), close the database and release the lock. Idempotent."""
@@ -301,6 +282,7 @@ class FaceIndex:
         try:
             self.flush()
         finally:
+            self.vectors.close()
             self._db.close()
             self._db = None
             if self._lock is not None:
@@ -378,7 +360,7 @@ class FaceIndex:
         updates = [self._validated(_as_update(it)) for it in items]
         if not updates:
             return []
-        self._load_index()
+        self.vectors.load()
         removed, new_ids = [], []
         with self._write_txn() as db:
             next_id = _next_face_id(db)
@@ -394,12 +376,12 @@ class FaceIndex:
         # A path given twice in one batch: its first faces were added and deleted in the txn.
         gone = np.asarray(removed, dtype=np.int64)
         keep = ~np.isin(flat_ids, gone)
-        self._apply_delta(np.setdiff1d(gone, flat_ids), flat_ids[keep], X[keep] if X is not None else None)
+        self.vectors.apply(np.setdiff1d(gone, flat_ids), flat_ids[keep], X[keep] if X is not None else None)
         return new_ids
 
     def remove_paths(self, paths: Iterable[str | os.PathLike]) -> int:
         """Forget files: each path is a file or a folder (everything under it). Number of files removed."""
-        self._load_index()  # removals are mirrored in FAISS, not paid for by a rebuild later
+        self.vectors.load()  # removals are mirrored in the vector store, not paid for by a rebuild later
         with self._write_txn() as db:
             file_ids = sorted({fid for p in paths for fid in _file_ids_under(db, _to_db(p))})
             face_ids = self._delete_files(db, file_ids)
@@ -411,7 +393,7 @@ class FaceIndex:
         rows = [(fid, _from_db(p)) for fid, p in self._db.execute("SELECT id, path FROM files ORDER BY path")]
         gone = [(fid, p) for fid, p in rows if not os.path.exists(p)]
         if gone:
-            self._load_index()
+            self.vectors.load()
             with self._write_txn() as db:
                 face_ids = self._delete_files(db, [fid for fid, _ in gone])
             self._after_removal(face_ids)
@@ -502,7 +484,7 @@ class FaceIndex:
     def search(self, xq, k: int) -> list[list[Match]]:
         """The ``k`` nearest stored faces of each query embedding, nearest first."""
         xq = ops.as_matrix(xq, self.dim)
-        D, I = ops.search(self._ensure_index(), xq, k)
+        D, I = self.vectors.search(xq, k)
         rows = self._face_rows(np.unique(I[I >= 0]).tolist())
         return [[Match(int(i), float(d), rows[i].path, rows[i].box, rows[i].label)
                  for d, i in zip(drow, irow) if i >= 0 and int(i) in rows]
@@ -511,13 +493,10 @@ class FaceIndex:
     def range_pairs(self, tau: float, k_cap: int = ops.RANGE_K_CAP) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All face-id pairs ``i < j`` within L2 distance ``tau``: ``(i, j, d)`` sorted by (i, j).
 
-        Exact up to AUTO_FLAT_MAX faces (or whenever the index is flat); beyond,
-        it uses the approximate index (see :func:`ops.range_pairs`).
+        Exact up to AUTO_FLAT_MAX faces (or whenever the FAISS index is flat); beyond,
+        the vector store's approximate search finds the candidates; ``d`` is always exact.
         """
-        ids, X, index = self._consistent_snapshot()
-        if ops.is_exact(index) or len(ids) > ops.AUTO_FLAT_MAX:
-            return ops.range_pairs(index, tau, xb=X, ids=ids, k_cap=k_cap)
-        return ops.range_pairs(X, tau, ids=ids)
+        return self.vectors.range_pairs(tau, k_cap)
 
     # -- runs and stats -------------------------------------------------------------------
 
@@ -541,14 +520,12 @@ class FaceIndex:
         by_status = {s: 0 for s in STATUSES} | dict(q("SELECT status, COUNT(*) FROM files GROUP BY status").fetchall())
         labelled = q("SELECT COUNT(*), COUNT(DISTINCT COALESCE(fa.label, fi.label)) FROM faces fa "
                      "JOIN files fi ON fi.id = fa.file_id WHERE COALESCE(fa.label, fi.label) IS NOT NULL").fetchone()
-        stamp = _read_json(self.folder / STAMP) or {}
-        index_type = ops.index_type_of(self._index) if self._index is not None else stamp.get("index_type")
+        vectors = self.vectors.describe()
         return {
             "files": sum(by_status.values()), "files_by_status": by_status, "faces": self.count(),
-            "labelled_faces": labelled[0], "labels": labelled[1], "index_type": index_type,
-            "index_type_requested": self._manifest.get("index_type"),
-            "faiss_cache_current": stamp.get("generation") == self._generation()
-                                   and stamp.get("uuid") == self._state("uuid"),
+            "labelled_faces": labelled[0], "labels": labelled[1], "index_type": vectors["index_type"],
+            "index_type_requested": self._manifest.get("index_type"), "vectors": vectors["backend"],
+            "faiss_cache_current": vectors["faiss_cache_current"],
             "bytes_on_disk": sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file()),
             "last_run": self._last_run(),
         }
@@ -556,148 +533,58 @@ class FaceIndex:
     # -- maintenance ----------------------------------------------------------------------
 
     def verify(self, fix: bool = False) -> dict:
-        """Check FAISS ids and vectors against SQLite, and stored files against the disk.
+        """Check the vector store's ids and vectors against SQLite, and stored files against the disk.
 
-        ``fix`` (writers) rebuilds and rewrites the FAISS cache when it is stale
+        ``fix`` (writers) rebuilds and rewrites the vector store when it is stale
         or inconsistent. Vanished files are only reported: :meth:`prune_missing`
         removes them.
         """
-        ids, X, index = self._consistent_snapshot()
-        report = self._check_faiss(index, ids, X)
+        if fix:
+            self._require_writer()
+        report = self.vectors.check(fix)
         report.update(self._check_files())
-        # Current = the file on disk was loaded (or written) at this generation, not just stamped.
-        report["faiss_cache_current"] = self._saved_generation == self._generation()
-        report["rebuilt_on_load"] = self.rebuilt_reason
-        report["fixed"] = False
-        if fix and (not report["faiss_ok"] or not report["faiss_cache_current"]):
-            self.rebuild_faiss()
-            report.update(self._check_faiss(self._index, ids, X), fixed=True, faiss_cache_current=True)
         report["ok"] = report["faiss_ok"] and not report["files_missing"] and not report["files_changed"]
         return report
 
-    def rebuild_faiss(self, index_type: str | None = None) -> dict:
-        """Rebuild the FAISS index from the SQLite embeddings and write it; optionally change its type."""
+    def rebuild_vectors(self, index_type: str | None = None) -> dict:
+        """Rebuild the vector store from the SQLite embeddings; optionally change the FAISS index type."""
         self._require_writer()
         if index_type is not None:
             if index_type != "auto":
                 ops.resolve_index_type(index_type, 0)
             self._manifest["index_type"] = index_type
             atomic_write_json(self.folder / MANIFEST, self._manifest)
-        t0 = time.perf_counter()
-        self._rebuild()
-        self._saved_generation = None  # force the write
-        self.flush()
-        return {"index_type": ops.index_type_of(self._index), "faces": int(self._index.ntotal),
-                "seconds": round(time.perf_counter() - t0, 3)}
+        return self.vectors.rebuild()
 
-    # -- internals: FAISS cache -----------------------------------------------------------
+    @property
+    def rebuilt_reason(self) -> str | None:
+        """Why the vector store was rebuilt (or bypassed) when opened, if it was."""
+        return self.vectors.rebuilt_reason
 
-    def _load_index(self) -> None:
-        """Load the index if not yet loaded; a stale one is fine (writes only mirror deltas into it)."""
-        if self._index is None:
-            self._load_or_rebuild()
+    # -- the vector store's view of the catalogue (facesearch.index.vectors.VectorSource) --
 
-    def _ensure_index(self) -> faiss.Index:
-        """The current in-memory FAISS index, loaded from the cache or rebuilt from SQLite."""
-        self._load_index()
-        if self._index_stale:
-            self._rebuild()
-        return self._index
+    def generation(self) -> int:
+        """The counter every transaction that changes faces bumps."""
+        return self._generation()
 
-    def _consistent_snapshot(self) -> tuple[np.ndarray, np.ndarray, faiss.Index]:
-        """``(ids, X, index)`` that agree, even for a reader while a writer commits."""
-        index = self._ensure_index()
+    def uuid(self) -> str:
+        """This index's identity: a re-created index gets a new one."""
+        return self._state("uuid") or ""
+
+    def embeddings_snapshot(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """``(generation, ids, X)`` read in one transaction, so they agree while a writer commits."""
         with self._snapshot():
             gen = self._generation()
             ids, X = self.all_embeddings()
-        if self._index_generation != gen:  # a writer committed since we loaded
-            self._index = ops.build_index(X, ids, self._manifest.get("index_type", "auto"))
-            self._index_generation, index = gen, self._index
-        return ids, X, index
+        return gen, ids, X
 
-    def _load_or_rebuild(self) -> None:
-        reason = self._cache_problem()
-        if reason is None:
-            self._saved_generation = self._index_generation = self._generation()
-            return
-        # Expected for readers while a writer is mid-run; worth a warning for a writer (a crash).
-        log.log(logging.INFO if self.readonly else logging.WARNING,
-                "FAISS cache of %s is %s; rebuilding it from SQLite", self.folder, reason)
-        self.rebuilt_reason = reason
-        self._rebuild()
-
-    def _cache_problem(self) -> str | None:
-        """Load faces.faiss into self._index if its stamp is current; else say what is wrong."""
-        stamp = _read_json(self.folder / STAMP)
-        if stamp is None or not (self.folder / FAISS_FILE).is_file():
-            return "missing"
-        if stamp.get("uuid") != self._state("uuid") or stamp.get("generation") != self._generation():
-            return "stale"
-        raw = np.fromfile(self.folder / FAISS_FILE, dtype=np.uint8)
-        if stamp.get("blake2b") != _digest(raw):
-            return "altered (its checksum does not match the stamp)"
-        try:
-            index = faiss.deserialize_index(raw)
-        except Exception as e:  # truncated or corrupt: faiss raises RuntimeError
-            return f"unreadable ({str(e).splitlines()[0][:80]})"
-        if index.d != self.dim or index.ntotal != self.count():
-            return "inconsistent"
-        self._index = index
-        return None
-
-    def _rebuild(self) -> None:
-        t0 = time.perf_counter()
-        with self._snapshot():
-            gen = self._generation()
-            ids, X = self.all_embeddings()
-        self._index = ops.build_index(X, ids, self._manifest.get("index_type", "auto"))
-        self._index_generation = gen
-        self._index_stale = False
-        log.debug("rebuilt FAISS from %d SQLite embeddings in %.3fs", len(ids), time.perf_counter() - t0)
-
-    def _maybe_switch_type(self) -> bool:
-        """Rebuild when the face count calls for another type, or IVF lists became too few."""
-        n = self._index.ntotal
-        want = ops.resolve_index_type(self._manifest.get("index_type", "auto"), n)
-        have = ops.index_type_of(self._index)
-        grown = have in ("ivf", "ivfpq") and ops.ivf_nlist(n) >= 2 * faiss.extract_index_ivf(self._index).nlist
-        if want == have and not grown:
-            return False
-        log.info("rebuilding FAISS index: %s -> %s for %d faces", have, want, n)
-        self._rebuild()
-        return True
-
-    def _apply_delta(self, removed, ids, X: np.ndarray | None) -> None:
-        """Mirror a committed transaction in the in-memory index (or mark it for rebuild)."""
-        self._index_generation = self._generation()
-        if self._index_stale:
-            return  # the rebuild will read everything from SQLite anyway
-        try:
-            if len(removed) and not ops.remove_ids(self._index, np.asarray(removed, np.int64)):
-                self._index_stale = True  # HNSW cannot delete: rebuild from SQLite when next read/flushed
-                return
-            if len(ids):
-                self._index.add_with_ids(ops.as_matrix(X, self.dim), np.asarray(ids, np.int64))
-        except Exception:  # SQLite is committed and authoritative; never fail the batch on the cache
-            log.exception("updating the in-memory FAISS index failed; it will be rebuilt")
-            self._index_stale = True
+    def index_type(self) -> str:
+        """The FAISS index type the manifest asks for (``auto`` by default)."""
+        return self._manifest.get("index_type", "auto")
 
     def _after_removal(self, face_ids: list[int]) -> None:
         if face_ids:
-            self._apply_delta(face_ids, [], None)
-
-    def _check_faiss(self, index: faiss.Index, ids: np.ndarray, X: np.ndarray) -> dict:
-        fids, FX = ops.index_vectors(index)
-        missing, extra = np.setdiff1d(ids, fids), np.setdiff1d(fids, ids)
-        exact_vectors = ops.index_type_of(index) != "ivfpq"  # PQ codes are lossy by design
-        mismatch = 0
-        if exact_vectors and not len(missing) and not len(extra) and len(ids):
-            order = np.argsort(fids)
-            mismatch = int((np.abs(FX[order] - X).max(axis=1) > 1e-6).sum())
-        return {"faces": int(len(ids)), "faiss_ntotal": int(index.ntotal), "faiss_missing": missing[:100].tolist(),
-                "faiss_extra": extra[:100].tolist(), "vectors_checked": exact_vectors,
-                "vector_mismatches": mismatch, "index_type": ops.index_type_of(index),
-                "faiss_ok": not len(missing) and not len(extra) and mismatch == 0}
+            self.vectors.apply(np.asarray(face_ids, np.int64), np.zeros(0, np.int64), None)
 
     def _check_files(self) -> dict:
         missing, changed = [], []
@@ -839,10 +726,6 @@ _TO_DB = {c: 0x10FF00 + (c - 0xDC00) for c in range(0xDC80, 0xDD00)}
 _FROM_DB = {v: k for k, v in _TO_DB.items()}
 
 
-def _digest(data: np.ndarray) -> str:
-    return hashlib.blake2b(memoryview(np.ascontiguousarray(data)), digest_size=16).hexdigest()
-
-
 def _to_db(path: str | os.PathLike) -> str:
     return os.fspath(path).translate(_TO_DB)
 
@@ -878,7 +761,7 @@ def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
 
 
 def _read_manifest(folder: Path) -> dict:
-    manifest = _read_json(folder / MANIFEST)
+    manifest = read_json_dict(folder / MANIFEST)
     if manifest is None or "model_id" not in manifest or "dim" not in manifest:
         raise FacesearchError(f"the index manifest {folder / MANIFEST} is unreadable",
                               hint=f"rebuild the index: facesearch index PATH --index {folder}")
@@ -893,14 +776,6 @@ def _check_model(manifest: dict, model_id: str | None, folder: Path) -> None:
         raise ModelMismatchError(
             f"index {folder} was built with model {manifest.get('model_id')}, not {model_id}",
             hint=f"use the weights it was built with, or re-embed: facesearch rebuild --weights ... --index {folder}")
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        obj = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _json(obj: Any) -> str:
