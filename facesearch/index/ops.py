@@ -444,20 +444,21 @@ def _range_search_blocks(index, xb, radius, block) -> tuple[np.ndarray, np.ndarr
     return np.concatenate(qs), np.concatenate(ns).astype(np.int64)
 
 
-def _knn_hits(index, xb, rows, k, r2, keep_full) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _knn_hits(knn, ntotal, xb, rows, k, r2, keep_full) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """k-NN of ``xb[rows]`` filtered to squared radius ``r2``: (query rows, neighbour ids, saturated rows).
 
-    A query is saturated when all k neighbours are in range: it may have more.
-    Its hits are dropped (it will be re-run) unless ``keep_full``.
+    ``knn(xq, k)`` returns squared distances and ids. A query is saturated when all
+    k neighbours are in range: it may have more. Its hits are dropped (it will be
+    re-run) unless ``keep_full``.
     """
-    D2, I = _knn_raw(index, xb[rows], k)
+    D2, I = knn(xb[rows], k)
     hit = (I >= 0) & (D2 <= r2)
-    full = hit[:, -1] if k < index.ntotal else np.zeros(len(rows), dtype=bool)
+    full = hit[:, -1] if k < ntotal else np.zeros(len(rows), dtype=bool)
     r, c = np.nonzero(hit if keep_full else hit & ~full[:, None])
     return rows[r], I[r, c], rows[full]
 
 
-def _knn_candidates(index, xb, radius, k_cap, block, exact_fallback) -> tuple[np.ndarray, np.ndarray]:
+def _knn_candidates(knn, ntotal, xb, radius, k_cap, block, exact_fallback) -> tuple[np.ndarray, np.ndarray]:
     """Candidates by k-NN + distance filter, growing k (x4) for saturated queries.
 
     Saturated queries go to ``exact_fallback`` (CPU range search) when given.
@@ -469,9 +470,9 @@ def _knn_candidates(index, xb, radius, k_cap, block, exact_fallback) -> tuple[np
     qs, ns = [], []
     pending, k = np.arange(len(xb), dtype=np.int64), k_cap
     while len(pending):
-        k = min(k, RANGE_K_MAX, index.ntotal)
-        last = k in (RANGE_K_MAX, index.ntotal) and exact_fallback is None
-        found = [_knn_hits(index, xb, pending[s : s + block], k, r2, last) for s in range(0, len(pending), block)]
+        k = min(k, RANGE_K_MAX, ntotal)
+        last = k in (RANGE_K_MAX, ntotal) and exact_fallback is None
+        found = [_knn_hits(knn, ntotal, xb, pending[s : s + block], k, r2, last) for s in range(0, len(pending), block)]
         qs += [f[0] for f in found]
         ns += [f[1] for f in found]
         pending = np.concatenate([f[2] for f in found])
@@ -546,10 +547,27 @@ def range_pairs(index_or_xb, tau: float, *, xb=None, ids=None, k_cap: int = RANG
     else:
         fallback = (lambda rows: _range_search_blocks_rows(index, xb, rows, radius, block)) if is_exact(index) else None
         with _range_search_params(searcher):
-            qpos, nid = _knn_candidates(searcher, xb, radius, k_cap, block, fallback)
+            knn = lambda xq, k: _knn_raw(searcher, xq, k)  # noqa: E731
+            qpos, nid = _knn_candidates(knn, searcher.ntotal, xb, radius, k_cap, block, fallback)
     out = _finish_pairs(xb, ids, qpos, nid, tau)
     log.debug("range_pairs over %d vectors: %d pairs in %.3fs", len(xb), len(out[0]), time.perf_counter() - t0)
     return out
+
+
+def range_pairs_knn(knn, xb, ids, tau: float, k_cap: int = RANGE_K_CAP,
+                    block: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`range_pairs` for a search engine that only answers k-NN queries (a vector database).
+
+    ``knn(xq, k)`` returns ``(D2, I)``: squared L2 distances ascending and stored ids
+    (-1 when missing) over the vectors ``xb`` with ids ``ids``. k grows for saturated
+    queries as in :func:`range_pairs`; distances are recomputed exactly from ``xb``.
+    """
+    xb = as_matrix(xb)
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    if len(xb) < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    qpos, nid = _knn_candidates(knn, len(xb), xb, tau + _RANGE_SLACK, k_cap, block, None)
+    return _finish_pairs(xb, ids, qpos, nid, tau)
 
 
 @contextmanager
