@@ -21,10 +21,11 @@ from typing import Callable, Iterator
 import numpy as np
 
 from facesearch.detect import create_detector
-from facesearch.errors import BadImageError
+from facesearch.errors import BadImageError, FacesearchError
 from facesearch.faces import extract_faces
 from facesearch.imageio import content_hash, dhash, load_array, scan_images, stat_file
 from facesearch.index.store import FaceIndex
+from facesearch.index.vectors import DEFAULT_BACKEND
 from facesearch.models.weights_meta import read_meta, resolve_weights
 from facesearch.paths import canonical, printable
 
@@ -46,6 +47,7 @@ class IndexOptions:
     prune: bool = False
     workers: int | None = None
     index_type: str = "auto"
+    backend: str | None = None  # vector store of a new index (facesearch.index.vectors); None: faiss
 
 
 @dataclass
@@ -124,10 +126,22 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
 
 def _open_or_create(opts: IndexOptions, meta: dict) -> FaceIndex:
     if FaceIndex.exists(opts.index):
-        return FaceIndex.open(opts.index, model_id=meta["model_id"])
+        store = FaceIndex.open(opts.index, model_id=meta["model_id"])
+        _check_same_backend(store, opts.backend)
+        return store
     config = meta["config"]
     return FaceIndex.create(opts.index, model_id=meta["model_id"], model_config=config,
-                            dim=config["embedding_dim"], index_type=opts.index_type)
+                            dim=config["embedding_dim"], index_type=opts.index_type,
+                            vectors=opts.backend or DEFAULT_BACKEND)
+
+
+def _check_same_backend(store: FaceIndex, backend: str | None) -> None:
+    """A backend is chosen when an index is created; asking for another one later is a mistake."""
+    have = store.manifest.get("vectors", DEFAULT_BACKEND)
+    if backend is not None and backend != have:
+        store.close()
+        raise FacesearchError(f"the index at {store.folder} keeps its vectors in {have}, not {backend}",
+                              hint="--backend applies when an index is created; index into a new folder to switch")
 
 
 def _engine(opts: IndexOptions, weights: Path):

@@ -9,7 +9,7 @@ import typer
 from rich.text import Text
 
 from facesearch.cli import output as out
-from facesearch.cli.main import (DETECTOR, DEVICE, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app, check_index_type,
+from facesearch.cli.main import (DETECTOR, DEVICE, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app, check_backend, check_index_type,
                                  check_keep, check_policy, check_scope, check_tau)
 from facesearch.cli.output import handle_errors
 from facesearch.errors import FacesearchError
@@ -30,6 +30,9 @@ def index_cmd(
     workers: Optional[int] = typer.Option(None, help="Detection worker processes (0: in-process). [default: one per core]"),
     index_type: str = typer.Option("auto", "--index-type", callback=check_index_type,
                                    help=" | ".join(INDEX_TYPES) + "."),
+    backend: Optional[str] = typer.Option(None, "--backend", callback=check_backend,
+                                          help="Vector store of a new index: faiss | milvus:// (embedded Milvus Lite in "
+                                               "the index) | milvus://PATH.db | milvus://HOST:PORT. [default: faiss]"),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a report: sample photos with faces boxed, bad files."),
     json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
@@ -39,7 +42,7 @@ def index_cmd(
     opts = IndexOptions(paths=[str(p) for p in paths], index=resolve_index(index), weights=weights,
                         detector=detector, min_face=min_face, policy=policy, batch_size=batch_size,
                         device=device, label_from_folder=label_from_folder, prune=prune, workers=workers,
-                        index_type=index_type)
+                        index_type=index_type, backend=backend)
     with out.progress(quiet or json_out) as bar:
         task = bar.add_task("indexing", total=None, status="")
 

@@ -53,6 +53,17 @@ check_policy, check_scope, check_keep, check_loss = (one_of(c) for c in (POLICIE
 check_detector, check_index_type = one_of(DETECTORS), one_of(INDEX_TYPES)
 
 
+def check_backend(value: str | None) -> str | None:
+    """``--backend``: faiss or a milvus:// URI (facesearch.index.vectors)."""
+    from facesearch.errors import FacesearchError
+    from facesearch.index.vectors import check_backend as check
+
+    try:
+        return None if value is None else check(value)
+    except FacesearchError as e:
+        raise typer.BadParameter(f"{e.message} ({e.hint}).") from None
+
+
 def check_device(value: str | None) -> str | None:
     if value is None or _DEVICE.fullmatch(value):
         return value

@@ -1,0 +1,165 @@
+"""The vector-store seam: FAISS and Milvus (embedded Milvus Lite) against numpy's exact answers.
+
+SQLite holds the truth; each backend must answer k-NN and range queries as an
+exact search over the catalogue's vectors would, stay in step through adds and
+removals, and never answer from a stale copy.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from facesearch.cli.main import app
+from facesearch.errors import FacesearchError
+from facesearch.index import ops
+from facesearch.index.store import FaceIndex, FileUpdate
+from facesearch.index.vectors import check_backend
+
+pytest.importorskip("pymilvus")  # a third-party package: .ci/run installs it with the test extras
+
+DIM = 16
+BACKENDS = ["faiss", "milvus://"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def unit(n: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def clustered(n: int, seed: int) -> np.ndarray:
+    """Near-duplicate pairs among random faces, so range queries have answers."""
+    x = unit(n, seed)
+    x[1::2] = x[0::2] + 0.05 * unit(n // 2, seed + 1)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def updates(x: np.ndarray, start: int = 0) -> list[FileUpdate]:
+    return [FileUpdate(f"/photos/p{start + k:04d}.jpg", 1, 1, faces=[{"box": (0.0, 0.0, 9.0, 9.0)}],
+                       embeddings=x[k:k + 1]) for k in range(len(x))]
+
+
+def build(tmp_path: Path, backend: str, x: np.ndarray) -> Path:
+    with FaceIndex.create(tmp_path / backend.strip(":/"), "m", {}, DIM, vectors=backend) as store:
+        store.write_batch(updates(x))
+    return tmp_path / backend.strip(":/")
+
+
+def assert_exact(store: FaceIndex, xq: np.ndarray, k: int) -> None:
+    """k-NN and range pairs equal numpy's exact search over what SQLite holds."""
+    ids, X = store.all_embeddings()
+    matches = store.search(xq, k)
+    D, I = ops.exact_knn(xq, X, k)
+    for row, drow, irow in zip(matches, D, I):
+        assert [m.face_id for m in row] == ids[irow].tolist()
+        assert np.allclose([m.distance for m in row], drow, atol=1e-3)  # sqrt of float32 rounding near 0
+    i, j, d = store.range_pairs(0.3)
+    pi, pj, pd = ops.exact_pairs(X, 0.3)
+    assert np.array_equal(i, ids[pi]) and np.array_equal(j, ids[pj]) and np.allclose(d, pd, atol=1e-5)
+    assert len(i) >= len(ids) // 3  # the planted near-duplicate pairs are there to be found
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_search_and_range_match_exact_search_through_adds_and_removals(tmp_path, backend):
+    x = clustered(120, seed=0)
+    idx = build(tmp_path, backend, x[:100])
+    with FaceIndex.open(idx) as store:
+        assert_exact(store, x[100:], 10)
+        store.write_batch(updates(x[100:], start=100))  # adds
+        store.remove_paths([f"/photos/p{k:04d}.jpg" for k in range(0, 20)])  # removals
+        assert_exact(store, x[:30], 10)
+        assert store.verify()["faiss_ok"]
+    with FaceIndex.open(idx, readonly=True) as store:  # what was persisted answers the same
+        assert_exact(store, x[:30], 10)
+        assert store.rebuilt_reason is None and store.stats()["vectors"] == backend
+
+
+def test_a_stale_milvus_copy_is_never_searched(tmp_path):
+    x = clustered(60, seed=1)
+    idx = build(tmp_path, "milvus://", x[:40])
+    stamp = json.loads((idx / "milvus.json").read_text())
+    with FaceIndex.open(idx) as store:
+        store.write_batch(updates(x[40:], start=40))
+    # As if the writer died between its SQLite commit and the Milvus mirror:
+    (idx / "milvus.json").write_text(json.dumps(stamp))
+    with FaceIndex.open(idx, readonly=True) as store:
+        assert_exact(store, x[40:], 5)  # the new faces are found: answers come from SQLite's vectors
+        assert store.rebuilt_reason == "stale"
+        assert not store.verify()["faiss_cache_current"]
+    with FaceIndex.open(idx) as store:  # a writer reloads the collection when it opens it
+        report = store.verify()
+        assert report["faiss_ok"] and report["faiss_cache_current"] and store.rebuilt_reason == "stale"
+    with FaceIndex.open(idx, readonly=True) as store:
+        assert_exact(store, x[40:], 5)
+        assert store.rebuilt_reason is None
+
+
+def test_reader_searches_while_another_process_holds_milvus_lite(tmp_path):
+    """Milvus Lite admits one process: a query during an index run answers from SQLite, not an error."""
+    x = clustered(40, seed=2)
+    idx = build(tmp_path, "milvus://", x)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from facesearch.index.store import FaceIndex
+        store = FaceIndex.open({str(idx)!r})
+        store.vectors.load()
+        print("ready", flush=True)
+        sys.stdin.readline()
+        store.close()
+    """)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with FaceIndex.open(idx, readonly=True) as store:
+            assert_exact(store, x[:10], 5)
+            assert store.rebuilt_reason.startswith("unavailable")
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert holder.returncode == 0
+
+
+def test_backend_names_are_checked():
+    assert check_backend(None) == "faiss" and check_backend("milvus://host:19530") == "milvus://host:19530"
+    with pytest.raises(FacesearchError, match="unknown vector backend"):
+        check_backend("qdrant://x")
+
+
+def test_cli_index_query_dedupe_people_agree_across_backends(collection, tmp_path):
+    runner = CliRunner()
+    src = sorted((collection / "person_01").iterdir())[0]
+    (collection / "copy.png").write_bytes(src.read_bytes())
+    probe = sorted((collection / "person_02").iterdir())[0]
+    answers = {}
+    for backend in BACKENDS:
+        idx = tmp_path / backend.strip(":/")
+        r = runner.invoke(app, ["index", str(collection), "--index", str(idx), "--detector", "none", "--workers", "0",
+                                "--label-from-folder", "--backend", backend, "--json"])
+        assert r.exit_code == 0, r.output
+        answers[backend] = [json.loads(runner.invoke(app, [*cmd, "--index", str(idx), "--json"]).stdout)
+                            for cmd in (["query", str(probe), "--detector", "none", "--top", "5"],
+                                        ["dedupe", "--tau", "0.05"], ["people"])]
+    q_faiss, q_milvus = (a[0]["faces"][0] for a in answers.values())
+    assert q_milvus["identity"] == q_faiss["identity"] == "person_02"
+    assert [m["path"] for m in q_milvus["matches"]] == [m["path"] for m in q_faiss["matches"]]
+    groups = [[sorted(m["path"] for m in g["members"]) for g in a[1]["groups"]] for a in answers.values()]
+    assert groups[0] == groups[1] and sorted([str(src), str(collection / "copy.png")]) in groups[1]
+    people = [sorted(sorted(f["path"] for f in p["faces"]) for p in a[2]["people"]) for a in answers.values()]
+    assert people[0] == people[1]
+
+
+def test_cli_backend_errors(tmp_path, collection):
+    runner = CliRunner()
+    r = runner.invoke(app, ["index", str(collection), "--index", str(tmp_path / "i"), "--backend", "qdrant://x"])
+    assert r.exit_code == 2 and "unknown vector backend" in r.output
+    args = ["index", str(collection / "person_00"), "--index", str(tmp_path / "j"), "--detector", "none",
+            "--workers", "0", "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    r = runner.invoke(app, [*args, "--backend", "milvus://"])
+    assert r.exit_code == 1 and "keeps its vectors in faiss" in r.output
