@@ -103,26 +103,35 @@ def test_a_stale_milvus_copy_is_never_searched(tmp_path):
 
 
 def test_reader_searches_while_another_process_holds_milvus_lite(tmp_path):
-    """Milvus Lite admits one process: a query during an index run answers from SQLite, not an error."""
+    """Milvus Lite admits one process: others answer from SQLite's vectors, and a writer still commits."""
     x = clustered(40, seed=2)
     idx = build(tmp_path, "milvus://", x)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         from facesearch.index.store import FaceIndex
-        store = FaceIndex.open({str(idx)!r})
+        store = FaceIndex.open({str(idx)!r}, readonly=True)  # e.g. a `serve` request in flight
         store.vectors.load()
         print("ready", flush=True)
         sys.stdin.readline()
         store.close()
     """)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    more = clustered(20, seed=3)
     try:
         assert holder.stdout.readline().strip() == "ready"
         with FaceIndex.open(idx, readonly=True) as store:
             assert_exact(store, x[:10], 5)
             assert store.rebuilt_reason.startswith("unavailable")
+        with FaceIndex.open(idx) as store:  # a writer cannot mirror into it either: it still writes SQLite
+            store.write_batch(updates(more, start=100))
+            assert_exact(store, more, 5)
     finally:
         holder.communicate("\n", timeout=60)
     assert holder.returncode == 0
+    with FaceIndex.open(idx, readonly=True) as store:  # the copy missed that commit: never searched
+        assert_exact(store, more, 5)
+        assert store.rebuilt_reason == "stale"
+    with FaceIndex.open(idx) as store:
+        assert store.verify()["faiss_ok"] and store.rebuilt_reason == "stale"  # reloaded on open
 
 
 def test_backend_names_are_checked():

@@ -108,7 +108,9 @@ class MilvusVectors:
     def apply(self, removed, ids, X: np.ndarray | None) -> None:
         """Mirror one commit: delete, insert, then stamp the generation (a failure leaves it behind)."""
         if self._fallback is not None or self._client is None or self._stale:
-            self._stale = True
+            if self._fallback is not None:  # this process keeps searching what it wrote
+                self._fallback.apply(removed, ids, X)
+            self._stale = True  # the stamp stays behind: the next writer to open it reloads
             return
         try:
             if len(removed):
@@ -185,6 +187,8 @@ class MilvusVectors:
         except ImportError as e:
             raise FacesearchError("this index keeps its vectors in Milvus, but pymilvus is not installed",
                                   hint="pip install 'facesearch[milvus]'") from e
+        # Milvus Lite logs a full traceback when another process holds its file; we say it in one line.
+        logging.getLogger("milvus_lite.server_manager").setLevel(logging.CRITICAL)
         try:
             self._client = MilvusClient(uri=self.uri, token=os.environ.get("MILVUS_TOKEN", ""))
             return None
