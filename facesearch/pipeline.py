@@ -102,7 +102,7 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     notify = on_progress or (lambda event, data: None)
     # Options first, in this process: a bad name inside a pool initializer respawns workers forever.
     create_detector(opts.detector, policy=opts.policy)
-    _check_engine(opts.engine)
+    _check_engine(opts.engine, opts.address)
     # Once: an existing index names its own model; the engine and the workers' chips follow it.
     weights = resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index))
     meta = read_meta(weights)
@@ -127,9 +127,11 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     return summary
 
 
-def _check_engine(name: str) -> None:
+def _check_engine(name: str, address: str | None) -> None:
     if name not in ENGINES:
         raise FacesearchError(f"unknown engine {name!r}", hint=f"use one of {', '.join(ENGINES)}")
+    if address is not None and name != "ray":
+        raise FacesearchError("--address names a Ray cluster, for the ray engine only", hint="add --engine ray")
     if name == "ray":
         from facesearch.ray_engine import require_ray
 

@@ -112,9 +112,10 @@ def ray_runtime(address: str | None, workers: int | None = None) -> Iterator[Non
     if address:
         ray.init(address=address, **quiet)
     else:
-        # At least 2: the embedding actor holds one CPU, and detection needs another to run at all.
-        cpus = max(2, workers if workers and workers > 0 else (os.cpu_count() or 1))
-        ray.init(num_cpus=cpus, include_dashboard=False, **quiet)
+        # One logical CPU more than detection workers, for the embedding actor: the local engine too
+        # embeds in its main process beside one detection worker per core (measured in docs/scaling.md).
+        detectors = workers if workers and workers > 0 else (os.cpu_count() or 1)
+        ray.init(num_cpus=detectors + 1, include_dashboard=False, **quiet)
     try:
         yield
     finally:
@@ -137,7 +138,9 @@ def _results_stream(todo: list[_Work], weights: Path, opts: IndexOptions, model_
                         batch_format="pyarrow", batch_size=DETECT_BATCH, num_cpus=1,
                         compute=ray.data.TaskPoolStrategy(size=tasks))
     # An actor pool: each actor loads the model once; with GPUs, one actor per GPU.
-    ds = ds.map_batches(_Embedder, fn_constructor_args=(str(weights), model_id, opts.device, opts.batch_size),
+    # Ray gives each GPU actor one GPU of its own (CUDA_VISIBLE_DEVICES): "cuda:1" would not exist there.
+    device = "cuda" if gpus else opts.device
+    ds = ds.map_batches(_Embedder, fn_constructor_args=(str(weights), model_id, device, opts.batch_size),
                         batch_format="pyarrow", batch_size=EMBED_BATCH, num_cpus=1, num_gpus=1 if gpus else 0,
                         compute=ray.data.ActorPoolStrategy(size=actors))
     return ds.iter_batches(batch_format="pyarrow", batch_size=None)
@@ -147,9 +150,13 @@ def _gpus_to_use(device: str) -> int:
     """The GPUs in the cluster when the device allows one (auto, cuda), else 0."""
     import ray
 
-    if device not in ("auto",) and not device.startswith("cuda"):
+    if device != "auto" and not device.startswith("cuda"):
         return 0
-    return int(ray.cluster_resources().get("GPU", 0))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if device.startswith("cuda") and not gpus:
+        raise FacesearchError(f"--device {device} was asked for, but the Ray cluster has no GPU",
+                              hint="use --device auto or cpu, or join a cluster with GPUs (--address)")
+    return gpus
 
 
 def _detect_stage(table, init_args: tuple):
