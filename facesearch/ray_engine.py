@@ -65,7 +65,9 @@ def run_ray(store, weights: Path, todo: list[_Work], opts: IndexOptions, summary
             for seq, table in enumerate(_results_stream(todo, weights, opts, model_id)):
                 commit.add(_shard_results(table, folder / f"{seq:06d}.parquet"))
     commit.flush()
-    for d in (*stale, folder):  # every file in them is committed now
+    # Every file of this run's shards is committed now, and so is every file of the stale ones this
+    # run was asked for; a stale shard's other files are recomputed if they are ever asked for again.
+    for d in (*stale, folder):
         shutil.rmtree(d, ignore_errors=True)
     if root.is_dir() and not any(root.iterdir()):
         root.rmdir()
@@ -98,8 +100,9 @@ class _Committer:
 
 @contextmanager
 def ray_runtime(address: str | None, workers: int | None = None) -> Iterator[None]:
-    """Join the cluster at ``address``, or start a Ray runtime on this machine with ``workers`` CPUs
-    (default: all); shut down on exit. A runtime the caller already started is used and left running."""
+    """Join the cluster at ``address``, or start a Ray runtime on this machine with ``workers`` CPUs for
+    detection (default: one per core) and one for embedding; shut down on exit. A runtime the caller
+    already started is used and left running."""
     import ray
 
     # Ray Data logs every execution at INFO on stderr; our caller reports progress itself.
