@@ -37,9 +37,10 @@ def photos(tmp_path_factory) -> Path:
     return root
 
 
-def run(photos, index, engine, **kw):
+def run(photos, index, engine, on_progress=None, **kw):
     kw.setdefault("detector", "auto")
-    return index_collection(IndexOptions(paths=[str(photos)], index=Path(index), engine=engine, workers=2, **kw))
+    opts = IndexOptions(paths=[str(photos)], index=Path(index), engine=engine, workers=2, **kw)
+    return index_collection(opts, on_progress)
 
 
 def snapshot(index: Path) -> dict:
@@ -69,7 +70,9 @@ def both(photos, tmp_path_factory):
     """The collection indexed by each engine: (local index, local summary, ray index, ray summary)."""
     root = tmp_path_factory.mktemp("idx")
     local = run(photos, root / "local", "local")
-    remote = run(photos, root / "ray", "ray")
+    events: list[tuple[str, dict]] = []
+    remote = run(photos, root / "ray", "ray", on_progress=lambda event, data: events.append((event, data)))
+    remote.events = events
     return root / "local", local, root / "ray", remote
 
 
@@ -86,6 +89,13 @@ def test_a_corrupt_file_is_reported_bad_and_the_rest_indexed(both):
     assert [Path(b["path"]).name for b in remote.bad_files] == ["corrupt.jpg"]
     assert remote.bad == 1 and remote.new == 10
     assert not (ray_idx / ray_engine.SHARDS).exists()  # committed runs leave no shards
+
+
+def test_progress_events_as_the_local_engine_sends(both):
+    *_, remote = both
+    assert remote.events[0] == ("start", {"total": 10, "todo": 10, "unchanged": 0})
+    done = [data["done"] for event, data in remote.events if event == "file"]
+    assert done == list(range(1, 11)) and remote.events[-1][1]["faces"] == remote.faces
 
 
 def test_second_run_does_nothing(both, photos, monkeypatch):
