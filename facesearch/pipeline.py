@@ -31,6 +31,7 @@ from facesearch.paths import canonical, printable
 
 log = logging.getLogger(__name__)
 WRITE_EVERY = 64  # files per SQLite transaction
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -48,6 +49,8 @@ class IndexOptions:
     workers: int | None = None
     index_type: str = "auto"
     backend: str | None = None  # vector store of a new index (facesearch.index.vectors); None: faiss
+    engine: str = "local"  # local: a process pool here | ray: Ray Data stages (facesearch.ray_engine)
+    address: str | None = None  # ray: the cluster to join (auto, ray://host:10001); None starts one here
 
 
 @dataclass
@@ -89,6 +92,7 @@ class _Result:
     dhash: int | None = None  # the whole photo's difference hash
     faces: list = field(default_factory=list)  # list[Face]
     chips: list = field(default_factory=list)  # list[np.ndarray]
+    embeddings: np.ndarray | None = None  # (len(faces), dim) once embedded
 
 
 ProgressFn = Callable[[str, dict], None]
@@ -100,6 +104,7 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     notify = on_progress or (lambda event, data: None)
     # Options first, in this process: a bad name inside a pool initializer respawns workers forever.
     create_detector(opts.detector, policy=opts.policy)
+    _check_engine(opts.engine, opts.address)
     # Once: an existing index names its own model; the engine and the workers' chips follow it.
     weights = resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index))
     meta = read_meta(weights)
@@ -115,13 +120,35 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
         todo = _plan(store, files, opts, summary)
         notify("start", {"total": len(files), "todo": len(todo), "unchanged": summary.unchanged})
         if todo:  # torch and the model load only when there is something to embed
-            _run(store, _engine(opts, weights), todo, opts, summary, notify)
+            _index_todo(store, weights, todo, opts, summary, notify, run_id)
         if opts.prune:
             summary.pruned = len(store.prune_missing())
         summary.seconds = round(time.perf_counter() - t0, 3)
         summary.files_per_s = round(summary.scanned / summary.seconds, 2) if summary.seconds else 0.0
         store.end_run(run_id, summary.to_dict())
     return summary
+
+
+def _check_engine(name: str, address: str | None) -> None:
+    if name not in ENGINES:
+        raise FacesearchError(f"unknown engine {name!r}", hint=f"use one of {', '.join(ENGINES)}")
+    if address is not None and name != "ray":
+        raise FacesearchError("--address names a Ray cluster, for the ray engine only", hint="add --engine ray")
+    if name == "ray":
+        from facesearch.ray_engine import require_ray
+
+        require_ray()
+
+
+def _index_todo(store, weights: Path, todo: list[_Work], opts: IndexOptions, summary: IndexSummary,
+                notify: ProgressFn, run_id: int) -> None:
+    """Detect, embed and record ``todo`` with the engine ``opts.engine`` names."""
+    if opts.engine == "ray":
+        from facesearch.ray_engine import run_ray  # imported here: Ray is an optional extra
+
+        run_ray(store, weights, todo, opts, summary, notify, run_id)
+    else:
+        _run(store, _engine(opts, weights), todo, opts, summary, notify)
 
 
 def _open_or_create(opts: IndexOptions, meta: dict) -> FaceIndex:
@@ -200,23 +227,37 @@ def _run(store, engine, todo, opts, summary, notify) -> None:
 
 def _write(store: FaceIndex, engine, results: list[_Result], summary: IndexSummary) -> None:
     """Embed a batch of files' chips and commit them in one transaction."""
-    if not results:
-        return
+    results = _drop_failed(results, summary)
+    chips = [c for r in results for c in r.chips]
+    emb = engine.embed(chips) if chips else np.zeros((0, engine.config.embedding_dim), np.float32)
+    at = 0
+    for r in results:
+        r.embeddings, at = emb[at : at + len(r.chips)], at + len(r.chips)
+    commit_results(store, results, summary)
+
+
+def _drop_failed(results: list[_Result], summary: IndexSummary) -> list[_Result]:
+    """The results to record; the failed ones go into the summary only (retried next run)."""
     for r in (r for r in results if r.failed):
         summary.failed += 1
         summary.failed_files.append({"path": r.work.path, "error": r.failed})
-    results = [r for r in results if not r.failed]
+    return [r for r in results if not r.failed]
+
+
+def commit_results(store: FaceIndex, results: list[_Result], summary: IndexSummary) -> None:
+    """Record embedded results (none failed) in one transaction and count them in the summary.
+
+    Both engines end here, so what a file's outcome does to the index and the summary is the same.
+    """
     if not results:
         return
-    chips = [c for r in results for c in r.chips]
-    emb = engine.embed(chips) if chips else np.zeros((0, engine.config.embedding_dim), np.float32)
-    items, at = [], 0
+    items = []
     for r in results:
-        w, n = r.work, len(r.chips)
+        w, n = r.work, len(r.faces)
         status = "bad" if r.error else ("ok" if n else "noface")
+        emb = r.embeddings if n else np.zeros((0, store.dim), np.float32)
         items.append(dict(path=w.path, size=w.size, mtime_ns=w.mtime_ns, hash=w.hash, status=status,
-                          error=r.error, faces=r.faces, embeddings=emb[at : at + n], label=w.label, dhash=r.dhash))
-        at += n
+                          error=r.error, faces=r.faces, embeddings=emb, label=w.label, dhash=r.dhash))
         if r.error:
             summary.bad += 1
             summary.bad_files.append({"path": w.path, "error": r.error})
@@ -230,14 +271,24 @@ def _write(store: FaceIndex, engine, results: list[_Result], summary: IndexSumma
 
 _DETECTOR = None
 _ALIGN = None
+_WORKER_ARGS: tuple | None = None  # what _init_worker last set this process up with
 
 
 def _init_worker(detector: str, min_face: int | None, policy: str, align: str) -> None:
-    global _DETECTOR, _ALIGN
+    global _DETECTOR, _ALIGN, _WORKER_ARGS
     # One thread per worker: the workers themselves are the parallelism.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _DETECTOR = create_detector(detector, min_face=min_face, policy=policy)
     _ALIGN = align
+    _WORKER_ARGS = (detector, min_face, policy, align)
+
+
+def detect_batch(todo: list[_Work], init_args: tuple) -> list[_Result]:
+    """Load, detect and align ``todo`` in this process, set up once per process for ``init_args``
+    (``(detector, min_face, policy, align)``): Ray reuses its worker processes across tasks."""
+    if _WORKER_ARGS != tuple(init_args):
+        _init_worker(*init_args)
+    return [_detect_one(w) for w in todo]
 
 
 def _init_pool_worker(*args) -> None:

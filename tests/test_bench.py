@@ -176,3 +176,18 @@ def test_sizes_option(common):
 def test_face_embeddings_has_exactly_n_rows(common, seed):
     faces = common.face_embeddings(997, per_identity=8, seed=seed)
     assert faces.x.shape == (997, 128) and faces.identity.shape == (997,)
+
+
+@pytest.mark.slow
+def test_scale_bench_engines_agree_on_synthetic_photos(tmp_path):
+    """bench/scale.py's engine comparison, on a few synthetic photos (its own Ray runtime: slow)."""
+    pytest.importorskip("ray")
+    from facesearch.synthetic import make_identity_folder
+
+    photos = sorted(make_identity_folder(tmp_path / "photos", n_people=2, per_person=3, seed=4).rglob("*.png"))
+    res = load("scale").bench_engines(photos, tmp_path / "work", workers=1)
+    assert res["photos"] == 6 and res["runs"]["ray"]["faces"] == res["runs"]["local"]["faces"] > 0
+    same = res["same_results"]
+    assert same["same_files"] and same["same_statuses"] and same["same_face_counts"]
+    assert same["min_cosine"] >= 0.9999 and same["max_box_diff_px"] < 1e-3
+    assert res["ray_over_local_seconds"] > 0

@@ -183,14 +183,23 @@ def test_cli_value_lists_match_the_library():
     from facesearch.cli import main
     from facesearch.index import ops
 
-    from facesearch import dedupe, losses
+    from facesearch import dedupe, losses, pipeline
 
     assert main.DETECTORS == detect.DETECTORS and main.POLICIES == detect.POLICIES
     assert main.KEEP_RULES == dedupe.KEEP_RULES and main.LOSSES == losses.LOSSES
     assert main.INDEX_TYPES == ("auto", *ops.INDEX_TYPES)
+    assert main.ENGINES == pipeline.ENGINES
     for dev in ("cpu", "cuda", "cuda:1", "mps"):  # what select_device hands to torch.device
         torch.device(dev)
 
+
+
+def test_engine_ray_without_ray_is_a_one_line_usage_error(runner, collection, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray.data", None)  # what `import ray.data` meets without the extra
+    r = invoke(runner, "index", collection, "--index", tmp_path / "idx", "--engine", "ray")
+    assert r.exit_code == 2
+    assert "error: the ray engine needs Ray Data" in r.stderr and "hint: pip install 'facesearch[ray]'" in r.stderr
+    assert "Traceback" not in r.output and not (tmp_path / "idx").exists()
 
 USAGE_ERRORS_SCRIPT = """
 import json, sys

@@ -194,6 +194,16 @@ def test_unknown_detector_stops_before_any_worker_or_index(tmp_path, collection)
     assert not (tmp_path / "idx").exists()
 
 
+@pytest.mark.parametrize("engine, address, message", [("spark", None, "unknown engine 'spark'"),
+                                                      ("local", "auto", "for the ray engine only")])
+def test_engine_options_are_checked_before_any_index(tmp_path, collection, engine, address, message):
+    from facesearch.errors import FacesearchError
+
+    with pytest.raises(FacesearchError, match=message):
+        index_collection(IndexOptions(paths=[collection], index=tmp_path / "idx", engine=engine, address=address))
+    assert not (tmp_path / "idx").exists()
+
+
 def test_rebuild_refuses_concurrent_writes_instead_of_losing_them(collection, tmp_path, monkeypatch):
     from facesearch.errors import FacesearchError
     from facesearch.models import create_embedder, save_weights

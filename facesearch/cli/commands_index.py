@@ -9,8 +9,9 @@ import typer
 from rich.text import Text
 
 from facesearch.cli import output as out
-from facesearch.cli.main import (DETECTOR, DEVICE, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app, check_backend, check_index_type,
-                                 check_keep, check_policy, check_scope, check_tau)
+from facesearch.cli.main import (DETECTOR, DEVICE, ENGINES, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app,
+                                 check_backend, check_engine, check_index_type, check_keep, check_policy,
+                                 check_scope, check_tau)
 from facesearch.cli.output import handle_errors
 from facesearch.errors import FacesearchError
 from facesearch.paths import resolve_index
@@ -34,15 +35,21 @@ def index_cmd(
                                           help="Vector store of a new index: faiss | milvus:// (embedded Milvus Lite in "
                                                "the index) | milvus://PATH.db | milvus://HOST:PORT. [default: faiss]"),
     html: Optional[Path] = typer.Option(None, "--html", help="Write a report: sample photos with faces boxed, bad files."),
+    engine: str = typer.Option("local", "--engine", callback=check_engine,
+                               help=" | ".join(ENGINES) + ": this machine's process pool, or Ray Data stages."),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="Ray cluster to join (auto, ray://HOST:10001). [default: start one here]"),
     json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Find, align and embed every face under PATHS into an index (incremental)."""
     from facesearch.pipeline import IndexOptions, index_collection
 
+    if engine == "ray":
+        _require_ray()
     opts = IndexOptions(paths=[str(p) for p in paths], index=resolve_index(index), weights=weights,
                         detector=detector, min_face=min_face, policy=policy, batch_size=batch_size,
                         device=device, label_from_folder=label_from_folder, prune=prune, workers=workers,
-                        index_type=index_type, backend=backend)
+                        index_type=index_type, backend=backend, engine=engine, address=address)
     with out.progress(quiet or json_out) as bar:
         task = bar.add_task("indexing", total=None, status="")
 
@@ -75,6 +82,16 @@ def index_cmd(
     if summary["failed"]:  # not the files' fault: say so with the exit code too
         out.fail(f"{summary['failed']} files failed for a reason other than the file itself",
                  "they were not recorded and are retried by the next `facesearch index`; FACESEARCH_DEBUG=1 shows why")
+
+
+def _require_ray() -> None:
+    """A missing optional extra is a usage error (exit 2), like an unknown option value."""
+    from facesearch.ray_engine import require_ray
+
+    try:
+        require_ray()
+    except FacesearchError as e:
+        out.fail(e.message, e.hint, code=out.EXIT_USAGE)
 
 
 @app.command("query")

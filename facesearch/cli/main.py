@@ -51,6 +51,9 @@ KEEP_RULES = ("largest", "sharpest", "oldest")
 LOSSES = ("contrastive", "triplet", "bce")
 check_policy, check_scope, check_keep, check_loss = (one_of(c) for c in (POLICIES, SCOPES, KEEP_RULES, LOSSES))
 check_detector, check_index_type = one_of(DETECTORS), one_of(INDEX_TYPES)
+# Mirrors facesearch.pipeline.ENGINES.
+ENGINES = ("local", "ray")
+check_engine = one_of(ENGINES)
 
 
 def check_backend(value: str | None) -> str | None:
