@@ -14,8 +14,15 @@
     python bench/scale.py --photos 300
     python bench/scale.py --quick        # 40 photos
 
-Prints a table and writes the key ``engines`` of ``bench/results/scale.json``
-(other keys of that file are kept).
+* ``backends``: the FAISS vector store vs Milvus (embedded Milvus Lite) through
+  facesearch's own seam, on synthetic face-like vectors at ``--sizes`` (default
+  100k and 1M): insert, recall@10, query p50, dedupe time (bench/_scale_vectors.py).
+
+    python bench/scale.py --skip-engines --sizes 100k,1M   # the backends only
+    python bench/scale.py --skip-backends                  # the engines only
+
+Prints tables and writes the keys ``engines`` and ``backends`` of
+``bench/results/scale.json`` (a part not run keeps its previous result).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
+from _scale_vectors import bench_backends, print_backends  # noqa: E402
 from embed import out_path  # noqa: E402
 
 DEV = C.REPO.parent / "shared" / "data" / "dev"
@@ -43,19 +51,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = _read_json(args.out)
     results.update({"benchmark": "scale", "machine": C.machine()})
-    photos = dev_photos(args.photos)
-    if not photos:
-        results["engines"] = {"skipped": f"shared face data not found at {DEV}"}
-        print(results["engines"]["skipped"])
-    else:
-        work = Path(tempfile.mkdtemp(prefix="facesearch-bench-scale-", dir=args.tmp))
-        try:
-            results["engines"] = bench_engines(photos, work, workers=args.workers, address=args.address)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        print_engines(results["engines"])
+    if not args.skip_backends:
+        results["backends"] = bench_backends(args.sizes, _dedupe_tau(), work=args.tmp)
+        print_backends(results["backends"])
+    if not args.skip_engines:
+        results["engines"] = _engines(args)
     C.write_results(args.out, results)
     return 0
+
+
+def _engines(args: argparse.Namespace) -> dict:
+    photos = dev_photos(args.photos)
+    if not photos:
+        print(f"shared face data not found at {DEV}")
+        return {"skipped": f"shared face data not found at {DEV}"}
+    work = Path(tempfile.mkdtemp(prefix="facesearch-bench-scale-", dir=args.tmp))
+    try:
+        res = bench_engines(photos, work, workers=args.workers, address=args.address)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print_engines(res)
+    return res
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,12 +82,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--address", default=None, help="Ray cluster for the ray engine (default: start one here)")
     ap.add_argument("--tmp", default=None, help="where the indexes go (default: the system temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="result JSON, or a folder for scale.json")
+    ap.add_argument("--sizes", type=C._sizes, default=None, help="vector counts for the backends (default 100k,1M)")
+    ap.add_argument("--skip-engines", action="store_true", help="only the vector-store comparison")
+    ap.add_argument("--skip-backends", action="store_true", help="only the engine comparison")
     args = ap.parse_args(argv)
+    args.sizes = args.sizes or ([20_000] if args.quick else [100_000, 1_000_000])
     args.photos = args.photos or (40 if args.quick else 1000)
     args.out = out_path(args.out, "scale")
     if args.tmp and Path(args.tmp).resolve().is_relative_to(C.REPO):
         ap.error("--tmp must be outside the repository")
     return args
+
+
+def _dedupe_tau() -> float:
+    """The τ `facesearch dedupe` uses by default with the shipped model."""
+    from facesearch.eval.tau import TauPolicy
+    from facesearch.models.weights_meta import read_meta, resolve_weights
+
+    return TauPolicy.from_config(read_meta(resolve_weights(None))["config"]).duplicates()[0]
 
 
 def dev_photos(n: int) -> list[Path]:

@@ -191,3 +191,14 @@ def test_scale_bench_engines_agree_on_synthetic_photos(tmp_path):
     assert same["same_files"] and same["same_statuses"] and same["same_face_counts"]
     assert same["min_cosine"] >= 0.9999 and same["max_box_diff_px"] < 1e-3
     assert res["ray_over_local_seconds"] > 0
+
+
+def test_scale_bench_backends_find_the_planted_pairs_on_both_stores(tmp_path):
+    """bench/scale.py's vector-store comparison at a toy size: both stores exact, pairs found."""
+    pytest.importorskip("pymilvus")
+    res = load("_scale_vectors").bench_backends([2_000], tau=0.35, work=tmp_path)
+    rows = {r["backend"]: r for r in res["rows"]}
+    assert set(rows) == {"faiss", "milvus"}
+    for r in rows.values():
+        assert r["recall@10"] == 1.0 and r["pair_recall"] == 1.0 and r["dedupe_pairs"] >= 10
+    assert set(res["ratios"]["2000"]) == {"insert_s", "query_p50_ms", "dedupe_s"}

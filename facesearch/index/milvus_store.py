@@ -41,6 +41,9 @@ LITE_FILE = "milvus.db"
 INSERT_CHUNK = 5_000  # rows per insert request: well under Milvus's 64 MB gRPC message cap
 MAX_TOPK = 16_384  # Milvus's limit on k per query
 SEARCH_BATCH = 1_024  # queries per search request
+# Milvus Lite scores vectors not yet in an index by broadcasting (queries x rows x dim) floats: its
+# batches are cut to this many bytes, or a 1,024-query batch over 100k faces asks for 49 GiB.
+LITE_SEARCH_BYTES = 1 << 29
 
 
 class MilvusVectors:
@@ -229,13 +232,20 @@ class MilvusVectors:
     def _knn(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Squared L2 distances (Milvus's L2 metric) and ids, (nq, k), -1 / inf padded."""
         D2, I = np.full((len(xq), k), np.inf, np.float32), np.full((len(xq), k), -1, np.int64)
-        for s in range(0, len(xq), SEARCH_BATCH):
-            hits = self._client.search(self.collection, data=xq[s:s + SEARCH_BATCH].tolist(), limit=k,
+        batch = self._search_batch()
+        for s in range(0, len(xq), batch):
+            hits = self._client.search(self.collection, data=xq[s:s + batch].tolist(), limit=k,
                                        output_fields=["id"], search_params={"metric_type": "L2"})
             for r, row in enumerate(hits, s):
                 for c, h in enumerate(row[:k]):
                     D2[r, c], I[r, c] = h["distance"], h["id"]
         return D2, I
+
+    def _search_batch(self) -> int:
+        if self.lite_path is None:
+            return SEARCH_BATCH
+        per_query = 4 * self.source.dim * max(self.source.count(), 1)
+        return int(np.clip(LITE_SEARCH_BYTES // per_query, 1, SEARCH_BATCH))
 
     def _compare(self, ids: np.ndarray, X: np.ndarray) -> dict:
         got = self._vectors(ids)

@@ -1,0 +1,174 @@
+"""The ``backends`` part of bench/scale.py: the FAISS vector store vs Milvus on the same vectors.
+
+Both stores are driven through facesearch's own seam (``facesearch.index.vectors``)
+over an in-memory catalogue of synthetic face-like vectors (``_common.face_embeddings``,
+128-d, identities of ~8 photos) with 1 % planted near-duplicates, so what is timed
+is what ``query`` and ``dedupe`` would run. Per size:
+
+* insert: all vectors mirrored into the store (FAISS: ``auto`` index type, as an
+  index of that size gets it; Milvus: Milvus Lite embedded, its ``AUTOINDEX``);
+* recall@10 of 200 new photos of known identities against numpy's exact search,
+  and single-query latency p50/p95 (what one ``query`` face pays);
+* dedupe: the all-pairs pass at the dedupe τ (``range_pairs``), pairs found and,
+  up to ``EXACT_PAIRS_MAX`` vectors, pair recall against the exact pairs. Where a
+  full pass would take too long (Milvus at 1M), the pass runs on a slice of the
+  queries and the time is extrapolated, and the row says so.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+import _common as C
+
+QUERIES = 200
+K = 10
+DUP_SHARE = 0.01
+EXACT_PAIRS_MAX = 200_000  # numpy's exact all-pairs is O(n^2): fine at 100k, hours at 1M
+FULL_MILVUS_DEDUPE_MAX = 50_000  # beyond, time a slice of the queries and extrapolate (20k: 73 s)
+INSERT_CHUNK = 50_000
+
+
+@dataclass
+class MemoryCatalogue:
+    """A stand-in for the SQLite catalogue: the VectorSource the stores read from."""
+
+    folder: Path
+    dim: int
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    X: np.ndarray = None
+    readonly: bool = False
+    gen: int = 0
+    _uuid: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def generation(self) -> int:
+        return self.gen
+
+    def uuid(self) -> str:
+        return self._uuid
+
+    def count(self) -> int:
+        return len(self.ids)
+
+    def embeddings_snapshot(self):
+        return self.gen, self.ids, self.X if self.X is not None else np.zeros((0, self.dim), np.float32)
+
+    def index_type(self) -> str:
+        return "auto"
+
+
+def bench_backends(sizes: list[int], tau: float, seed: int = 0, work: Path | None = None) -> dict:
+    """FAISS vs Milvus Lite at each size in ``sizes``: insert, recall@10, query p50, dedupe."""
+    rows = []
+    for n in sizes:
+        x, xq = _vectors(n, seed)
+        D, I = _exact_knn(xq, x)
+        exact_pairs = _exact_pairs(x, tau) if n <= EXACT_PAIRS_MAX else None
+        for backend in ("faiss", "milvus"):
+            with tempfile.TemporaryDirectory(prefix="facesearch-bench-vectors-", dir=work) as tmp:
+                rows.append(_one(backend, x, xq, I, exact_pairs, tau, Path(tmp)))
+                print(rows[-1], flush=True)
+    return {"tau": tau, "queries": QUERIES, "k": K, "dup_share": DUP_SHARE, "rows": rows,
+            "ratios": _ratios(rows)}
+
+
+def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_pairs, tau: float,
+         folder: Path) -> dict:
+    from facesearch.index.vectors import open_vectors
+
+    cat = MemoryCatalogue(folder, x.shape[1])
+    store = open_vectors("faiss" if backend == "faiss" else f"milvus://{folder / 'm.db'}", cat, create=True)
+    t0 = time.perf_counter()
+    for s in range(0, len(x), INSERT_CHUNK):
+        e = min(s + INSERT_CHUNK, len(x))
+        cat.ids, cat.X, cat.gen = np.arange(e, dtype=np.int64), x[:e], cat.gen + 1
+        store.apply(np.zeros(0, np.int64), cat.ids[s:e], x[s:e])
+    store.flush()
+    insert_s = time.perf_counter() - t0
+    store.search(xq[:1], K)  # first query loads / warms the collection
+    lat, found = [], []
+    for q in xq:
+        t = time.perf_counter()
+        _, I = store.search(q[None], K)
+        lat.append(time.perf_counter() - t)
+        found.append(I[0])
+    recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, I_true)]))
+    row = {"backend": backend, "n": len(x), "index": store.describe()["index_type"],
+           "insert_s": round(insert_s, 2), "insert_per_s": round(len(x) / insert_s),
+           f"recall@{K}": round(recall, 4), "query_p50_ms": C.percentile_ms(lat, 50),
+           "query_p95_ms": C.percentile_ms(lat, 95)}
+    row.update(_dedupe(store, cat, tau, exact_pairs, backend))
+    store.close()
+    return row
+
+
+def _dedupe(store, cat: MemoryCatalogue, tau: float, exact_pairs, backend: str) -> dict:
+    n = len(cat.ids)
+    if backend == "milvus" and n > FULL_MILVUS_DEDUPE_MAX:
+        return _dedupe_slice(store, cat, tau)
+    t0 = time.perf_counter()
+    i, j, _ = store.range_pairs(tau, 16)
+    out = {"dedupe_s": round(time.perf_counter() - t0, 2), "dedupe_pairs": int(len(i)), "dedupe_extrapolated": False}
+    if exact_pairs is not None:
+        got = set(zip(i.tolist(), j.tolist()))
+        out["pair_recall"] = round(len(got & exact_pairs) / max(len(exact_pairs), 1), 4)
+    return out
+
+
+def _dedupe_slice(store, cat: MemoryCatalogue, tau: float, rows: int = 1_000) -> dict:
+    """The range pass of ``rows`` queries against the whole store, scaled to all of them."""
+    from facesearch.index import ops
+
+    knn = lambda xq, k: store._knn(xq, k)  # noqa: E731  (Milvus's own k-NN, as range_pairs uses it)
+    t0 = time.perf_counter()
+    ops._knn_candidates(knn, len(cat.ids), cat.X[:rows], tau + 1e-4, 16, 4096, None)
+    s = time.perf_counter() - t0
+    return {"dedupe_s": round(s * len(cat.ids) / rows, 1), "dedupe_pairs": None, "dedupe_extrapolated": True,
+            "dedupe_slice_rows": rows}
+
+
+def _vectors(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` face-like vectors with 1 % near-copies, and QUERIES new photos of their people."""
+    rng = np.random.default_rng(seed)
+    faces = C.face_embeddings(n, seed=seed)
+    x = faces.x
+    dup = rng.choice(n, int(n * DUP_SHARE), replace=False)
+    x[dup[len(dup) // 2:]] = C.near_copies(x, dup[:len(dup) - len(dup) // 2], (0.02, 0.3), rng)
+    xq = C.samples_of(faces.centres, faces.identity[rng.choice(n, QUERIES, replace=False)], rng)
+    return np.ascontiguousarray(x), xq
+
+
+def _exact_knn(xq: np.ndarray, x: np.ndarray):
+    from facesearch.index import ops
+
+    return ops.exact_knn(xq, x, K)
+
+
+def _exact_pairs(x: np.ndarray, tau: float) -> set:
+    from facesearch.index import ops
+
+    i, j, _ = ops.exact_pairs(x, tau)
+    return set(zip(i.tolist(), j.tolist()))
+
+
+def _ratios(rows: list[dict]) -> dict:
+    """Milvus / FAISS per size: how much each operation costs on the distributed-ready store."""
+    out = {}
+    for n in sorted({r["n"] for r in rows}):
+        f, m = ({r["backend"]: r for r in rows if r["n"] == n}[b] for b in ("faiss", "milvus"))
+        out[str(n)] = {k: round(m[k] / f[k], 2) for k in ("insert_s", "query_p50_ms", "dedupe_s") if f[k]}
+    return out
+
+
+def print_backends(res: dict) -> None:
+    cols = ["backend", "n", "index", "insert_s", "insert_per_s", f"recall@{K}", "query_p50_ms", "query_p95_ms",
+            "dedupe_s", "dedupe_pairs", "pair_recall", "dedupe_extrapolated"]
+    C.print_table(f"vector stores, synthetic face vectors, dedupe at tau {res['tau']}", cols,
+                  [[r.get(c) for c in cols] for r in res["rows"]])
+    print("milvus / faiss:", res["ratios"])
