@@ -196,7 +196,7 @@ def test_scale_bench_engines_agree_on_synthetic_photos(tmp_path):
 def test_scale_bench_backends_find_the_planted_pairs_on_both_stores(tmp_path):
     """bench/scale.py's vector-store comparison at a toy size: both stores exact, pairs found."""
     pytest.importorskip("pymilvus")
-    res = load("_scale_vectors").bench_backends([2_000], tau=0.35, work=tmp_path)
+    res = load("scale").bench_backends([2_000], tau=0.35, work=tmp_path)
     rows = {r["backend"]: r for r in res["rows"]}
     assert set(rows) == {"faiss", "milvus"}
     for r in rows.values():
