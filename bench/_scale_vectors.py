@@ -8,7 +8,8 @@ is what ``query`` and ``dedupe`` would run. Per size:
 * insert: all vectors mirrored into the store (FAISS: ``auto`` index type, as an
   index of that size gets it; Milvus: Milvus Lite embedded, its ``AUTOINDEX``);
 * recall@10 of 200 new photos of known identities against numpy's exact search,
-  and single-query latency p50/p95 (what one ``query`` face pays);
+  and single-query latency p50/p95 (what one ``query`` face pays); fewer for
+  Milvus Lite at 1M (see ``LITE_SCAN_QUERY_ROWS``), the row says how many;
 * dedupe: the all-pairs pass at the dedupe τ (``range_pairs``), pairs found and,
   up to ``EXACT_PAIRS_MAX`` vectors, pair recall against the exact pairs. Where a
   full pass would take too long (Milvus at 1M), the pass runs on a slice of the
@@ -32,6 +33,11 @@ K = 10
 DUP_SHARE = 0.01
 EXACT_PAIRS_MAX = 200_000  # numpy's exact all-pairs is O(n^2): fine at 100k, hours at 1M
 FULL_MILVUS_DEDUPE_MAX = 50_000  # beyond, time a slice of the queries and extrapolate (20k: 73 s)
+# Milvus Lite scans the rows it has not indexed yet (all of them, right after a bulk insert: its HNSW
+# build runs in the background, ~100 s at 100k here): each query costs ~2 ms per 1,000 rows, so the
+# number of timed queries and of dedupe rows is cut to keep each size's scans to minutes.
+LITE_SCAN_QUERY_ROWS = 20_000_000  # queries x rows timed for latency: 200 at 100k, 20 at 1M
+LITE_SCAN_DEDUPE_ROWS = 100_000_000  # dedupe slice: 1,000 queries at 100k, 100 at 1M
 INSERT_CHUNK = 50_000
 
 
@@ -92,8 +98,10 @@ def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_
     store.flush()
     insert_s = time.perf_counter() - t0
     store.search(xq[:1], K)  # first query loads / warms the collection
+    n_q = QUERIES if backend == "faiss" else min(QUERIES, max(20, LITE_SCAN_QUERY_ROWS // len(x)))
+    I_true = I_true[:n_q]
     lat, found = [], []
-    for q in xq:
+    for q in xq[:n_q]:
         t = time.perf_counter()
         _, I = store.search(q[None], K)
         lat.append(time.perf_counter() - t)
@@ -101,7 +109,7 @@ def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_
     recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, I_true)]))
     row = {"backend": backend, "n": len(x), "index": store.describe()["index_type"],
            "insert_s": round(insert_s, 2), "insert_per_s": round(len(x) / insert_s),
-           f"recall@{K}": round(recall, 4), "query_p50_ms": C.percentile_ms(lat, 50),
+           "queries": n_q, f"recall@{K}": round(recall, 4), "query_p50_ms": C.percentile_ms(lat, 50),
            "query_p95_ms": C.percentile_ms(lat, 95)}
     row.update(_dedupe(store, cat, tau, exact_pairs, backend))
     store.close()
@@ -121,10 +129,11 @@ def _dedupe(store, cat: MemoryCatalogue, tau: float, exact_pairs, backend: str) 
     return out
 
 
-def _dedupe_slice(store, cat: MemoryCatalogue, tau: float, rows: int = 1_000) -> dict:
-    """The range pass of ``rows`` queries against the whole store, scaled to all of them."""
+def _dedupe_slice(store, cat: MemoryCatalogue, tau: float) -> dict:
+    """The range pass of a slice of the queries against the whole store, scaled to all of them."""
     from facesearch.index import ops
 
+    rows = max(50, LITE_SCAN_DEDUPE_ROWS // len(cat.ids))
     knn = lambda xq, k: store._knn(xq, k)  # noqa: E731  (Milvus's own k-NN, as range_pairs uses it)
     t0 = time.perf_counter()
     ops._knn_candidates(knn, len(cat.ids), cat.X[:rows], tau + 1e-4, 16, 4096, None)
