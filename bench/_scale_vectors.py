@@ -69,8 +69,12 @@ class MemoryCatalogue:
         return "auto"
 
 
-def bench_backends(sizes: list[int], tau: float, seed: int = 0, work: Path | None = None) -> dict:
-    """FAISS vs Milvus Lite at each size in ``sizes``: insert, recall@10, query p50, dedupe."""
+def bench_backends(sizes: list[int], tau: float, seed: int = 0, work: Path | None = None,
+                   milvus: str | None = None) -> dict:
+    """FAISS vs Milvus at each size in ``sizes``: insert, recall@10, query p50, dedupe.
+
+    ``milvus`` is a ``milvus://HOST:PORT`` server to measure; by default Milvus Lite, embedded.
+    """
     rows = []
     for n in sizes:
         x, xq = _vectors(n, seed)
@@ -78,18 +82,20 @@ def bench_backends(sizes: list[int], tau: float, seed: int = 0, work: Path | Non
         exact_pairs = _exact_pairs(x, tau) if n <= EXACT_PAIRS_MAX else None
         for backend in ("faiss", "milvus"):
             with tempfile.TemporaryDirectory(prefix="facesearch-bench-vectors-", dir=work) as tmp:
-                rows.append(_one(backend, x, xq, I, exact_pairs, tau, Path(tmp)))
+                rows.append(_one(backend, x, xq, I, exact_pairs, tau, Path(tmp), milvus))
                 print(rows[-1], flush=True)
     return {"tau": tau, "queries": QUERIES, "k": K, "dup_share": DUP_SHARE, "rows": rows,
             "ratios": _ratios(rows)}
 
 
 def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_pairs, tau: float,
-         folder: Path) -> dict:
+         folder: Path, milvus: str | None) -> dict:
     from facesearch.index.vectors import open_vectors
 
     cat = MemoryCatalogue(folder, x.shape[1])
-    store = open_vectors("faiss" if backend == "faiss" else f"milvus://{folder / 'm.db'}", cat, create=True)
+    spec = "faiss" if backend == "faiss" else (milvus or f"milvus://{folder / 'm.db'}")
+    store = open_vectors(spec, cat, create=True)
+    lite = getattr(store, "lite_path", None) is not None
     t0 = time.perf_counter()
     for s in range(0, len(x), INSERT_CHUNK):
         e = min(s + INSERT_CHUNK, len(x))
@@ -98,7 +104,7 @@ def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_
     store.flush()
     insert_s = time.perf_counter() - t0
     store.search(xq[:1], K)  # first query loads / warms the collection
-    n_q = QUERIES if backend == "faiss" else min(QUERIES, max(20, LITE_SCAN_QUERY_ROWS // len(x)))
+    n_q = min(QUERIES, max(20, LITE_SCAN_QUERY_ROWS // len(x))) if lite else QUERIES
     I_true = I_true[:n_q]
     lat, found = [], []
     for q in xq[:n_q]:
@@ -107,18 +113,19 @@ def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_
         lat.append(time.perf_counter() - t)
         found.append(I[0])
     recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, I_true)]))
-    row = {"backend": backend, "n": len(x), "index": store.describe()["index_type"],
+    row = {"backend": backend if not lite else "milvus", "uri": spec if backend == "milvus" and not lite else None,
+           "n": len(x), "index": store.describe()["index_type"],
            "insert_s": round(insert_s, 2), "insert_per_s": round(len(x) / insert_s),
            "queries": n_q, f"recall@{K}": round(recall, 4), "query_p50_ms": C.percentile_ms(lat, 50),
            "query_p95_ms": C.percentile_ms(lat, 95)}
-    row.update(_dedupe(store, cat, tau, exact_pairs, backend))
+    row.update(_dedupe(store, cat, tau, exact_pairs, lite))
     store.close()
     return row
 
 
-def _dedupe(store, cat: MemoryCatalogue, tau: float, exact_pairs, backend: str) -> dict:
+def _dedupe(store, cat: MemoryCatalogue, tau: float, exact_pairs, lite: bool) -> dict:
     n = len(cat.ids)
-    if backend == "milvus" and n > FULL_MILVUS_DEDUPE_MAX:
+    if lite and n > FULL_MILVUS_DEDUPE_MAX:
         return _dedupe_slice(store, cat, tau)
     t0 = time.perf_counter()
     i, j, _ = store.range_pairs(tau, 16)

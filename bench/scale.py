@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     results = _read_json(args.out)
     results.update({"benchmark": "scale", "machine": C.machine()})
     if not args.skip_backends:
-        results["backends"] = bench_backends(args.sizes, _dedupe_tau(), work=args.tmp)
+        results["backends"] = bench_backends(args.sizes, _dedupe_tau(), work=args.tmp, milvus=args.milvus)
         print_backends(results["backends"])
     if not args.skip_engines:
         results["engines"] = _engines(args)
@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=None, help="result JSON, or a folder for scale.json")
     ap.add_argument("--sizes", type=C._sizes, default=None, help="vector counts for the backends (default 100k,1M)")
     ap.add_argument("--skip-engines", action="store_true", help="only the vector-store comparison")
+    ap.add_argument("--milvus", default=None, help="a Milvus server to measure, milvus://HOST:PORT (default: Milvus Lite)")
     ap.add_argument("--skip-backends", action="store_true", help="only the engine comparison")
     args = ap.parse_args(argv)
     args.sizes = args.sizes or ([20_000] if args.quick else [100_000, 1_000_000])
