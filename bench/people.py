@@ -43,7 +43,7 @@ from openset import DEV_SETS, MIN_SIDE, _person  # noqa: E402
 
 from facesearch import cluster  # noqa: E402
 from facesearch.embed import EmbeddingEngine  # noqa: E402
-from facesearch.eval.chips import cached_set, chip_cache_dir, model_inputs  # noqa: E402
+from facesearch.eval.chips import cached_set, chip_cache_dir, chips_key, model_inputs  # noqa: E402
 from facesearch.eval.tau import TauPolicy  # noqa: E402
 from facesearch.models.weights import load_weights  # noqa: E402
 
@@ -83,8 +83,10 @@ def _classes(folder: Path) -> list[str]:
 
 
 def embedded(folder: Path, cache: Path, engine, model_id: str, min_side: int | None = None) -> dict:
-    """A set's embeddings by the shipped model, cached as ``<chips>.<model id>.emb.npz``."""
-    dest = cache / f"{folder.name}{'@' + str(min_side) if min_side else ''}.{model_id[:16]}.emb.npz"
+    """A set's embeddings by the shipped model, cached as ``<set>-<chips key>.<model id>.emb.npz``."""
+    stem = f"{folder.name}@{min_side}" if min_side else folder.name
+    # Keyed on the chips too: embeddings of chips cached before an alignment change are stale.
+    dest = cache / f"{stem}-{chips_key('auto')}.{model_id[:16]}.emb.npz"
     if not dest.exists():
         chips = cached_set(folder, cache, min_side=min_side)
         emb = engine.embed(model_inputs(chips, engine.config.align))

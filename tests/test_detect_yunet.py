@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from facesearch import detect
 from facesearch.detect import (YUNET_MIN_VISIBLE, YuNetFaceDetector, _dlib_box, _merge, _tiles,
                                create_detector)
+from facesearch.imageio import load_array
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "dev" / "pins_celebs").is_dir(), reason="../shared/data not present")
+# Light 50 degrees off axis: YuNet finds the face, dlib's HOG does not see it in its window.
+YALE_DARK = DATA / "dev" / "extended_yale_b" / "yaleB31" / "yaleB31_P00A+050E+00.jpg"
 
 
 @pytest.mark.parametrize("hw,tile,overlap", [((4500, 6000), 1536, 282), ((3000, 4000), 1536, 100),
@@ -111,8 +115,66 @@ def test_small_photos_without_a_face_get_a_second_look(monkeypatch, side, retrie
     model = _ShyModel()
     monkeypatch.setattr(detect, "_yunet_model", lambda: model)
     monkeypatch.setattr(detect, "_landmarks", lambda rgb, box: np.zeros((5, 2)))
-    monkeypatch.setattr(detect, "_hog_box", lambda rgb, box: None)
+    monkeypatch.setattr(detect, "_hog_box", lambda rgb, box, cnn=True: None)
     faces = YuNetFaceDetector().detect(np.zeros((side, side), np.uint8))
     assert [s for _, s in model.calls] == ([detect.YUNET_SCORE, detect.YUNET_RETRY_SCORE] if retried
                                            else [detect.YUNET_SCORE])
     assert len(faces) == int(retried)
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not YALE_DARK.is_file(), reason="../shared/data not present")
+def test_a_dark_face_hog_misses_gets_landmarks_from_dlibs_cnn_box(monkeypatch):
+    used = []
+    real = detect._landmarks
+    monkeypatch.setattr(detect, "_landmarks", lambda rgb, box: used.append(box) or real(rgb, box))
+    img = load_array(YALE_DARK)
+    (face,) = create_detector("auto").detect(img)
+    rgb, mapped = detect.to_rgb_uint8(img), _dlib_box(face.box)
+    assert detect._window_box(rgb, mapped, detect._hog_rects, detect.HOG_FACE, detect.HOG_CONTEXT) is None
+    (box,) = used
+    assert not np.allclose(box, mapped, atol=1.0)  # not YuNet's box mapped to dlib's convention
+    # Oracle: dlib's CNN run by hand on the photo at the window's scale finds the same face.
+    f = detect.CNN_FACE / max(mapped[2] - mapped[0], mapped[3] - mapped[1])
+    rects = [d.rect for d in detect._cnn_model()(detect._resize(rgb, f), 0)]
+    by_hand = [(r.left() / f, r.top() / f, (r.right() + 1) / f, (r.bottom() + 1) / f) for r in rects]
+    assert max(detect._iou(box, b) for b in by_hand) > 0.8
+    np.testing.assert_allclose(face.landmarks, real(rgb, box))
+
+
+def test_the_cnn_runs_only_for_the_largest_faces_of_a_photo(monkeypatch):
+    """A crowd where HOG sees no face: the CNN's cost is bounded per photo."""
+    model, sides = _ShyModel(), []
+    rows = np.zeros((12, 15), np.float32)
+    for k in range(12):
+        rows[k, :4] = (90 * k, 10, 45 + 3 * k, 45 + 3 * k)  # 30-52 px in the photo
+        rows[k, 14] = 0.9
+    model.detect_batch = lambda images, score, nms: [rows.copy() for _ in images]
+    monkeypatch.setattr(detect, "_yunet_model", lambda: model)
+    monkeypatch.setattr(detect, "_landmarks", lambda rgb, box: np.zeros((5, 2)))
+    monkeypatch.setattr(detect, "_hog_rects", lambda small: [])
+    monkeypatch.setattr(detect, "_cnn_rects", lambda small: [])
+    real = detect._window_box
+    monkeypatch.setattr(detect, "_window_box", lambda rgb, t, find, face, ctx: (
+        sides.append(t[2] - t[0]) if find is detect._cnn_rects else None) or real(rgb, t, find, face, ctx))
+    faces = YuNetFaceDetector(min_face=20).detect(np.zeros((300, 900), np.uint8))
+    assert len(faces) == 12 and len(sides) == detect.CNN_MAX_FACES < 12
+    widest = sorted((f.width for f in faces), reverse=True)[:detect.CNN_MAX_FACES]
+    expected = [w * detect.YUNET_TO_DLIB_BOX[2] for w in widest]  # the mapped boxes of the largest faces
+    np.testing.assert_allclose(sorted(sides, reverse=True), expected, rtol=1e-5)
+
+
+def test_cached_chips_are_keyed_on_the_landmarks_version():
+    from facesearch.eval.chips import chips_key
+
+    assert chips_key("auto") == f"yunet.lm{detect.LANDMARKS_VERSION['yunet']}"
+    assert chips_key("dlib-auto") == "dlib-auto"  # unchanged: its caches stay valid
+
+
+def test_the_cnn_is_asked_only_for_near_frontal_faces():
+    frontal = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], float)
+    profile = np.array([[30, 40], [45, 40], [20, 60], [25, 80], [40, 80]], float)  # nose past the eyes
+    tilted = frontal @ np.array([[0.8, -0.6], [0.6, 0.8]])  # the frontal face rolled 37 degrees
+    assert detect._turn(frontal) == 0 and detect._turn(profile) > 1 and detect._turn(tilted) < 1e-9
+    faces = [detect.Face((0, 0, 100, 100), 0.9, points5=p) for p in (frontal, profile, tilted)]
+    assert detect._cnn_faces(faces) == {0, 2}

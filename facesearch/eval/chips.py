@@ -7,10 +7,10 @@ open-set benchmarks) detect them once here, with the product's own
 parallel. The cache holds face pixels, so it lives outside the repository
 (:func:`chip_cache_dir`).
 
-One ``<set>-<detector>.npz`` per set and detector: ``chips`` (N,150,150,3 uint8, dlib's chip),
-``chips_arcface`` (N,112,112,3, the ArcFace chip a fused model's SFace part sees), ``labels`` (N,; -1 for
-photos directly in the set folder, an unlabelled set), ``classes``, ``paths``,
-``detected`` (False where the whole image was used). Unreadable files are
+One ``<set>-<detector>[.lm<version>].npz`` per set and detector (:func:`chips_key`): ``chips``
+(N,150,150,3 uint8, dlib's chip), ``chips_arcface`` (N,112,112,3, the ArcFace chip a fused model's
+SFace part sees), ``labels`` (N,; -1 for photos directly in the set folder, an unlabelled set),
+``classes``, ``paths``, ``detected`` (False where the whole image was used). Unreadable files are
 skipped and listed on stderr.
 """
 
@@ -50,7 +50,7 @@ def cached_set(set_dir: Path, out: Path, detector: str = "auto", workers: int | 
     chips instead of aligned faces.
     """
     stem = f"{Path(set_dir).name}@{min_side}" if min_side else Path(set_dir).name
-    dest = Path(out) / f"{stem}-{resolved_detector(detector)}.npz"  # chips depend on who found the face
+    dest = Path(out) / f"{stem}-{chips_key(detector)}.npz"  # chips depend on who found the face, and how
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         cache_set(Path(set_dir), dest, detector, workers or os.cpu_count() or 1, min_side)
@@ -73,6 +73,16 @@ def resolved_detector(name: str) -> str:
     from facesearch.detect import AUTO
 
     return AUTO if name == "auto" else name
+
+
+def chips_key(detector: str) -> str:
+    """The resolved detector and the version of its landmarks: what a set's chips depend on, so a
+    change of alignment never reads chips cached before it."""
+    from facesearch.detect import LANDMARKS_VERSION
+
+    name = resolved_detector(detector)
+    version = LANDMARKS_VERSION.get(name)
+    return f"{name}.lm{version}" if version else name
 
 
 def list_photos(set_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
