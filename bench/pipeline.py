@@ -172,6 +172,8 @@ def face_recognition_run(photos: Path, known: Path) -> dict:
     if proc.returncode != 0:
         return {"command": _show(cmd), "error": (proc.stderr or proc.stdout).strip()[-2000:]}
     counts = parse_face_recognition(proc.stdout, photos)
+    if not counts["faces"] and not counts["photos_without_face"]:  # it exits 0 when it cannot run at all
+        return {"command": _show(cmd), "error": (proc.stdout + proc.stderr).strip()[-2000:] or "no output"}
     n = len(list(photos.iterdir()))
     return {"command": _show(cmd), "seconds": round(seconds, 3), "photos": n,
             "photos_per_s": round(n / seconds, 2), **counts}
