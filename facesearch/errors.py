@@ -8,6 +8,12 @@ with ``FACESEARCH_DEBUG=1``.
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """An error's first non-empty line (dlib's and gRPC's messages span many); its type when empty."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
 class FacesearchError(Exception):
     """A user or data error: bad input, missing index, mismatched weights."""
 

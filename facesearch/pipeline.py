@@ -21,7 +21,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from facesearch.detect import create_detector
-from facesearch.errors import BadImageError, FacesearchError
+from facesearch.errors import BadImageError, FacesearchError, first_line
 from facesearch.faces import extract_faces
 from facesearch.imageio import content_hash, dhash, load_array, scan_images, stat_file
 from facesearch.index.store import FaceIndex
@@ -306,16 +306,10 @@ def _detect_one(work: _Work) -> _Result:
     except BadImageError as e:
         return _Result(work, error=e.message)
     except RuntimeError as e:  # dlib/OpenCV refusing odd content (1x1, 100000x10): the file's fault
-        return _Result(work, error=f"detector failed: {_first_line(e)}")
+        return _Result(work, error=f"detector failed: {first_line(e)}")
     except Exception as e:  # not the file's fault: report it, keep the batch going, retry next run
-        log.warning("failed on %s: %s", work.path, _first_line(e), exc_info=log.isEnabledFor(logging.DEBUG))
-        return _Result(work, failed=f"{type(e).__name__}: {_first_line(e)}")
-
-
-def _first_line(e: BaseException) -> str:
-    """dlib's errors span many lines ("Error detected at line ..."); one line is enough."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0] if lines else type(e).__name__
+        log.warning("failed on %s: %s", work.path, first_line(e), exc_info=log.isEnabledFor(logging.DEBUG))
+        return _Result(work, failed=f"{type(e).__name__}: {first_line(e)}")
 
 
 def _detect_all(todo: list[_Work], opts: IndexOptions, align: str) -> Iterator[_Result]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.atomic import atomic_write_json, read_json_dict
-from facesearch.errors import FacesearchError
+from facesearch.errors import FacesearchError, first_line
 from facesearch.index import ops
 from facesearch.index.vectors import VectorSource
 
@@ -305,5 +305,4 @@ def _unchecked(ids: np.ndarray, reason: str | None) -> dict:
 
 
 def _line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return lines[0][:160] if lines else type(e).__name__
+    return first_line(e)[:160]  # gRPC errors can carry a whole status dump on one line
