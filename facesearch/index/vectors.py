@@ -21,7 +21,7 @@ import numpy as np
 from facesearch.errors import FacesearchError
 
 DEFAULT_BACKEND = "faiss"
-SCHEMES = ("faiss", "milvus://", "milvus+https://")
+MILVUS_SCHEMES = ("milvus://", "milvus+https://")
 
 
 class VectorSource(Protocol):
@@ -84,7 +84,7 @@ class VectorStore(Protocol):
 def check_backend(spec: str | None) -> str:
     """The backend spec, validated: ``faiss`` or a ``milvus://`` URI (FacesearchError otherwise)."""
     spec = (spec or DEFAULT_BACKEND).strip()
-    if spec == "faiss" or spec.startswith(SCHEMES[1:]):
+    if spec == DEFAULT_BACKEND or spec.startswith(MILVUS_SCHEMES):
         return spec
     raise FacesearchError(f"unknown vector backend {spec!r}",
                      hint="use faiss (default), milvus://PATH.db (embedded) or milvus://HOST:PORT")
@@ -93,7 +93,7 @@ def check_backend(spec: str | None) -> str:
 def open_vectors(spec: str, source: VectorSource, create: bool = False) -> VectorStore:
     """The vector store ``spec`` names, over ``source``'s faces (empty when ``create``)."""
     spec = check_backend(spec)
-    if spec == "faiss":
+    if spec == DEFAULT_BACKEND:
         from facesearch.index.faiss_store import FaissVectors
 
         return FaissVectors.create(source) if create else FaissVectors(source)
