@@ -50,6 +50,13 @@ class FaissVectors:
         store._index_generation = 0
         return store
 
+    @classmethod
+    def in_memory(cls, source: VectorSource) -> "FaissVectors":
+        """A copy of the catalogue's vectors built now, never read from or written to the folder's cache."""
+        store = cls(source)
+        store._rebuild()
+        return store
+
     # -- the VectorStore interface ---------------------------------------------------------
 
     def load(self) -> None:

@@ -98,11 +98,10 @@ class MilvusVectors:
         if self._fallback is not None:
             return self._fallback.range_pairs(tau, k_cap)
         _, ids, X = self.source.embeddings_snapshot()
-        known = set(ids.tolist())
 
         def knn(xq, k):  # ids the catalogue no longer has (a writer's removal in flight) are dropped
             D2, I = self._knn(xq, min(k, MAX_TOPK))
-            gone = ~np.isin(I, list(known)) & (I >= 0)
+            gone = ~np.isin(I, ids) & (I >= 0)
             D2[gone], I[gone] = np.inf, -1
             return D2, I
 
@@ -276,8 +275,7 @@ class MilvusVectors:
     def _use_fallback(self) -> None:
         from facesearch.index.faiss_store import FaissVectors
 
-        self._fallback = FaissVectors(self.source)
-        self._fallback._rebuild()
+        self._fallback = FaissVectors.in_memory(self.source)
 
 
 def resolve_uri(spec: str, folder: Path) -> tuple[str, Path | None]:
