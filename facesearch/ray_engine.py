@@ -279,8 +279,9 @@ def _with_embeddings(table, emb: np.ndarray, model_id: str):
 def table_results(table) -> list[_Result]:
     """An embedded result table back into results, faces and embeddings included."""
     rows = table.drop_columns(["embedding"]).to_pylist()
-    emb = table.column("embedding").combine_chunks().flatten().flatten().to_numpy(zero_copy_only=False)
-    emb = emb.astype(np.float32).reshape(-1, _dim(table))
+    vectors = table.column("embedding").combine_chunks().flatten()  # one list per face
+    dim = len(vectors[0]) if len(vectors) else 1
+    emb = vectors.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
     out, at = [], 0
     for row in rows:
         faces = [Face(tuple(b), s, _points(lm), _points(p5))
@@ -289,11 +290,6 @@ def table_results(table) -> list[_Result]:
                            faces=faces, embeddings=emb[at : at + len(faces)]))
         at += len(faces)
     return out
-
-
-def _dim(table) -> int:
-    vectors = table.column("embedding").combine_chunks().flatten()
-    return len(vectors[0]) if len(vectors) else 1
 
 
 def _points(flat: list[float] | None) -> np.ndarray | None:
