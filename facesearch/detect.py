@@ -570,7 +570,8 @@ def _window_box(rgb: np.ndarray, target: tuple[float, ...], find: Callable, face
     small, cx0, cy0, f = window
     best, best_iou = None, 0.3
     for r in find(small):
-        cand = (cx0 + r.left() / f, cy0 + r.top() / f, cx0 + (r.right() + 1) / f, cy0 + (r.bottom() + 1) / f)
+        x0, y0, x1, y1 = _rect_box(r)
+        cand = (cx0 + x0 / f, cy0 + y0 / f, cx0 + x1 / f, cy0 + y1 / f)
         iou = _iou(cand, target)
         if iou > best_iou:
             best, best_iou = cand, iou
