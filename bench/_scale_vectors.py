@@ -28,6 +28,8 @@ import numpy as np
 
 import _common as C
 
+from facesearch.index import ops  # noqa: E402  (_common puts the repo on sys.path)
+
 QUERIES = 200
 K = 10
 DUP_SHARE = 0.01
@@ -78,7 +80,7 @@ def bench_backends(sizes: list[int], tau: float, seed: int = 0, work: Path | Non
     rows = []
     for n in sizes:
         x, xq = _vectors(n, seed)
-        D, I = _exact_knn(xq, x)
+        D, I = ops.exact_knn(xq, x, K)
         exact_pairs = _exact_pairs(x, tau) if n <= EXACT_PAIRS_MAX else None
         for backend in ("faiss", "milvus"):
             with tempfile.TemporaryDirectory(prefix="facesearch-bench-vectors-", dir=work) as tmp:
@@ -113,7 +115,7 @@ def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_
         lat.append(time.perf_counter() - t)
         found.append(I[0])
     recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, I_true)]))
-    row = {"backend": backend if not lite else "milvus", "uri": spec if backend == "milvus" and not lite else None,
+    row = {"backend": backend, "uri": spec if backend == "milvus" and not lite else None,
            "n": len(x), "index": store.describe()["index_type"],
            "insert_s": round(insert_s, 2), "insert_per_s": round(len(x) / insert_s),
            "queries": n_q, f"recall@{K}": round(recall, 4), "query_p50_ms": C.percentile_ms(lat, 50),
@@ -128,7 +130,7 @@ def _dedupe(store, cat: MemoryCatalogue, tau: float, exact_pairs, lite: bool) ->
     if lite and n > FULL_MILVUS_DEDUPE_MAX:
         return _dedupe_slice(store, cat, tau)
     t0 = time.perf_counter()
-    i, j, _ = store.range_pairs(tau, 16)
+    i, j, _ = store.range_pairs(tau, ops.RANGE_K_CAP)
     out = {"dedupe_s": round(time.perf_counter() - t0, 2), "dedupe_pairs": int(len(i)), "dedupe_extrapolated": False}
     if exact_pairs is not None:
         got = set(zip(i.tolist(), j.tolist()))
@@ -138,12 +140,9 @@ def _dedupe(store, cat: MemoryCatalogue, tau: float, exact_pairs, lite: bool) ->
 
 def _dedupe_slice(store, cat: MemoryCatalogue, tau: float) -> dict:
     """The range pass of a slice of the queries against the whole store, scaled to all of them."""
-    from facesearch.index import ops
-
     rows = max(50, LITE_SCAN_DEDUPE_ROWS // len(cat.ids))
-    knn = lambda xq, k: store._knn(xq, k)  # noqa: E731  (Milvus's own k-NN, as range_pairs uses it)
-    t0 = time.perf_counter()
-    ops._knn_candidates(knn, len(cat.ids), cat.X[:rows], tau + 1e-4, 16, 4096, None)
+    t0 = time.perf_counter()  # Milvus's own k-NN, as its range_pairs uses it
+    ops._knn_candidates(store._knn, len(cat.ids), cat.X[:rows], tau + ops._RANGE_SLACK, ops.RANGE_K_CAP, 4096, None)
     s = time.perf_counter() - t0
     return {"dedupe_s": round(s * len(cat.ids) / rows, 1), "dedupe_pairs": None, "dedupe_extrapolated": True,
             "dedupe_slice_rows": rows}
@@ -160,15 +159,7 @@ def _vectors(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.ascontiguousarray(x), xq
 
 
-def _exact_knn(xq: np.ndarray, x: np.ndarray):
-    from facesearch.index import ops
-
-    return ops.exact_knn(xq, x, K)
-
-
 def _exact_pairs(x: np.ndarray, tau: float) -> set:
-    from facesearch.index import ops
-
     i, j, _ = ops.exact_pairs(x, tau)
     return set(zip(i.tolist(), j.tolist()))
 
