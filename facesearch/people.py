@@ -58,7 +58,7 @@ def people(opts: PeopleOptions) -> dict:
 def _stale(store: FaceIndex) -> bool:
     if not catalogue.has_people(store):
         return True
-    return store._state(catalogue.PEOPLE_GENERATION) != str(store._generation())
+    return store._state(catalogue.PEOPLE_GENERATION) != str(store.generation())
 
 
 def cluster_index(store: FaceIndex) -> dict:
@@ -73,7 +73,7 @@ def cluster_index(store: FaceIndex) -> dict:
     i, j, _ = cluster.knn_graph(x, GRAPH_K, tau)
     labels = cluster.chinese_whispers(len(ids), i, j, min_size=MIN_FACES, groups=state.file_ids, pinned=pinned,
                                       forbid=state.not_people)
-    catalogue.write_assignment(store, ids, _people_of(labels, pinned, state.person), store._generation())
+    catalogue.write_assignment(store, ids, _people_of(labels, pinned, state.person), store.generation())
     return {"tau": round(tau, 4), "tau_source": source}
 
 

@@ -565,7 +565,7 @@ class FaceIndex:
 
     def generation(self) -> int:
         """The counter every transaction that changes faces bumps."""
-        return self._generation()
+        return int(self._state("generation") or 0)
 
     def uuid(self) -> str:
         """This index's identity: a re-created index gets a new one."""
@@ -574,7 +574,7 @@ class FaceIndex:
     def embeddings_snapshot(self) -> tuple[int, np.ndarray, np.ndarray]:
         """``(generation, ids, X)`` read in one transaction, so they agree while a writer commits."""
         with self._snapshot():
-            gen = self._generation()
+            gen = self.generation()
             ids, X = self.all_embeddings()
         return gen, ids, X
 
@@ -633,9 +633,6 @@ class FaceIndex:
     def _state(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
-
-    def _generation(self) -> int:
-        return int(self._state("generation") or 0)
 
     def _bump_generation(self, db: sqlite3.Connection) -> None:
         db.execute("UPDATE state SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
