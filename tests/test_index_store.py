@@ -16,7 +16,8 @@ import pytest
 
 from facesearch.errors import FacesearchError, IndexMissingError, ModelMismatchError
 from facesearch.index import ops
-from facesearch.index.store import FAISS_FILE, STAMP, FaceIndex, FaceRecord, FileUpdate
+from facesearch.index.faiss_store import FAISS_FILE, STAMP
+from facesearch.index.store import FaceIndex, FaceRecord, FileUpdate
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 16

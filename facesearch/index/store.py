@@ -39,7 +39,6 @@ from facesearch import __version__
 from facesearch.atomic import atomic_write_json, read_json_dict
 from facesearch.errors import FacesearchError, IndexMissingError, ModelMismatchError
 from facesearch.index import ops
-from facesearch.index.faiss_store import FAISS_FILE, STAMP  # noqa: F401  (re-exported)
 from facesearch.index.lock import WriterLock
 from facesearch.index.vectors import DEFAULT_BACKEND, VectorStore, check_backend, open_vectors
 
