@@ -7,7 +7,8 @@ absent (``chips.source`` says which).
 
 CPU: faces/s of ``facesearch.embed.EmbeddingEngine`` with the shipped default
 weights at batch 32/64/128 and torch threads = cores (plus one thread, the
-per-core comparison), against ``dlib.face_recognition_model_v1.
+per-core comparison; and the best batch as one forward pass, against the engine's
+cache-sized passes of ``CPU_FORWARD_FACES``; ``--weights default`` times the fused model), against ``dlib.face_recognition_model_v1.
 compute_face_descriptor`` on a list of the same chips, in the same process.
 Each row also gives the CPU seconds per wall second (cores actually used) and
 faces per CPU-second, which other load on a shared machine disturbs less.
@@ -44,6 +45,7 @@ from facesearch.models.weights import load_weights  # noqa: E402
 
 DEV = C.REPO.parent / "shared" / "data" / "dev"
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".pgm"}
+DLIB_ALIGN = "dlib5_150_p25"
 CPU_TARGET_RATIO = 5.0
 CUDA_TARGET_FPS = 5000.0
 
@@ -52,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    chips, source = load_chips(args.chips, args.seed)
     model = load_weights(args.weights)
+    chips, source = load_chips(args.chips, args.seed, model.config.align)
     results = {"benchmark": "embed", "machine": C.machine(), "quick": args.quick,
                "model_id": model.model_id, "chips": {"n": len(chips), "size": 150, "source": source}}
     results["cpu"] = bench_cpu(model, chips, args.batches, threads, args.repeats)
     ours = EmbeddingEngine(model, device="cpu", batch_size=64).embed(chips)
-    results["dlib"], theirs = bench_dlib(chips)
+    results["dlib"], theirs = bench_dlib([dlib_chip(c) for c in chips])
     results["agreement"] = agreement(ours, theirs)
     results["cuda"] = bench_cuda(model, chips, args.cuda_batches, args.cuda_faces)
     results["targets"] = targets(results)
@@ -101,17 +103,26 @@ def out_path(out: Path | None, name: str) -> Path:
 # --- chips --------------------------------------------------------------------------------
 
 
-def load_chips(n: int, seed: int = 0) -> tuple[list[np.ndarray], str]:
-    """``n`` aligned 150x150 RGB chips from the dev sets, or synthetic faces without them."""
+def load_chips(n: int, seed: int = 0, align: str = DLIB_ALIGN) -> tuple[list, str]:
+    """``n`` aligned chips from the dev sets for a model's ``align`` (a dict of chips per face for
+    the fused default), or synthetic faces without them."""
+    from facesearch.faces import make_chips
+
     files = dev_files(n)
     if not files:
-        return synthetic_chips(n, seed), "synthetic (facesearch.synthetic.render_face)"
+        return [make_chips(img, [face], align)[0] for img, face in synthetic_faces(n, seed)], \
+            "synthetic (facesearch.synthetic.render_face)"
     from facesearch.detect import create_detector
     from facesearch.faces import largest_face
     from facesearch.imageio import load_array
 
     det = create_detector("dlib-hog")  # no CNN fallback: chips are the input here, not the subject
-    return [largest_face(load_array(f), det, "dlib5_150_p25").chip for f in files], f"{DEV} (dlib-hog + align)"
+    return [largest_face(load_array(f), det, align).chip for f in files], f"{DEV} (dlib-hog + align)"
+
+
+def dlib_chip(chip) -> np.ndarray:
+    """The 150 px dlib chip of a face (what dlib's network sees) from a model's chip or chips."""
+    return chip[DLIB_ALIGN] if isinstance(chip, dict) else chip
 
 
 def dev_files(n: int) -> list[Path]:
@@ -128,12 +139,19 @@ def dev_files(n: int) -> list[Path]:
     return out
 
 
-def synthetic_chips(n: int, seed: int) -> list[np.ndarray]:
+def synthetic_faces(n: int, seed: int) -> list[tuple[np.ndarray, "Face"]]:
+    """Rendered 150 px faces, each with the Face (dlib's and YuNet's points) that fills it."""
+    from facesearch.align import TEMPLATES
+    from facesearch.detect import Face
+    from facesearch.faces import CHIP_SIZE, yunet_points_from_dlib
     from facesearch.synthetic import make_identities, render_face
 
     rng = np.random.default_rng(seed)
     people = make_identities(max(1, n // 4), seed=seed)
-    return [np.asarray(render_face(people[i % len(people)], rng)) for i in range(n)]
+    marks = TEMPLATES[DLIB_ALIGN].points(CHIP_SIZE)
+    face = Face((0.0, 0.0, float(CHIP_SIZE), float(CHIP_SIZE)), 1.0, landmarks=marks,
+                points5=yunet_points_from_dlib(marks))
+    return [(np.asarray(render_face(people[i % len(people)], rng)), face) for i in range(n)]
 
 
 # --- measurements -------------------------------------------------------------------------
@@ -164,17 +182,31 @@ def bench_cpu(model, chips: list[np.ndarray], batches: list[int], threads: int, 
         engine.batch_size = bs
         engine.embed(chips[:bs])  # warm-up: allocations and kernel choice are per batch shape
         rows.append(rate_row("facesearch", len(chips), *timed(lambda: engine.embed(chips), repeats),
-                             batch=bs, threads=threads))
+                             batch=bs, forward=min(bs, engine.forward_faces or bs), threads=threads))
     best = max(rows, key=lambda r: r["faces_per_s"])
+    rows.append(one_pass_row(engine, chips, best["batch"], threads, repeats))
     if threads > 1:
         engine.batch_size = best["batch"]
         torch.set_num_threads(1)
         try:
             rows.append(rate_row("facesearch", len(chips), *timed(lambda: engine.embed(chips), repeats),
-                                 batch=best["batch"], threads=1))
+                                 batch=best["batch"], forward=best["forward"], threads=1))
         finally:
             torch.set_num_threads(threads)
     return rows
+
+
+def one_pass_row(engine, chips: list[np.ndarray], batch: int, threads: int, repeats: int) -> dict:
+    """The same batch as one forward pass (the engine's CPU path before CPU_FORWARD_FACES): the
+    side-by-side figure for splitting batches into cache-sized passes."""
+    engine.batch_size, split = batch, engine.forward_faces
+    engine.forward_faces = None
+    try:
+        engine.embed(chips[:batch])
+        return rate_row("facesearch, one pass per batch", len(chips), *timed(lambda: engine.embed(chips), repeats),
+                        batch=batch, forward=batch, threads=threads)
+    finally:
+        engine.forward_faces = split
 
 
 def dlib_model():
@@ -208,6 +240,8 @@ def agreement(ours: np.ndarray, theirs: np.ndarray | None) -> dict:
     """Cosine between our embedding and dlib's descriptor, chip by chip."""
     if theirs is None:
         return {"skipped": "no dlib descriptors"}
+    if ours.shape[1] != theirs.shape[1]:
+        return {"skipped": f"a {ours.shape[1]}-d model is not a port of dlib's 128-d network"}
     a = ours / np.linalg.norm(ours, axis=1, keepdims=True)
     b = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
     cos = (a * b).sum(1)
@@ -256,7 +290,7 @@ def print_tables(results: dict) -> None:
         rows.append(results["dlib"])
     if isinstance(results["cuda"], list):
         rows += results["cuda"]
-    cols = ["engine", "batch", "threads", "faces", "faces_per_s", "ms_per_face", "cores_used", "faces_per_cpu_s"]
+    cols = ["engine", "batch", "forward", "threads", "faces", "faces_per_s", "ms_per_face", "cores_used", "faces_per_cpu_s"]
     C.print_table(f"embedding {results['chips']['n']} chips ({results['chips']['source']})", cols,
                   [[r.get(c) for c in cols] for r in rows])
     print("agreement ours vs dlib:", results["agreement"])

@@ -40,6 +40,10 @@ def select_device(name: str = "auto") -> torch.device:
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# Faces per forward pass on a CPU. A large batch's activations outgrow the CPU caches, and
+# SFace's full-resolution 112 px layers then run at memory speed: on one core a pass over 8
+# faces costs the fused default 13 ms a face, one over 64 faces 21 ms (bench/embed.py).
+CPU_FORWARD_FACES = 8
 
 
 def cpu_has_bf16() -> bool:
@@ -68,6 +72,7 @@ class EmbeddingEngine:
         self.batch_size = batch_size
         self.config = model.config
         self.autocast = autocast_dtype(self.device, precision)
+        self.forward_faces = CPU_FORWARD_FACES if self.device.type == "cpu" else None  # None: the whole batch
         self.model = model.eval().to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -113,13 +118,20 @@ class EmbeddingEngine:
         forward = getattr(self.model, "forward_with_quality", self.model)
         if self.device.type == "cuda":
             xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+        step = self.forward_faces or len(xs[0])
+        outs = [self._forward(forward, [x[i:i + step] for x in xs]) for i in range(0, len(xs[0]), step)]
+        y = torch.cat([o[0] for o in outs])
+        q = None if outs[0][1] is None else torch.cat([o[1] for o in outs])
+        return _numpy(y), (None if q is None else _numpy(q))
+
+    def _forward(self, forward, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One forward pass under this engine's autocast: ``(embeddings, quality or None)``."""
         if self.autocast is not None:
             with torch.autocast(self.device.type, dtype=self.autocast):
                 out = forward(*xs)
         else:
             out = forward(*xs)
-        y, q = out if isinstance(out, tuple) else (out, None)
-        return _numpy(y), (None if q is None else _numpy(q))
+        return out if isinstance(out, tuple) else (out, None)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:

@@ -138,6 +138,9 @@ def test_embed_without_shared_data_uses_synthetic_chips(monkeypatch):
     chips, source = bench_embed.load_chips(3)
     assert source.startswith("synthetic") and len(chips) == 3
     assert all(c.shape == (150, 150, 3) and c.dtype == np.uint8 for c in chips)
+    fused, _ = bench_embed.load_chips(2, align="dlib5_150_p25+arcface_112")  # --weights default
+    assert [sorted(c) for c in fused] == [["arcface_112", "dlib5_150_p25"]] * 2
+    np.testing.assert_array_equal(bench_embed.dlib_chip(fused[0]), fused[0]["dlib5_150_p25"])
 
 
 @pytest.mark.slow

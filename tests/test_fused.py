@@ -65,6 +65,19 @@ def test_quality_is_the_length_of_sfaces_raw_feature(fused):
     assert engine.embed_with_quality([])[1].shape == (0,)
 
 
+def test_forward_passes_on_a_cpu_split_a_batch_without_changing_it(fused):
+    """Oracle: one forward pass over the whole batch. The CPU splits it into cache-sized passes
+    (CPU_FORWARD_FACES); embeddings and ratings come back the same and in order."""
+    chips = _faces(7, seed=3)
+    with torch.inference_mode():
+        whole, quality = fused.forward_with_quality(*fused.prepare(chips))
+    engine = EmbeddingEngine(fused, device="cpu", batch_size=64, precision="fp32")
+    engine.forward_faces = 3  # passes of 3, 3 and 1 faces
+    emb, q = engine.embed_with_quality(chips)
+    np.testing.assert_allclose(emb, whole.numpy(), atol=1e-5)
+    np.testing.assert_allclose(q, quality.numpy(), rtol=1e-4)
+
+
 def test_bf16_autocast_stays_close_to_fp32(fused):
     """The CPU fast path (bf16 where the CPU has it) may round, not change who is who."""
     chips = _faces(6, seed=4)
