@@ -78,6 +78,24 @@ def test_forward_passes_on_a_cpu_split_a_batch_without_changing_it(fused):
     np.testing.assert_allclose(q, quality.numpy(), rtol=1e-4)
 
 
+def test_dark_chips_are_brightened_before_both_parts(fused):
+    """Oracle: the same parts without the exposure correction, fed chips brightened by hand."""
+    from dataclasses import replace
+
+    from facesearch.models.fused import FusedEmbedder
+    from facesearch.models.preprocess import brighten_dark
+
+    light = fused.config.light
+    assert light and light["dark_below"] > 0  # the shipped default corrects dark chips
+    plain = FusedEmbedder(replace(fused.config, light={}), fused.base, fused.sface)
+    lit = _faces(1, seed=5)[0]
+    dark = {k: (v // 8).astype(np.uint8) for k, v in lit.items()}  # mean ~16
+    by_hand = {k: brighten_dark(v, light["dark_below"], light["mean"]) for k, v in dark.items()}
+    for got, want in zip(fused.prepare([dark, lit]), plain.prepare([by_hand, lit])):
+        torch.testing.assert_close(got, want)
+    assert not torch.equal(fused.prepare([dark])[1], plain.prepare([dark])[1])
+
+
 def test_bf16_autocast_stays_close_to_fp32(fused):
     """The CPU fast path (bf16 where the CPU has it) may round, not change who is who."""
     chips = _faces(6, seed=4)
@@ -125,10 +143,14 @@ def test_a_swapped_part_is_refused(tmp_path, monkeypatch):
         load_weights("swapped")
 
 
-def test_an_edited_fused_json_is_refused(tmp_path):
+@pytest.mark.parametrize("edit", ["weights", "light"])
+def test_an_edited_fused_json_is_refused(tmp_path, edit):
     meta = json.loads((shipped_weights_dir() / "default.json").read_text())
-    meta["config"]["components"][0]["weight"] = 0.5
-    meta["config"]["components"][1]["weight"] = 0.5
+    if edit == "weights":
+        meta["config"]["components"][0]["weight"] = 0.5
+        meta["config"]["components"][1]["weight"] = 0.5
+    else:
+        meta["config"]["light"] = {}
     meta.pop("model_id")
     (tmp_path / "edited.json").write_text(json.dumps(meta))
     with pytest.raises(ModelMismatchError, match="checksum"):
@@ -139,6 +161,9 @@ def test_an_index_of_another_shipped_model_finds_its_weights(tmp_path):
     dlib_ft = load_weights("dlib_ft")
     assert resolve_weights(None, model=dlib_ft.model_id).name == "dlib_ft.json"
     assert resolve_weights(None, model="nobody-128-000000000000").name == "default.json"
+    first_fusion = load_weights("fused_v1")  # the default before the exposure correction and weight 0.7
+    assert resolve_weights(None, model=first_fusion.model_id).name == "fused_v1.json"
+    assert first_fusion.model_id != load_weights(None).model_id and not first_fusion.config.light
     copy = tmp_path / "w"
     shutil.copytree(shipped_weights_dir(), copy)
     assert resolve_weights(copy / "default.json", model=dlib_ft.model_id) == copy / "default.json"  # asked for

@@ -12,7 +12,7 @@ from PIL import Image
 from facesearch.embed import EmbeddingEngine, select_device
 from facesearch.errors import FacesearchError, ModelMismatchError
 from facesearch.models import EmbedderConfig, create_embedder, load_weights, save_weights
-from facesearch.models.preprocess import preprocess
+from facesearch.models.preprocess import brighten_dark, preprocess
 
 TINY = "resnet10t"
 
@@ -49,6 +49,30 @@ def test_preprocess_greyscale_and_any_size():
     assert x.shape == (2, 3, 24, 24)
     assert torch.allclose(x[0], torch.ones_like(x[0]))  # white → (1-0.5)/0.5, all 3 channels
     assert torch.allclose(x[1], -torch.ones_like(x[1]))
+
+
+def test_brighten_dark_raises_only_dark_chips_to_the_asked_mean():
+    """Oracle: the gamma curve written out pixel by pixel; lit and black chips pass unchanged."""
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 90, (20, 20, 3), np.uint8)  # mean ~45
+    out = brighten_dark(dark, below=60, mean=110)
+    g = np.log(110 / 255) / np.log(dark.mean() / 255)
+    for v in (0, 10, 45, 89):
+        assert out[dark == v].tolist() == [round(255 * (v / 255) ** g)] * int((dark == v).sum())
+    assert abs(out.mean() - 110) < 15  # a gamma curve lands near, not on, the asked mean
+    assert np.all(out >= dark)  # only brighter; black stays black (v = 0 above)
+    lit = rng.integers(40, 200, (20, 20, 3), np.uint8)
+    assert brighten_dark(lit, 60, 110) is lit
+    black = np.zeros((20, 20, 3), np.uint8)
+    assert brighten_dark(black, 60, 110) is black
+
+
+def test_config_identity_names_light_only_when_set():
+    """Configs from before ``light`` existed keep the identity their indexes recorded."""
+    plain = EmbedderConfig()
+    assert "light" not in plain.identity()
+    lit = EmbedderConfig(light={"dark_below": 60, "mean": 110})
+    assert lit.identity()["light"] == {"dark_below": 60, "mean": 110} and lit.identity_hash() != plain.identity_hash()
 
 
 def test_factory_uses_backbone_normalisation():

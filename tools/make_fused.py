@@ -5,7 +5,7 @@ records its parts with their checksums, so loading refuses a swapped part. The
 weight was chosen on dev (``bench/accuracy.py``'s fused columns); its τ policy
 comes from ``tools/calibrate.py --weights fused`` afterwards.
 
-    python tools/make_fused.py [--base default] [--weight 0.6] [--out weights/fused.json]
+    python tools/make_fused.py [--base default] [--weight 0.7] [--dark-below 60] [--out weights/fused.json]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from facesearch.models.sface import EMBEDDING_DIM, find_sface_weights  # noqa: E
 from facesearch.models.weights_meta import model_id, read_meta, resolve_weights  # noqa: E402
 
 
-def fused_meta(base: str, weight: float, note: str) -> dict:
+def fused_meta(base: str, weight: float, note: str, light: dict | None = None) -> dict:
     base_meta = read_meta(resolve_weights(base))
     base_cfg = EmbedderConfig.from_dict(base_meta["config"])
     sface_meta = json.loads(find_sface_weights(None)[1].read_text())
@@ -34,21 +34,27 @@ def fused_meta(base: str, weight: float, note: str) -> dict:
                    "source": sface_meta.get("source"), "licence": sface_meta.get("licence")}]
     config = EmbedderConfig(backbone=FUSED, embedding_dim=base_cfg.embedding_dim + EMBEDDING_DIM,
                             input_size=base_cfg.input_size, mean=base_cfg.mean, std=base_cfg.std, head="none",
-                            align=f"{base_cfg.align}+{ARCFACE}", components=components,
+                            align=f"{base_cfg.align}+{ARCFACE}", components=components, light=light or {},
                             recipe={"fusion": note, "command": " ".join(["python tools/make_fused.py", *sys.argv[1:]])})
-    digest = fused_digest(components)
+    digest = fused_digest(components, light)
     return {"config": config.to_dict(), "sha256": digest, "model_id": model_id(config, digest)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default="default", help="weights name of the first part")
-    ap.add_argument("--weight", type=float, default=0.6, help="weight of the first part (SFace gets the rest)")
+    ap.add_argument("--weight", type=float, default=0.7, help="weight of the first part (SFace gets the rest)")
+    ap.add_argument("--dark-below", type=float, default=60.0,
+                    help="brighten chips whose mean pixel value is under this (0: never)")
+    ap.add_argument("--dark-mean", type=float, default=110.0, help="... to this mean, by a gamma curve")
     ap.add_argument("--out", type=Path, default=REPO / "weights" / "fused.json")
     args = ap.parse_args(argv)
     note = (f"{args.weight:g}·cos({args.base}) + {1 - args.weight:g}·cos(SFace): each part's unit vector "
             f"scaled by the square root of its weight and concatenated")
-    meta = fused_meta(args.base, args.weight, note)
+    light = {"dark_below": args.dark_below, "mean": args.dark_mean} if args.dark_below > 0 else None
+    if light:
+        note += f"; chips with a mean pixel value under {args.dark_below:g} brightened to {args.dark_mean:g} by a gamma curve"
+    meta = fused_meta(args.base, args.weight, note, light)
     if args.out.exists():  # keep a previous calibration of the same parts and weights
         old = json.loads(args.out.read_text())
         if old.get("sha256") == meta["sha256"]:

@@ -40,6 +40,8 @@ class EmbedderConfig:
     align: str = "dlib5_150_p25"
     # A fused model's parts (facesearch.models.fused): [{"weights", "sha256", "weight"}, ...].
     components: list[dict[str, Any]] = field(default_factory=list)
+    # Exposure correction of dark chips before the network ({"dark_below", "mean"}; empty: none).
+    light: dict[str, Any] = field(default_factory=dict)
     # The τ policy's numbers (facesearch.eval.tau): L2 distances between unit vectors.
     tau: float | None = None  # verification τ at the EER
     tau_far1e3: float | None = None
@@ -67,7 +69,8 @@ class EmbedderConfig:
     def identity(self) -> dict[str, Any]:
         """The fields that define the embedding space."""
         d = self.to_dict()
-        return {k: d[k] for k in IDENTITY_FIELDS}
+        # ``light`` only where set, so configs from before it existed keep their identity.
+        return {k: d[k] for k in IDENTITY_FIELDS} | ({"light": d["light"]} if self.light else {})
 
     def identity_hash(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True).encode()

@@ -1,7 +1,7 @@
 """A score-fused embedder: the default model and SFace side by side, one unit vector per face.
 
 Two embedders that err differently are better together than either: on dev,
-``0.6·cos(default) + 0.4·cos(SFace)`` beats both at strict FAR and in one-shot
+``0.7·cos(default) + 0.3·cos(SFace)`` beats both at strict FAR and in one-shot
 identification (``bench/accuracy.py``). Scaling each part's unit vector by
 ``√w`` and concatenating them gives a unit vector whose dot products *are* that
 weighted cosine, so the index, τ policy, dedupe and clustering work unchanged on
@@ -9,7 +9,9 @@ the fused vectors (L2 distance ``d² = 2 − 2·(Σ w_i cos_i)``).
 
 Each part sees the chip it was trained on: the default model dlib's 150 px chip,
 SFace the 112 px ArcFace chip from YuNet's 5 points (``facesearch.faces``
-cuts both; a fused model's ``align`` is ``"dlib5_150_p25+arcface_112"``).
+cuts both; a fused model's ``align`` is ``"dlib5_150_p25+arcface_112"``). A chip whose mean
+pixel value is under ``light["dark_below"]`` is brightened by a gamma curve first
+(:func:`facesearch.models.preprocess.brighten_dark`): neither part was trained on near-black faces.
 
 The weights JSON of a fused model has no tensors of its own: its ``components``
 name the parts' weights files with their SHA-256, and its checksum is derived
@@ -29,7 +31,7 @@ from torch import nn
 
 from facesearch.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
-from facesearch.models.preprocess import preprocess
+from facesearch.models.preprocess import brighten_dark, preprocess
 from facesearch.models.sface import chips_to_tensor, find_sface_weights, load_sface
 from facesearch.models.weights_meta import model_id
 
@@ -38,9 +40,11 @@ SFACE = "sface"
 ARCFACE = "arcface_112"
 
 
-def fused_digest(components: list[dict]) -> str:
-    """The fused model's checksum: its parts' checksums and weights, in order."""
-    blob = json.dumps([[c["weights"], c["sha256"], c["weight"]] for c in components], sort_keys=True)
+def fused_digest(components: list[dict], light: dict | None = None) -> str:
+    """The fused model's checksum: its parts' checksums and weights, in order, and its exposure
+    correction where it has one (a model without one keeps the checksum it always had)."""
+    parts: list = [[c["weights"], c["sha256"], c["weight"]] for c in components]
+    blob = json.dumps(parts + ([light] if light else []), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -56,10 +60,15 @@ class FusedEmbedder(nn.Module):
         self.register_buffer("scale", torch.tensor(w).sqrt(), persistent=False)
 
     def prepare(self, chips: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-face chip dicts -> the two parts' input batches."""
-        a = preprocess([c[self.base.config.align] for c in chips], self.base.config)
-        b = chips_to_tensor(np.stack([c[ARCFACE] for c in chips]))
+        """Per-face chip dicts -> the two parts' input batches (dark chips brightened first, where
+        the config says so: ``light``)."""
+        a = preprocess([self._lit(c[self.base.config.align]) for c in chips], self.base.config)
+        b = chips_to_tensor(np.stack([self._lit(c[ARCFACE]) for c in chips]))
         return a, b
+
+    def _lit(self, chip: np.ndarray) -> np.ndarray:
+        light = self.config.light
+        return brighten_dark(np.asarray(chip), light["dark_below"], light["mean"]) if light else chip
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.forward_with_quality(a, b)[0]
@@ -91,10 +100,10 @@ def load_fused(js: Path, meta: dict, load_part) -> FusedEmbedder:
             raise ModelMismatchError(f"{js.name} was made with {part['weights']} {part['sha256'][:12]}…, "
                                      f"but the installed one is {sha[:12]}…",
                                      hint="re-run `python tools/make_fused.py` after changing a part")
-    if meta.get("sha256") != fused_digest(config.components):
+    if meta.get("sha256") != fused_digest(config.components, config.light):
         raise ModelMismatchError(f"{js.name}: its checksum does not match its components",
                                  hint="the .json was edited; re-run `python tools/make_fused.py`")
     model = FusedEmbedder(config, base, load_sface())
     model.meta = meta  # type: ignore[attr-defined]
-    model.model_id = model_id(config, fused_digest(config.components))  # type: ignore[attr-defined]
+    model.model_id = model_id(config, fused_digest(config.components, config.light))  # type: ignore[attr-defined]
     return model.eval()

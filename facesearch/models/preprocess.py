@@ -43,6 +43,23 @@ def preprocess(images: Sequence[ImageLike], config: EmbedderConfig) -> torch.Ten
     return torch.from_numpy(batch.transpose(0, 3, 1, 2).copy())
 
 
+def brighten_dark(chip: np.ndarray, below: float, mean: float) -> np.ndarray:
+    """``chip`` (uint8) unchanged, or, when its mean pixel value is under ``below``, raised by the
+    gamma curve that takes its mean to ``mean``.
+
+    Face networks are trained on faces that are lit: a near-black face (Extended Yale B's side
+    light, an underexposed photo) gives them little to go on. A gamma curve keeps black black and
+    white white and only spreads the dark tones; on dev Extended Yale B it lifts the fused
+    default's ROC AUC from 0.82 to 0.85 and dlib_ft's from 0.85 to 0.90 (``docs/benchmarks.md``).
+    """
+    m = float(chip.mean())
+    if m >= below or m < 1.0:  # lit enough, or black: nothing to spread
+        return chip
+    gamma = np.log(mean / 255.0) / np.log(m / 255.0)
+    lut = np.round(255.0 * (np.arange(256) / 255.0) ** gamma).clip(0, 255).astype(np.uint8)
+    return lut[chip]
+
+
 def preprocess_one(image: ImageLike, config: EmbedderConfig) -> torch.Tensor:
     """Preprocess a single image to (3, S, S); used inside training datasets."""
     return preprocess([image], config)[0]
