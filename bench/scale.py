@@ -154,16 +154,10 @@ def compare_indexes(a: Path, b: Path) -> dict:
 
 
 def _faces_by_file(index: Path) -> dict[str, tuple[str, list]]:
-    """path -> (status, [(box, embedding)] sorted by box)."""
     from facesearch.index.store import FaceIndex
 
     with FaceIndex.open(index, readonly=True) as store:
-        ids, X = store.all_embeddings()
-        faces: dict[str, list] = {}
-        for row, x in zip(store.faces(ids), X):
-            faces.setdefault(row.path, []).append((row.box, x))
-        return {p: (store.file_info(p)["status"], sorted(faces.get(p, []), key=lambda f: f[0]))
-                for p in store.file_paths()}
+        return store.faces_by_file()
 
 
 # --- report ----------------------------------------------------------------------------------

@@ -46,12 +46,7 @@ def run(photos, index, engine, on_progress=None, **kw):
 def snapshot(index: Path) -> dict:
     """path -> (status, [(box, embedding)]) of every file in the index."""
     with FaceIndex.open(index, readonly=True) as store:
-        ids, X = store.all_embeddings()
-        faces: dict[str, list] = {}
-        for row, x in zip(store.faces(ids), X):
-            faces.setdefault(row.path, []).append((row.box, x))
-        return {p: (store.file_info(p)["status"], sorted(faces.get(p, []), key=lambda f: f[0]))
-                for p in store.file_paths()}
+        return store.faces_by_file()
 
 
 def assert_same_index(a: Path, b: Path) -> None:

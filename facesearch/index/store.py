@@ -471,6 +471,17 @@ class FaceIndex:
             raise KeyError(f"unknown face ids: {missing[:10]}")
         return [rows[i] for i in ids]
 
+    def faces_by_file(self) -> dict[str, tuple[str, list]]:
+        """Every indexed path -> ``(status, [(box, embedding)] sorted by box)``: the whole index in a
+        form two indexes of the same photos compare by (engines, vector stores)."""
+        ids, X = self.all_embeddings()
+        faces: dict[str, list] = {}
+        for row, x in zip(self.faces(ids), X):
+            faces.setdefault(row.path, []).append((row.box, x))
+        rows = self._db.execute("SELECT path, status FROM files ORDER BY path")
+        return {p: (status, sorted(faces.get(p, []), key=lambda f: f[0]))
+                for p, status in ((_from_db(r[0]), r[1]) for r in rows)}
+
     def all_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, X)``: every face id (int64, ascending) and its embedding (float32, (n, dim))."""
         rows = self._db.execute("SELECT id, emb FROM faces ORDER BY id").fetchall()
