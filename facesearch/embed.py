@@ -120,9 +120,8 @@ class EmbeddingEngine:
             xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
         step = self.forward_faces or len(xs[0])
         outs = [self._forward(forward, [x[i:i + step] for x in xs]) for i in range(0, len(xs[0]), step)]
-        y = torch.cat([o[0] for o in outs])
-        q = None if outs[0][1] is None else torch.cat([o[1] for o in outs])
-        return _numpy(y), (None if q is None else _numpy(q))
+        q = None if outs[0][1] is None else _numpy(torch.cat([o[1] for o in outs]))
+        return _numpy(torch.cat([o[0] for o in outs])), q
 
     def _forward(self, forward, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One forward pass under this engine's autocast: ``(embeddings, quality or None)``."""

@@ -100,10 +100,11 @@ def load_fused(js: Path, meta: dict, load_part) -> FusedEmbedder:
             raise ModelMismatchError(f"{js.name} was made with {part['weights']} {part['sha256'][:12]}…, "
                                      f"but the installed one is {sha[:12]}…",
                                      hint="re-run `python tools/make_fused.py` after changing a part")
-    if meta.get("sha256") != fused_digest(config.components, config.light):
+    digest = fused_digest(config.components, config.light)
+    if meta.get("sha256") != digest:
         raise ModelMismatchError(f"{js.name}: its checksum does not match its components",
                                  hint="the .json was edited; re-run `python tools/make_fused.py`")
     model = FusedEmbedder(config, base, load_sface())
     model.meta = meta  # type: ignore[attr-defined]
-    model.model_id = model_id(config, fused_digest(config.components, config.light))  # type: ignore[attr-defined]
+    model.model_id = model_id(config, digest)  # type: ignore[attr-defined]
     return model.eval()
