@@ -215,25 +215,45 @@ def _safe_hash(path: Path) -> str | None:
 
 
 def _run(store, engine, todo, opts, summary, notify) -> None:
-    pending: list[_Result] = []
-    for done, res in enumerate(_detect_all(todo, opts, engine.config.align), 1):
-        pending.append(res)
-        if len(pending) >= WRITE_EVERY:
-            _write(store, engine, pending, summary)
-            pending = []
-        notify("file", {"done": done, "faces": summary.faces + sum(len(r.faces) for r in pending)})
-    _write(store, engine, pending, summary)
+    commit = Committer(store, summary, notify, engine)
+    for res in _detect_all(todo, opts, engine.config.align):
+        commit.add([res])
+    commit.flush()
 
 
-def _write(store: FaceIndex, engine, results: list[_Result], summary: IndexSummary) -> None:
-    """Embed a batch of files' chips and commit them in one transaction."""
-    results = _drop_failed(results, summary)
-    chips = [c for r in results for c in r.chips]
-    emb = engine.embed(chips) if chips else np.zeros((0, engine.config.embedding_dim), np.float32)
+class Committer:
+    """Results in, one transaction per WRITE_EVERY files out, and one progress event per file: what
+    both engines do with their results. With an ``engine`` the chips are embedded at each commit (the
+    local engine); without one the results come embedded (Ray)."""
+
+    def __init__(self, store: FaceIndex, summary: IndexSummary, notify: ProgressFn, engine=None):
+        self.store, self.summary, self.notify, self.engine = store, summary, notify, engine
+        self.pending: list[_Result] = []
+        self.done = 0
+
+    def add(self, results: list[_Result]) -> None:
+        for r in results:
+            self.pending.append(r)
+            self.done += 1
+            if len(self.pending) >= WRITE_EVERY:
+                self.flush()
+            pending_faces = sum(len(p.faces) for p in self.pending)  # a failed result has none
+            self.notify("file", {"done": self.done, "faces": self.summary.faces + pending_faces})
+
+    def flush(self) -> None:
+        results = _drop_failed(self.pending, self.summary)
+        if self.engine is not None:
+            _embed(self.engine, results)
+        commit_results(self.store, results, self.summary)
+        self.pending = []
+
+
+def _embed(engine, results: list[_Result]) -> None:
+    """Embed the chips of ``results`` in one call and hand each result its rows."""
+    emb = engine.embed([c for r in results for c in r.chips])
     at = 0
     for r in results:
         r.embeddings, at = emb[at : at + len(r.chips)], at + len(r.chips)
-    commit_results(store, results, summary)
 
 
 def _drop_failed(results: list[_Result], summary: IndexSummary) -> list[_Result]:
@@ -255,9 +275,9 @@ def commit_results(store: FaceIndex, results: list[_Result], summary: IndexSumma
     for r in results:
         w, n = r.work, len(r.faces)
         status = "bad" if r.error else ("ok" if n else "noface")
-        emb = r.embeddings if n else np.zeros((0, store.dim), np.float32)
+        # A file without faces needs no embeddings: the store records an empty (0, dim) block.
         items.append(dict(path=w.path, size=w.size, mtime_ns=w.mtime_ns, hash=w.hash, status=status,
-                          error=r.error, faces=r.faces, embeddings=emb, label=w.label, dhash=r.dhash))
+                          error=r.error, faces=r.faces, embeddings=r.embeddings, label=w.label, dhash=r.dhash))
         if r.error:
             summary.bad += 1
             summary.bad_files.append({"path": w.path, "error": r.error})

@@ -30,9 +30,8 @@ import numpy as np
 
 from facesearch.detect import Face
 from facesearch.errors import FacesearchError
-from facesearch.models.weights_meta import read_meta, resolve_weights
-from facesearch.pipeline import (WRITE_EVERY, IndexOptions, IndexSummary, ProgressFn, _drop_failed, _Result, _Work,
-                                 commit_results, detect_batch)
+from facesearch.models.weights_meta import resolve_weights
+from facesearch.pipeline import Committer, IndexOptions, IndexSummary, ProgressFn, _Result, _Work, detect_batch
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +54,15 @@ def run_ray(store, weights: Path, todo: list[_Work], opts: IndexOptions, summary
     """Detect, embed and record ``todo`` on Ray; the ray half of ``pipeline.index_collection``."""
     root = Path(store.folder) / SHARDS
     stale = _shard_dirs(root)  # left by runs that died before committing them
-    model_id = store.manifest["model_id"]
+    manifest = store.manifest  # a copy each time it is read
+    model_id, align = manifest["model_id"], manifest["model_config"]["align"]
     saved, todo = _split_saved(todo, stale, model_id)
-    commit = _Committer(store, summary, notify)
+    commit = Committer(store, summary, notify)
     commit.add(saved)
     folder = root / str(run_id)
     if todo:
         with ray_runtime(opts.address, opts.workers):
-            for seq, table in enumerate(_results_stream(todo, weights, opts, model_id)):
+            for seq, table in enumerate(_results_stream(todo, weights, opts, model_id, align)):
                 commit.add(_shard_results(table, folder / f"{seq:06d}.parquet"))
     commit.flush()
     # Every file of this run's shards is committed now, and so is every file of the stale ones this
@@ -71,28 +71,6 @@ def run_ray(store, weights: Path, todo: list[_Work], opts: IndexOptions, summary
         shutil.rmtree(d, ignore_errors=True)
     if root.is_dir() and not any(root.iterdir()):
         root.rmdir()
-
-
-class _Committer:
-    """Results in, one transaction per WRITE_EVERY files out; progress events as the local engine sends."""
-
-    def __init__(self, store, summary: IndexSummary, notify: ProgressFn):
-        self.store, self.summary, self.notify = store, summary, notify
-        self.pending: list[_Result] = []
-        self.done = 0
-
-    def add(self, results: list[_Result]) -> None:
-        for r in results:
-            self.pending.append(r)
-            self.done += 1
-            if len(self.pending) >= WRITE_EVERY:
-                self.flush()
-            pending_faces = sum(len(p.faces) for p in self.pending if not p.failed)
-            self.notify("file", {"done": self.done, "faces": self.summary.faces + pending_faces})
-
-    def flush(self) -> None:
-        commit_results(self.store, _drop_failed(self.pending, self.summary), self.summary)
-        self.pending = []
 
 
 # --- the Ray runtime and the dataset ---------------------------------------------------------
@@ -125,12 +103,12 @@ def ray_runtime(address: str | None, workers: int | None = None) -> Iterator[Non
         ray.shutdown()
 
 
-def _results_stream(todo: list[_Work], weights: Path, opts: IndexOptions, model_id: str) -> Iterator:
-    """Arrow tables of embedded results, as the cluster finishes them (in no particular order)."""
+def _results_stream(todo: list[_Work], weights: Path, opts: IndexOptions, model_id: str, align: str) -> Iterator:
+    """Arrow tables of embedded results for ``weights`` (chips for its ``align``), as the cluster finishes
+    them (in no particular order)."""
     import ray
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    align = read_meta(weights)["config"]["align"]
     gpus = _gpus_to_use(opts.device)
     actors = max(gpus, 1)
     # The tasks' cap must differ from the actor pool's size, else Ray Data fuses detection into
@@ -183,7 +161,7 @@ class _Embedder:
 
     def __call__(self, table):
         chips = _chips_of(table, self.names)
-        emb = self.engine.embed(chips) if chips else np.zeros((0, self.engine.config.embedding_dim), np.float32)
+        emb = self.engine.embed(chips)
         table = table.drop_columns([f"chip_{n}" for n in self.names])
         return _with_embeddings(table, emb, self.model_id)
 
