@@ -142,7 +142,9 @@ def _dedupe_slice(store, cat: MemoryCatalogue, tau: float) -> dict:
     """The range pass of a slice of the queries against the whole store, scaled to all of them."""
     rows = max(50, LITE_SCAN_DEDUPE_ROWS // len(cat.ids))
     t0 = time.perf_counter()  # Milvus's own k-NN, as its range_pairs uses it
-    ops._knn_candidates(store._knn, len(cat.ids), cat.X[:rows], tau + ops._RANGE_SLACK, ops.RANGE_K_CAP, 4096, None)
+    n = len(cat.ids)
+    ops._knn_candidates(lambda xq, k: store._knn(xq, k, n), n, cat.X[:rows], tau + ops._RANGE_SLACK,
+                        ops.RANGE_K_CAP, 4096, None)
     s = time.perf_counter() - t0
     return {"dedupe_s": round(s * len(cat.ids) / rows, 1), "dedupe_pairs": None, "dedupe_extrapolated": True,
             "dedupe_slice_rows": rows}

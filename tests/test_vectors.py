@@ -134,6 +134,20 @@ def test_reader_searches_while_another_process_holds_milvus_lite(tmp_path):
         assert store.verify()["faiss_ok"] and store.rebuilt_reason == "stale"  # reloaded on open
 
 
+def test_a_reader_closing_leaves_milvus_lite_running_for_a_writer_in_the_same_process(tmp_path):
+    """``serve`` searches while its own index job writes: Milvus Lite's server is one per file and
+    process, so only the last store to close it may stop it."""
+    x = clustered(60, seed=4)
+    idx = build(tmp_path, "milvus://", x[:40])
+    with FaceIndex.open(idx) as writer:
+        writer.search(x[:2], 3)  # connected
+        with FaceIndex.open(idx, readonly=True) as reader:
+            assert_exact(reader, x[:10], 5)
+        writer.write_batch(updates(x[40:], start=40))  # mirrored through the same server
+        assert_exact(writer, x[40:], 5)
+        assert writer.verify()["faiss_ok"] and writer.rebuilt_reason is None
+
+
 def test_backend_names_are_checked():
     assert check_backend(None) == "faiss" and check_backend("milvus://host:19530") == "milvus://host:19530"
     with pytest.raises(FacesearchError, match="unknown vector backend"):

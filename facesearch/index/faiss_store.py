@@ -18,6 +18,7 @@ import faiss
 import numpy as np
 
 from facesearch.atomic import atomic_path, atomic_write_json, read_json_dict
+from facesearch.errors import first_line
 from facesearch.index import ops
 from facesearch.index.vectors import VectorSource
 
@@ -186,7 +187,7 @@ class FaissVectors:
         try:
             index = faiss.deserialize_index(raw)
         except Exception as e:  # truncated or corrupt: faiss raises RuntimeError
-            return f"unreadable ({str(e).splitlines()[0][:80]})"
+            return f"unreadable ({first_line(e)[:80]})"
         if index.d != self.source.dim or index.ntotal != self.source.count():
             return "inconsistent"
         self._index = index

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,13 @@ SEARCH_BATCH = 1_024  # queries per search request
 LITE_SEARCH_BYTES = 1 << 29
 
 
+# Milvus Lite runs one server per file for the whole process, and releasing it stops it for every
+# client of that file: the stores of this process that are connected to each file, so only the last
+# one to close releases it (``serve`` searches while its own ``index`` job writes).
+_LITE_USERS: Counter = Counter()
+_LITE_LOCK = threading.Lock()
+
+
 class MilvusVectors:
     """Face vectors in a Milvus collection named after the index's uuid."""
 
@@ -61,6 +70,7 @@ class MilvusVectors:
         self._checked = False
         if create:
             self._create()
+            self._stamp(self.source.generation())
 
     # -- the VectorStore interface ---------------------------------------------------------
 
@@ -87,7 +97,7 @@ class MilvusVectors:
         xq = ops.as_matrix(xq, self.source.dim)
         if k <= 0 or not len(xq):
             return np.full((len(xq), max(k, 0)), np.inf, np.float32), np.full((len(xq), max(k, 0)), -1, np.int64)
-        D2, I = self._knn(xq, min(k, MAX_TOPK))
+        D2, I = self._knn(xq, min(k, MAX_TOPK), self.source.count())
         D = np.sqrt(np.maximum(D2, 0.0))
         D[I < 0] = np.inf
         return _pad(D, I, k)
@@ -100,7 +110,7 @@ class MilvusVectors:
         _, ids, X = self.source.embeddings_snapshot()
 
         def knn(xq, k):  # ids the catalogue no longer has (a writer's removal in flight) are dropped
-            D2, I = self._knn(xq, min(k, MAX_TOPK))
+            D2, I = self._knn(xq, min(k, MAX_TOPK), len(ids))
             gone = ~np.isin(I, ids) & (I >= 0)
             D2[gone], I[gone] = np.inf, -1
             return D2, I
@@ -145,9 +155,6 @@ class MilvusVectors:
     def rebuild(self) -> dict:
         """Reload the collection from SQLite (writers)."""
         t0 = time.perf_counter()
-        self._checked = True
-        if self._client is None:
-            self._connect(raise_errors=True)
         n = self._reload()
         return {"index_type": "milvus", "faces": n, "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -156,11 +163,20 @@ class MilvusVectors:
                 "faiss_cache_current": self._stamped() == self.source.generation()}
 
     def close(self) -> None:
-        """Close the client; an embedded Milvus Lite also stops, releasing its file lock."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self.lite_path is not None:
+        """Close the client; the last one of this process to an embedded Milvus Lite also stops it,
+        releasing its file lock."""
+        if self._client is None:
+            return
+        self._client.close()
+        self._client = None
+        if self.lite_path is None:
+            return
+        with _LITE_LOCK:
+            _LITE_USERS[self.lite_path] -= 1
+            last = _LITE_USERS[self.lite_path] <= 0
+            if last:
+                del _LITE_USERS[self.lite_path]
+        if last:
             from milvus_lite.server_manager import server_manager_instance
 
             server_manager_instance.release_server(str(self.lite_path))
@@ -193,6 +209,9 @@ class MilvusVectors:
         logging.getLogger("milvus_lite.server_manager").setLevel(logging.CRITICAL)
         try:
             self._client = MilvusClient(uri=self.uri, token=os.environ.get("MILVUS_TOKEN", ""))
+            if self.lite_path is not None:
+                with _LITE_LOCK:
+                    _LITE_USERS[self.lite_path] += 1
             return None
         except Exception as e:  # locked by another process, server down: the caller decides
             self._client = None
@@ -202,8 +221,10 @@ class MilvusVectors:
             return _line(e)
 
     def _create(self) -> None:
+        """An empty collection (connecting first if need be); the caller stamps it once it is filled."""
         self._checked = True
-        self._connect(raise_errors=True)
+        if self._client is None:
+            self._connect(raise_errors=True)
         self._client.drop_collection(self.collection)
         # pymilvus asks Milvus Lite for a timestamp it does not implement while it waits for the new
         # collection's index; the in-process server logs that refusal as an ERROR. Harmless: hide it.
@@ -211,7 +232,6 @@ class MilvusVectors:
         self._client.create_collection(self.collection, dimension=self.source.dim, metric_type="L2",
                                        primary_field_name="id", id_type="int", auto_id=False,
                                        vector_field_name="vector")
-        self._stamp(self.source.generation())
 
     def _reload(self) -> int:
         """Drop and refill the collection from SQLite, then stamp it."""
@@ -228,10 +248,11 @@ class MilvusVectors:
             rows = [{"id": int(i), "vector": v} for i, v in zip(ids[s:s + INSERT_CHUNK], X[s:s + INSERT_CHUNK])]
             self._client.insert(self.collection, rows)
 
-    def _knn(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Squared L2 distances (Milvus's L2 metric) and ids, (nq, k), -1 / inf padded."""
+    def _knn(self, xq: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Squared L2 distances (Milvus's L2 metric) and ids, (nq, k), -1 / inf padded, over a
+        collection of ``n`` vectors."""
         D2, I = np.full((len(xq), k), np.inf, np.float32), np.full((len(xq), k), -1, np.int64)
-        batch = self._search_batch()
+        batch = self._search_batch(n)
         for s in range(0, len(xq), batch):
             hits = self._client.search(self.collection, data=xq[s:s + batch].tolist(), limit=k,
                                        output_fields=["id"], search_params={"metric_type": "L2"})
@@ -240,10 +261,10 @@ class MilvusVectors:
                     D2[r, c], I[r, c] = h["distance"], h["id"]
         return D2, I
 
-    def _search_batch(self) -> int:
+    def _search_batch(self, n: int) -> int:
         if self.lite_path is None:
             return SEARCH_BATCH
-        per_query = 4 * self.source.dim * max(self.source.count(), 1)
+        per_query = 4 * self.source.dim * max(n, 1)
         return int(np.clip(LITE_SEARCH_BYTES // per_query, 1, SEARCH_BATCH))
 
     def _compare(self, ids: np.ndarray, X: np.ndarray) -> dict:
