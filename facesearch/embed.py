@@ -1,16 +1,15 @@
 """Batched embedding of face crops on the best available device.
 
-``auto`` picks cuda > mps > cpu. Precision (``precision=`` or ``$FACESEARCH_PRECISION``):
-``auto`` runs the model under fp16 autocast on CUDA (in ``channels_last``) and under
-bf16 autocast on a CPU with native bf16 (AVX512-BF16/AMX: 1.6x faster for the fused
-default, cosine to fp32 >= 0.9998 on dev faces, docs/benchmarks.md); ``fp32`` never
-autocasts, ``bf16`` always does on CPU. Inference runs under ``torch.inference_mode``.
+``auto`` picks cuda > mps > cpu. Precision (``precision=`` or ``$FACESEARCH_PRECISION``,
+:mod:`facesearch.models.precision`): ``auto`` runs the model under fp16 autocast on CUDA (in
+``channels_last``) and under bf16 autocast on a CPU with native bf16 (1.6x faster for the fused
+default, cosine to fp32 >= 0.9998 on dev faces, docs/benchmarks.md). Inference runs under
+``torch.inference_mode``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from facesearch.errors import FacesearchError
 from facesearch.models.factory import Embedder
+from facesearch.models.precision import autocast, autocast_dtype
 from facesearch.models.preprocess import ImageLike, preprocess
 
 log = logging.getLogger(__name__)
@@ -39,29 +39,10 @@ def select_device(name: str = "auto") -> torch.device:
         raise FacesearchError(f"unknown device {name!r}", hint="use auto, cpu, cuda or mps") from e
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
 # Faces per forward pass on a CPU. A large batch's activations outgrow the CPU caches, and
 # SFace's full-resolution 112 px layers then run at memory speed: on one core a pass over 8
 # faces costs the fused default 13 ms a face, one over 64 faces 21 ms (bench/embed.py).
 CPU_FORWARD_FACES = 8
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 matrix maths on this CPU (where bf16 autocast is faster, not emulated)."""
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None) or getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(check and check())
-
-
-def autocast_dtype(device: torch.device, precision: str | None = None) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` (default ``$FACESEARCH_PRECISION``, else auto) on ``device``."""
-    precision = precision or os.environ.get("FACESEARCH_PRECISION") or "auto"
-    if precision not in PRECISIONS:
-        raise FacesearchError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
-    if precision == "fp32" or device.type not in ("cuda", "cpu"):
-        return None
-    if device.type == "cuda":
-        return torch.float16 if precision == "auto" else torch.bfloat16
-    return torch.bfloat16 if precision == "bf16" or cpu_has_bf16() else None
 
 
 class EmbeddingEngine:
@@ -125,10 +106,7 @@ class EmbeddingEngine:
 
     def _forward(self, forward, xs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One forward pass under this engine's autocast: ``(embeddings, quality or None)``."""
-        if self.autocast is not None:
-            with torch.autocast(self.device.type, dtype=self.autocast):
-                out = forward(*xs)
-        else:
+        with autocast(self.device, self.autocast):
             out = forward(*xs)
         return out if isinstance(out, tuple) else (out, None)
 
