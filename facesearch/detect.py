@@ -393,11 +393,26 @@ CNN_MAX_TURN = 0.3
 LANDMARKS_VERSION = {"yunet": 2}
 
 
+def network_precision(name: str) -> str | None:
+    """The arithmetic the detector ``name`` runs its network in (``bf16``, ``fp16``), when not
+    float32: YuNet follows the product's precision rule, dlib has no choice."""
+    if name not in ("yunet", "auto"):
+        return None
+    import torch
+
+    from facesearch.models.precision import autocast_dtype
+
+    dtype = autocast_dtype(torch.device("cpu"))  # _yunet_model's device
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype)
+
+
 @functools.cache
 def _yunet_model():
     from facesearch.models.yunet import YuNetDetector
 
-    return YuNetDetector()
+    # The product's precision rule (bf16 where the CPU has it); FACESEARCH_PRECISION=fp32 gives
+    # OpenCV's arithmetic exactly.
+    return YuNetDetector(precision=None)
 
 
 @dataclass

@@ -164,11 +164,15 @@ def test_the_cnn_runs_only_for_the_largest_faces_of_a_photo(monkeypatch):
     np.testing.assert_allclose(sorted(sides, reverse=True), expected, rtol=1e-5)
 
 
-def test_cached_chips_are_keyed_on_the_landmarks_version():
+def test_cached_chips_are_keyed_on_the_landmarks_version_and_precision(monkeypatch):
     from facesearch.eval.chips import chips_key
 
+    monkeypatch.setenv("FACESEARCH_PRECISION", "fp32")
     assert chips_key("auto") == f"yunet.lm{detect.LANDMARKS_VERSION['yunet']}"
     assert chips_key("dlib-auto") == "dlib-auto"  # unchanged: its caches stay valid
+    monkeypatch.setenv("FACESEARCH_PRECISION", "bf16")  # YuNet's boxes move a little in bf16
+    assert chips_key("auto") == f"yunet.lm{detect.LANDMARKS_VERSION['yunet']}.bf16"
+    assert chips_key("dlib-auto") == "dlib-auto"
 
 
 def test_the_cnn_is_asked_only_for_near_frontal_faces():

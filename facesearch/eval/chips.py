@@ -76,13 +76,16 @@ def resolved_detector(name: str) -> str:
 
 
 def chips_key(detector: str) -> str:
-    """The resolved detector and the version of its landmarks: what a set's chips depend on, so a
-    change of alignment never reads chips cached before it."""
-    from facesearch.detect import LANDMARKS_VERSION
+    """The resolved detector, the version of its landmarks and its network's arithmetic when not
+    float32: what a set's chips depend on, so a change of alignment never reads chips cached
+    before it."""
+    from facesearch.detect import LANDMARKS_VERSION, network_precision
 
     name = resolved_detector(detector)
     version = LANDMARKS_VERSION.get(name)
-    return f"{name}.lm{version}" if version else name
+    key = f"{name}.lm{version}" if version else name
+    precision = network_precision(name)
+    return f"{key}.{precision}" if precision else key
 
 
 def list_photos(set_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:
