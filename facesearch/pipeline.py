@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -148,7 +149,7 @@ def _index_todo(store, weights: Path, todo: list[_Work], opts: IndexOptions, sum
 
         run_ray(store, weights, todo, opts, summary, notify, run_id)
     else:
-        _run(store, _engine(opts, weights), todo, opts, summary, notify)
+        _run(store, weights, todo, opts, summary, notify)
 
 
 def _open_or_create(opts: IndexOptions, meta: dict) -> FaceIndex:
@@ -214,11 +215,15 @@ def _safe_hash(path: Path) -> str | None:
         return None
 
 
-def _run(store, engine, todo, opts, summary, notify) -> None:
-    commit = Committer(store, summary, notify, engine)
-    for res in _detect_all(todo, opts, engine.config.align):
-        commit.add([res])
-    commit.flush()
+def _run(store, weights: Path, todo, opts, summary, notify) -> None:
+    # The detection workers start before the embedding model loads here, so their start-up
+    # (torch and the detector's models, in each worker) overlaps this process's instead of
+    # following it.
+    with _detections(todo, opts, read_meta(weights)["config"]["align"]) as results:
+        commit = Committer(store, summary, notify, _engine(opts, weights))
+        for res in results:
+            commit.add([res])
+        commit.flush()
 
 
 class Committer:
@@ -332,17 +337,25 @@ def _detect_one(work: _Work) -> _Result:
         return _Result(work, failed=f"{type(e).__name__}: {first_line(e)}")
 
 
-def _detect_all(todo: list[_Work], opts: IndexOptions, align: str) -> Iterator[_Result]:
-    """Results in input order (chips for ``align``); a process pool when there is more than a handful of files."""
+@contextmanager
+def _detections(todo: list[_Work], opts: IndexOptions, align: str) -> Iterator[Iterator[_Result]]:
+    """Results in input order (chips for ``align``); a process pool, started and fed on entry, when
+    there is more than a handful of files."""
     init_args = (opts.detector, opts.min_face, opts.policy, align)
     # One detection worker per core: detection is the bottleneck and embedding in the main
     # process is cheap (1,000 photos on 2 cores: 39 photos/s with 1 worker, 53 with 2).
     workers = opts.workers if opts.workers is not None else (os.cpu_count() or 1)
     if workers < 1 or len(todo) < 8:
-        _init_worker(*init_args)
-        yield from map(_detect_one, todo)
+        yield _in_process(todo, init_args)
         return
     ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
     with ctx.Pool(workers, initializer=_init_pool_worker, initargs=init_args) as pool:
-        yield from pool.imap(_detect_one, todo, chunksize=4)
+        yield pool.imap(_detect_one, todo, chunksize=4)
+
+
+def _in_process(todo: list[_Work], init_args: tuple) -> Iterator[_Result]:
+    # Set up on the first result, after the caller has loaded its model: _init_worker's one
+    # OpenMP thread is for workers, not for this process's torch.
+    _init_worker(*init_args)
+    yield from map(_detect_one, todo)
 

@@ -324,3 +324,19 @@ def test_file_names_that_are_not_utf8_are_indexed_losslessly(collection, tmp_pat
     assert r.exit_code == 0, r.output
     assert "bad_\\xff.png" in r.stdout.replace("\n", "")  # shown escaped, not a crash
     assert maintenance.remove(idx, [odd])["removed_files"] == 1
+
+
+def test_detection_workers_start_before_the_model_loads(collection, tmp_path, monkeypatch):
+    """Their start-up (imports, detector models) overlaps the model's loading, not follows it."""
+    import multiprocessing as mp
+
+    from facesearch import pipeline
+
+    seen = []
+    real = pipeline._engine
+    monkeypatch.setattr(pipeline, "_engine", lambda opts, weights: seen.append(len(mp.active_children())) or real(opts, weights))
+    s = run([collection], tmp_path / "idx", workers=2)
+    assert seen == [2] and (s.new, s.faces) == (16, 16)
+    seen.clear()
+    s = run([collection], tmp_path / "idx2", workers=0)  # in this process: no pool to start
+    assert seen == [0] and (s.new, s.faces) == (16, 16)
