@@ -36,6 +36,7 @@ def run_doctor(index_folder: Path | None = None, weights: str | None = None) -> 
         _check("python", _python),
         _check("torch", _torch),
         _check("cuda", _cuda, required=False),
+        _check("precision", _precision),
         _check("faiss", _faiss),
         _check("faiss-gpu", _faiss_gpu, required=False),
         _check("detector yunet", _yunet),
@@ -89,6 +90,18 @@ def _cuda() -> Outcome:
         return True, "not available: running on CPU", "optional: a CUDA GPU speeds up training and indexing"
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return True, f"CUDA {torch.version.cuda}: {', '.join(names)}", None
+
+
+def _precision() -> Outcome:
+    """The arithmetic the networks run in on the CPU ($FACESEARCH_PRECISION, else auto): a typo
+    there would otherwise stop the first index run."""
+    torch = _module("torch", "pip install torch")
+    from facesearch.models.precision import autocast_dtype, cpu_has_bf16
+
+    runs = "bf16" if autocast_dtype(torch.device("cpu")) == torch.bfloat16 else "fp32"
+    asked = os.environ.get("FACESEARCH_PRECISION") or "auto"
+    native = "has native bf16" if cpu_has_bf16() else "no native bf16: fp32 is faster here"
+    return True, f"{asked}: detector and embedder run in {runs} on the CPU ({native})", None
 
 
 def _faiss() -> Outcome:
@@ -209,5 +222,5 @@ def _index(folder: Path | None, weights_meta: dict) -> Outcome:
 
 def _env_summary() -> dict:
     """Environment variables that change where facesearch looks (for the CLI to show)."""
-    keys = ("FACESEARCH_HOME", "FACESEARCH_WEIGHTS", "FACESEARCH_INDEX", "FACESEARCH_MAX_PIXELS")
+    keys = ("FACESEARCH_HOME", "FACESEARCH_WEIGHTS", "FACESEARCH_INDEX", "FACESEARCH_MAX_PIXELS", "FACESEARCH_PRECISION")
     return {k: os.environ[k] for k in keys if k in os.environ}

@@ -13,7 +13,7 @@ from facesearch.index.store import FaceIndex
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.weights_meta import model_id
 
-EXPECTED = {"python", "torch", "cuda", "faiss", "faiss-gpu", "detector yunet", "detector dlib-hog", "landmarks dlib 5-point",
+EXPECTED = {"python", "torch", "cuda", "precision", "faiss", "faiss-gpu", "detector yunet", "detector dlib-hog", "landmarks dlib 5-point",
             "detector dlib-cnn", "detector opencv-haar", "weights", "index"}
 
 
@@ -124,3 +124,15 @@ def test_check_never_raises():
     assert not c["ok"] and "kaput" in c["detail"] and c["hint"]
     assert _check("y", typed, required=False) == {"name": "y", "ok": False, "detail": "no luck",
                                                  "hint": "try again", "required": False}
+
+
+def test_precision_says_what_runs_and_refuses_a_typo(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACESEARCH_PRECISION", "fp32")
+    result = run_doctor(index_folder=tmp_path / "none")
+    check = by_name(result)["precision"]
+    assert check["ok"] and "run in fp32" in check["detail"] and result["env"]["FACESEARCH_PRECISION"] == "fp32"
+    monkeypatch.setenv("FACESEARCH_PRECISION", "fp8")
+    result = run_doctor(index_folder=tmp_path / "none")
+    check = by_name(result)["precision"]
+    assert not check["ok"] and "fp8" in check["detail"] and "auto, fp32, bf16" in check["hint"]
+    assert not result["ok"] and "precision" in result["failed"]
