@@ -371,7 +371,11 @@ MAX_TILE_PIXELS = 40_000_000  # ~4 s of tiles on one CPU core: a 4000x3000 photo
 # pins_celebs: the default model was trained on chips aligned from dlib's points.
 YUNET_TO_DLIB_BOX = (-0.0485, 0.1596, 1.0573, 0.7986)
 HOG_FACE = 80  # px: the face just fills dlib's 80 px HOG window: found at the first pyramid level, cheapest
-HOG_CONTEXT = 3.0  # the window around the face, in face widths
+# The window around the face, in face widths. HOG scans every pyramid level of the window down
+# to its own 80 px, so the cost grows with the window's area: 2 widths is ~2.7x cheaper than 3
+# (~2.3 vs ~6.5 ms a face on one core) and was level on every dev set (fused Yale B ROC AUC
+# 0.8541 vs 0.8535, UMIST 0.9808 vs 0.9809, pins TAR@1e-3 0.914 vs 0.911; bench/accuracy.py).
+HOG_CONTEXT = 2.0
 # Where HOG misses, dlib's CNN (MMOD, also an 80 px window) runs on a window of this many face
 # widths. On dev Extended Yale B's 200 HOG misses: 2.5 widths finds 83 boxes at ~280 ms per face,
 # 3 finds 82 at ~480 ms, 2 only 29 (the CNN needs context around the face).
@@ -389,8 +393,8 @@ CNN_MAX_FACES = 8
 CNN_MAX_TURN = 0.3
 # The version of the landmarks a detector gives, where it has changed: part of the key of cached
 # chips (facesearch.eval.chips.chips_key), so bump it whenever a change moves a detector's landmarks.
-# yunet 2: dlib's CNN gives the box where HOG misses (_hog_box).
-LANDMARKS_VERSION = {"yunet": 2}
+# yunet 2: dlib's CNN gives the box where HOG misses (_hog_box). 3: HOG's window 2 face widths, not 3.
+LANDMARKS_VERSION = {"yunet": 3}
 
 
 def network_precision(name: str) -> str | None:
@@ -534,7 +538,7 @@ def _hog_box(rgb: np.ndarray, box: tuple[float, float, float, float], cnn: bool 
     Extended Yale B (hard side light), on the photos both dlib-auto and YuNet find, dlib_ft's
     ROC AUC is 0.996 on dlib-auto's chips and 0.938 on chips from HOG's box where HOG sees the
     face and YuNet's box mapped to dlib's convention (``_dlib_box``) elsewhere. The crop is scaled
-    so the face fills HOG's 80 px window (~6 ms per face). HOG misses 42 % of Yale B's YuNet
+    so the face fills HOG's 80 px window (~2.3 ms per face, HOG_CONTEXT). HOG misses 42 % of Yale B's YuNet
     faces (dark), 52 % of UMIST's (profiles), 0.7 % of pins and none of ORL; in those windows
     dlib's CNN finds 42 % of Yale B's and 97 % of UMIST's, at ~250 ms per face (CNN_CONTEXT).
     That lifts dlib_ft's Yale B AUC from 0.821 to 0.856 (fused 0.812 -> 0.818) but lowers UMIST's,
