@@ -27,6 +27,7 @@ import platform
 import random
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -55,10 +56,12 @@ def variants() -> dict[str, tuple[dict, float]]:
     """Detector settings to compare: name -> (create_detector kwargs, share of each set to run).
 
     dlib's CNN takes seconds per large photo on a CPU, so the dlib variants run on a
-    sample of each set; YuNet's score sweep is how its threshold was chosen.
+    sample of each set; YuNet's score sweep is how its threshold was chosen. YuNet runs at the
+    product's precision (bf16 where the CPU has it) unless a variant names one.
     """
     return {
         "auto (yunet 0.7)": ({"name": "auto"}, 1.0),
+        "auto, fp32 network": ({"name": "auto", "precision": "fp32"}, 1.0),  # what bf16 buys, same run
         "yunet 0.5": ({"name": "yunet", "score_threshold": 0.5}, 1.0),
         "yunet 0.6": ({"name": "yunet", "score_threshold": 0.6}, 1.0),
         "yunet 0.8": ({"name": "yunet", "score_threshold": 0.8}, 1.0),
@@ -69,8 +72,28 @@ def variants() -> dict[str, tuple[dict, float]]:
     }
 
 
+@contextmanager
+def network_precision(precision: str | None):
+    """YuNet built at ``precision`` (``$FACESEARCH_PRECISION``, read when the model is built) for the
+    duration; the setting and the cached model put back afterwards."""
+    from facesearch import detect
+
+    asked = os.environ.get("FACESEARCH_PRECISION")
+    if precision:
+        os.environ["FACESEARCH_PRECISION"] = precision
+    detect._yunet_model.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ.pop("FACESEARCH_PRECISION", None)
+        if asked is not None:
+            os.environ["FACESEARCH_PRECISION"] = asked
+        detect._yunet_model.cache_clear()
+
+
 def make_detector(kw: dict):
     kw = dict(kw)
+    kw.pop("precision", None)  # see network_precision
     score, tiles = kw.pop("score_threshold", None), kw.pop("tiles", True)
     det = create_detector(**kw)
     if score is not None:
@@ -204,6 +227,20 @@ def print_table(results: dict) -> None:
     print("\nalignment vs dlib.get_face_chip:", results["alignment"])
 
 
+def run_variant(kw: dict, share: float, composite: dict, singles: dict) -> dict:
+    from facesearch.detect import network_precision as yunet_precision
+
+    try:
+        det = make_detector(kw)
+    except FacesearchError as exc:
+        return {"error": f"{exc} ({exc.hint})"}
+    det.warmup()  # model loading is not per-image cost
+    res = {"network_precision": yunet_precision(kw["name"]) or ("fp32" if kw["name"] in ("auto", "yunet") else None)}
+    res |= {k: bench_composite(det, v, share) for k, v in composite.items()}
+    res["no_face"] = {k: bench_no_face(det, head(v, share)) for k, v in singles.items()}
+    return res
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
@@ -233,15 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, (kw, share) in variants().items():
         if args.only and name not in args.only:
             continue
-        try:
-            det = make_detector(kw)
-        except FacesearchError as exc:
-            results["detectors"][name] = {"error": f"{exc} ({exc.hint})"}
-            continue
-        det.warmup()  # model loading is not per-image cost
-        res = {k: bench_composite(det, v, share) for k, v in composite.items()}
-        res["no_face"] = {k: bench_no_face(det, head(v, share)) for k, v in singles.items()}
-        results["detectors"][name] = res
+        with network_precision(kw.get("precision")):
+            results["detectors"][name] = run_variant(kw, share, composite, singles)
         print(f"done {name}", flush=True)
     results["alignment"] = bench_alignment(singles["yale"])
     print_table(results)

@@ -1,4 +1,5 @@
-"""The model and pipeline benchmarks (bench/embed.py, bench/accuracy.py, bench/pipeline.py).
+"""The model and pipeline benchmarks (bench/embed.py, bench/accuracy.py, bench/pipeline.py,
+bench/stages.py).
 
 Each script's ``main(["--quick", "--out", tmp])`` must run and write well-formed
 JSON; parts that need dlib, the face_recognition CLI or the shared face data are
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import accuracy as bench_accuracy  # noqa: E402
 from facesearch.eval.protocol import one_shot_top1  # noqa: E402
 import embed as bench_embed  # noqa: E402
 import pipeline as bench_pipeline  # noqa: E402
+import stages as bench_stages  # noqa: E402
 
 HAVE_DLIB = importlib.util.find_spec("dlib") is not None and bench_embed.dlib_model() is not None
 HAVE_DEV = (DATA / "dev").is_dir()
@@ -180,3 +183,25 @@ def test_pipeline_quick(tmp_path):
     assert "error" not in peer, peer.get("error")
     assert peer["photos"] == 20 and peer["faces"] >= 15
     assert peer["photos_with_face"] + peer["photos_without_face"] == 20
+
+
+@pytest.mark.slow
+@needs_dev
+def test_stages_quick(tmp_path, monkeypatch):
+    from facesearch import detect
+
+    monkeypatch.delenv("FACESEARCH_PRECISION", raising=False)
+    helpers = (detect._hog_box, detect._landmarks)
+    assert bench_stages.main(["--quick", "--out", str(tmp_path)]) == 0
+    r = _read(tmp_path / "stages.json")
+    prev, new = r["runs"]["previous default"], r["runs"]["default"]
+    assert prev["photos"] == new["photos"] == r["photos"]["n"] == 30 and r["photos"]["yalefaces"] >= 1
+    assert prev["faces"] >= 25 and new["faces"] >= 25
+    for run in (prev, new):  # every stage clocked once: the stages add up to the total
+        assert min(run["ms_per_photo"].values()) >= 0
+        assert sum(run["ms_per_photo"].values()) == pytest.approx(run["total_ms_per_photo"], abs=0.1)
+    assert prev["ms_per_photo"]["dlib box"] == 0 and new["ms_per_photo"]["dlib box"] > 0  # YuNet's faces only
+    assert set(new["embed_parts_ms_per_face"]) == {"base", "sface"} and prev["embed_parts_ms_per_face"] == {}
+    assert prev["setup"]["weights"] == "dlib_ft" and new["model_id"].startswith("fused-")
+    # The clocks come off again, and the process's precision setting is as it was.
+    assert (detect._hog_box, detect._landmarks) == helpers and "FACESEARCH_PRECISION" not in os.environ

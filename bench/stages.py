@@ -1,0 +1,244 @@
+"""Where a photo's indexing time goes, stage by stage: the default vs the previous default.
+
+``bench/pipeline.py`` times whole ``facesearch index`` runs; this script says
+why they differ. On one core (one thread), in this process, over the same
+photos as ``bench/pipeline.py`` (its mix of ``train/yalefaces`` and
+``dev/pins_celebs`` crops, ``--photos`` of them), it runs what an indexing
+worker and the embedding engine run, with a clock around each stage:
+
+* ``decode``: ``load_array`` (EXIF-rotated RGB) and the photo's ``dhash``;
+* ``find faces``: the detector's own search (YuNet's network, decoding and NMS;
+  for ``dlib-auto`` HOG, and dlib's CNN where HOG finds nothing);
+* ``dlib box``: (YuNet only) dlib's own box for its shape predictor, from HOG in
+  a window around each face, or dlib's CNN where HOG misses;
+* ``landmarks``: dlib's 5-point shape predictor;
+* ``chips``: the aligned chips the model wants (two per face for the fused model);
+* ``embed``: the model in batches of 64, its parts timed apart where it has two.
+
+The default runs at the product's precision (bf16 where the CPU has it); the
+previous default (``--detector dlib-auto --weights dlib_ft --min-face 40``) in
+fp32, as ``bench/pipeline.py`` runs it. Stages are summed per photo, so the
+per-photo total is the CPU time one core spends; the end-to-end speed on all
+cores is ``bench/pipeline.py``'s.
+
+    python bench/stages.py             # 300 photos, ~1 minute
+    python bench/stages.py --quick     # 30 photos
+
+Prints a table and writes ``bench/results/stages.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+from embed import out_path  # noqa: E402
+from pipeline import PINS, YALE, spread  # noqa: E402
+
+STAGES = ("decode", "find faces", "dlib box", "landmarks", "chips", "embed")
+PREVIOUS = {"detector": "dlib-auto", "weights": "dlib_ft", "min_face": 40, "precision": "fp32"}
+DEFAULT = {"detector": "auto", "weights": None, "min_face": None, "precision": None}
+YALE_SHARE = 0.164  # bench/pipeline.py's 1,000 photos: 164 yalefaces, 836 pins_celebs
+ASKED_PRECISION = os.environ.get("FACESEARCH_PRECISION")  # what the default runs at (None: auto)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = {"benchmark": "stages", "machine": C.machine(), "quick": args.quick}
+    if not YALE.is_dir() or not PINS.is_dir():
+        results["skipped"] = f"shared face data not found at {YALE.parent.parent}"
+        print(results["skipped"])
+        C.write_results(args.out, results)
+        return 0
+    photos = sample(args.photos)
+    results["photos"] = {"n": len(photos), "yalefaces": sum(p.is_relative_to(YALE) for p in photos)}
+    for p in photos:
+        p.read_bytes()  # into the page cache: the first configuration would pay for the disk
+    with _one_core():
+        results["runs"] = {"previous default": profile(photos, PREVIOUS), "default": profile(photos, DEFAULT)}
+    results["summary"] = summarise(results["runs"])
+    print_table(results)
+    C.write_results(args.out, results)
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="30 photos (seconds)")
+    ap.add_argument("--photos", type=int, default=None, help="photos (default 300; quick 30)")
+    ap.add_argument("--out", type=Path, default=None, help="result JSON, or a folder for stages.json")
+    args = ap.parse_args(argv)
+    args.photos = args.photos or (30 if args.quick else 300)
+    args.out = out_path(args.out, "stages")
+    return args
+
+
+def sample(n: int) -> list[Path]:
+    """``n`` photos in bench/pipeline.py's proportions, evenly spread over each set."""
+    yale = sorted(p for p in YALE.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    pins = sorted(p for p in PINS.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    k = min(len(yale), round(n * YALE_SHARE))
+    return spread(yale, k) + spread(pins, n - k)
+
+
+@contextmanager
+def _one_core():
+    """One thread for torch and OpenCV, as in each indexing worker; this process's threads, its
+    precision setting and its cached YuNet put back afterwards."""
+    import cv2
+    import torch
+
+    from facesearch import detect
+
+    threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv_threads)
+        if ASKED_PRECISION is None:
+            os.environ.pop("FACESEARCH_PRECISION", None)
+        else:
+            os.environ["FACESEARCH_PRECISION"] = ASKED_PRECISION
+        detect._yunet_model.cache_clear()
+
+
+class Clock:
+    """Seconds per stage, added up over every call a stage makes."""
+
+    def __init__(self):
+        self.seconds = {s: 0.0 for s in STAGES}
+        self.parts: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, into: dict | None = None):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            book = self.seconds if into is None else into
+            book[name] = book.get(name, 0.0) + time.perf_counter() - t0
+
+
+def profile(photos: list[Path], setup: dict) -> dict:
+    """One configuration's seconds per stage over ``photos`` (models loaded before the clock)."""
+    from facesearch import detect
+    from facesearch.detect import create_detector
+    from facesearch.embed import EmbeddingEngine
+    from facesearch.models.weights import load_weights
+    from facesearch.models.weights_meta import read_meta, resolve_weights
+
+    os.environ["FACESEARCH_PRECISION"] = setup["precision"] or ASKED_PRECISION or "auto"
+    detect._yunet_model.cache_clear()  # the detector's precision is read when it is built
+    det = create_detector(setup["detector"], min_face=setup["min_face"])
+    det.warmup()
+    weights = resolve_weights(setup["weights"])
+    engine = EmbeddingEngine(load_weights(weights), device="cpu")
+    clock = Clock()
+    with _timed_helpers(clock):
+        chips, faces = _detect_all(photos, det, engine.config.align, clock)
+        _embed_all(engine, chips, clock)
+    n = len(photos)
+    return {"setup": dict(setup), "model_id": read_meta(weights)["model_id"],
+            "precision": os.environ["FACESEARCH_PRECISION"], 
+            "detector_precision": "dlib" if setup["detector"].startswith("dlib") else detect.network_precision(setup["detector"]) or "fp32",
+            "photos": n, "faces": faces,
+            "ms_per_photo": {s: round(1e3 * v / n, 2) for s, v in clock.seconds.items()},
+            "embed_parts_ms_per_face": {k: round(1e3 * v / max(faces, 1), 2) for k, v in clock.parts.items()},
+            "total_ms_per_photo": round(1e3 * sum(clock.seconds.values()) / n, 2)}
+
+
+def _detect_all(photos, det, align: str, clock: Clock) -> tuple[list, int]:
+    from facesearch.faces import make_chips
+    from facesearch.imageio import dhash, load_array
+
+    chips = []
+    for p in photos:
+        with clock.stage("decode"):
+            img = load_array(p)
+            dhash(img)
+        with clock.stage("find faces"):  # the helpers' own time is moved to their stages below
+            faces = det.detect(img)
+        with clock.stage("chips"):
+            chips += make_chips(img, faces, align)
+    # find faces ran the dlib box and landmarks too: those were clocked apart, take them out.
+    clock.seconds["find faces"] -= clock.seconds["dlib box"] + clock.seconds["landmarks"]
+    return chips, len(chips)
+
+
+@contextmanager
+def _timed_helpers(clock: Clock):
+    """Clock detect's per-face helpers where they are called (module globals, looked up per call)."""
+    from facesearch import detect
+
+    real = {"dlib box": ("_hog_box", detect._hog_box), "landmarks": ("_landmarks", detect._landmarks)}
+
+    def wrap(stage, fn):
+        def timed(*a, **k):
+            with clock.stage(stage):
+                return fn(*a, **k)
+        return timed
+
+    for stage, (name, fn) in real.items():
+        setattr(detect, name, wrap(stage, fn))
+    try:
+        yield
+    finally:
+        for name, fn in real.values():
+            setattr(detect, name, fn)
+
+
+def _embed_all(engine, chips: list, clock: Clock) -> None:
+    """The engine over every chip in its batches; each part of a fused model clocked by hooks."""
+    hooks = []
+    for name in ("base", "sface"):
+        part = getattr(engine.model, name, None)
+        if part is not None:
+            starts = {}
+            hooks.append(part.register_forward_pre_hook(lambda m, a, s=starts: s.update(t=time.perf_counter())))
+            hooks.append(part.register_forward_hook(
+                lambda m, a, o, s=starts, n=name: clock.parts.update({n: clock.parts.get(n, 0.0) + time.perf_counter() - s["t"]})))
+    engine.embed(chips[:8])  # first-call set-up (oneDNN primitives) off the clock
+    clock.parts.clear()
+    try:
+        with clock.stage("embed"):
+            engine.embed(chips)
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+def summarise(runs: dict) -> dict:
+    prev, new = runs["previous default"], runs["default"]
+    out = {"cpu_ms_per_photo": {"previous default": prev["total_ms_per_photo"], "default": new["total_ms_per_photo"]},
+           "cpu_time_ratio": round(new["total_ms_per_photo"] / prev["total_ms_per_photo"], 2)}
+    # What the default spends on work the previous default does not do at all.
+    out["default_only_ms_per_photo"] = {
+        "sface": round(new["embed_parts_ms_per_face"].get("sface", 0.0) * new["faces"] / new["photos"], 2),
+        "dlib box": new["ms_per_photo"]["dlib box"]}
+    return out
+
+
+def print_table(results: dict) -> None:
+    runs = results["runs"]
+    names = list(runs)
+    rows = [[s] + [runs[n]["ms_per_photo"][s] for n in names] for s in STAGES]
+    rows.append(["total (one core)"] + [runs[n]["total_ms_per_photo"] for n in names])
+    for part in ("base", "sface"):
+        rows.append([f"  embed: {part}, ms/face"] + [runs[n]["embed_parts_ms_per_face"].get(part) for n in names])
+    C.print_table(f"ms per photo on one core, {results['photos']['n']} photos "
+                  f"({results['photos']['yalefaces']} yalefaces)", ["stage", *names], rows)
+    print("summary:", results["summary"])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
