@@ -108,10 +108,15 @@ def spread(files: list[Path], n: int) -> list[Path]:
     return [files[i] for i in idx]
 
 
+def source_photos() -> tuple[list[Path], list[Path]]:
+    """The photos a collection is drawn from: (train/yalefaces, dev/pins_celebs), sorted."""
+    return tuple(sorted(p for p in root.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+                 for root in (YALE, PINS))
+
+
 def build_collection(work: Path, n: int) -> tuple[Path, Path]:
     """Copy yalefaces (up to half of ``n`` when small) + pins_celebs into one flat folder."""
-    yale = sorted(p for p in YALE.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    pins = sorted(p for p in PINS.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    yale, pins = source_photos()
     chosen = spread(yale, min(len(yale), n // 2 if n < 2 * len(yale) else len(yale)))
     chosen += spread(pins, n - len(chosen))
     photos = work / "photos"

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 from embed import out_path  # noqa: E402
-from pipeline import PINS, YALE, spread  # noqa: E402
+from pipeline import PINS, YALE, source_photos, spread  # noqa: E402
 
 STAGES = ("decode", "find faces", "dlib box", "landmarks", "chips", "embed")
 PREVIOUS = {"detector": "dlib-auto", "weights": "dlib_ft", "min_face": 40, "precision": "fp32"}
@@ -82,8 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def sample(n: int) -> list[Path]:
     """``n`` photos in bench/pipeline.py's proportions, evenly spread over each set."""
-    yale = sorted(p for p in YALE.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    pins = sorted(p for p in PINS.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    yale, pins = source_photos()
     k = min(len(yale), round(n * YALE_SHARE))
     return spread(yale, k) + spread(pins, n - k)
 
