@@ -126,9 +126,10 @@ def louvain(n: int, i: np.ndarray, j: np.ndarray, d: np.ndarray, tau: float) -> 
 def sweep(policy: TauPolicy) -> list[tuple[str, float, int, callable]]:
     """The product's method at other τ and k: how sensitive the choice is."""
     cw = lambda n, i, j, d: cluster.chinese_whispers(n, i, j)  # noqa: E731
-    taus = (policy.far1e4, (policy.far1e4 + policy.far1e3) / 2, (policy.far1e3 + policy.verification) / 2)
-    return ([(f"chinese whispers ({t:.3f})", t, K, cw) for t in taus]
-            + [(f"chinese whispers ({policy.far1e3:.3f}), k {k}", policy.far1e3, k, cw) for k in (10, 20, 80)])
+    product = policy.people()[0]
+    taus = (policy.far1e4, (policy.far1e4 + policy.far1e3) / 2, policy.far1e3, (policy.far1e3 + policy.verification) / 2)
+    return ([(f"chinese whispers ({t:.3f})", t, K, cw) for t in taus if abs(t - product) > 1e-4]
+            + [(f"chinese whispers ({product:.3f}), k {k}", product, k, cw) for k in (10, 20, 80)])
 
 
 def score(name: str, cutoff: float, k: int, fn, c: dict, graphs: dict) -> dict:

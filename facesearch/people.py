@@ -2,8 +2,8 @@
 
 ``people()`` clusters the faces when the index changed since the last clustering (or when
 asked), then lists the persons. Clustering (:func:`facesearch.cluster.chinese_whispers` on the
-index's kNN graph within the model's FAR 1e-3 τ: the best of the methods compared on dev by
-``bench/people.py``) is a full run that keeps every
+index's kNN graph within the model's clustering τ, ``TauPolicy.people``: the best of the methods
+compared on dev by ``bench/people.py``) is a full run that keeps every
 decision of the user: faces the user placed (naming, merging, splitting, labels) stay where they
 are, people the user keeps apart never merge, a face told "not this person" never rejoins it, and
 two faces of one photo are never one person. Unnamed people keep their ids across runs where

@@ -185,7 +185,27 @@ def test_people_cli_json_and_exit_codes(tmp_path):
 
 def test_clustering_settings_come_from_the_tau_policy():
     tau, source = TauPolicy.from_config(CONFIG).people()
-    assert 0 < tau < CONFIG["tau"] and "FAR 1e-3" in source
+    assert tau == CONFIG["tau_people"] and CONFIG["tau_far1e4"] <= tau <= CONFIG["tau_far1e3"] < CONFIG["tau"]
+    assert "clustering τ" in source
+    # A model calibrated before the clustering τ existed clusters within its FAR 1e-3 τ, as it did.
+    older = {k: v for k, v in CONFIG.items() if k != "tau_people"}
+    tau, source = TauPolicy.from_config(older).people()
+    assert tau == CONFIG["tau_far1e3"] and "FAR 1e-3" in source
+
+
+def test_people_tau_finds_the_range_where_people_separate():
+    from facesearch.eval.tau import people_tau
+
+    # 12 people, 6 photos each: photos of one person within ~0.3 of each other, people ~1.4 apart.
+    x, labels = person_vectors(12, 6, seed=4)
+    same = np.linalg.norm(x[:, None] - x[None], axis=2)[labels[:, None] == labels[None]].max()
+    apart = np.linalg.norm(x[:, None] - x[None], axis=2)[labels[:, None] != labels[None]].min()
+    assert same < apart  # the data has a clean cut
+    tau, f = people_tau(x, labels, 0.01, 2.0, k=10, steps=41)
+    assert f == 1.0 and tau < apart  # perfect, and no two people linked at all
+    # Too tight a range leaves everyone alone at every τ: a tie, which goes to the strictest τ.
+    tau, f = people_tau(x, labels, 0.001, 0.002, k=10, steps=3)
+    assert tau == 0.001 and f < 0.5
 
 
 def test_cluster_index_refuses_a_read_only_index(tmp_path):

@@ -15,6 +15,9 @@ Writes the config fields of :func:`facesearch.eval.tau.calibrate` (the one τ po
 - ``tau_dedupe``: the near-duplicate τ: the 99th percentile of the distance between a dev photo
   and a re-encoded, resized, slightly shifted copy of itself, capped below the 1st percentile of
   genuine (same person, different photo) distances.
+- ``tau_people``: the τ at which the product's people clustering best groups every dev photo
+  (all sets pooled, people kept apart by set; BCubed F), between ``tau_far1e4`` and ``tau_far1e3``
+  (``facesearch.eval.tau.people_tau``).
 
 Per-set metrics go to ``metrics.dev``. Only ``dev/`` is read: thresholds are chosen on dev, never train.
 
@@ -38,11 +41,12 @@ from facesearch.eval.chips import resolved_detector
 from facesearch.eval.embedding import EmbeddedFolder, embed_folder
 from facesearch.eval.folders import IdentityFolder
 from facesearch.eval.pairs import make_pairs, pair_distances
-from facesearch.eval.tau import calibrate
+from facesearch.eval.tau import calibrate, people_tau
 from facesearch.faces import largest_face
 from facesearch.imageio import load_image
 from facesearch.metrics import verification_report
 from facesearch.models.weights import load_weights, resolve_weights
+from facesearch.people import GRAPH_K
 
 
 def set_distances(data: EmbeddedFolder) -> tuple[np.ndarray, np.ndarray]:
@@ -105,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     fields["calibration"]["data"] = (f"verification τ: every within-set pair of {', '.join(names)}; "
                                      f"open set: every within-set pair and photo of {', '.join(names[k] for k in wild)}")
     fields["calibration"]["detector"] = resolved_detector(args.detector)
+    # Every dev photo pooled, people kept apart by set (labels offset per set).
+    labels = np.concatenate([data.labels + 10_000 * k for k, data in enumerate(sets)])
+    fields["tau_people"], fields["calibration"]["people_bcubed_f"] = people_tau(
+        np.concatenate([data.emb for data in sets]), labels, fields["tau_far1e4"], fields["tau_far1e3"], GRAPH_K)
     js = resolve_weights(args.weights)
     meta = json.loads(js.read_text())
     meta["config"].update(fields)

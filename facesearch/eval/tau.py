@@ -94,6 +94,28 @@ def calibrate(dist, same, duplicate_dist=None, emb=None, labels=None, groups=Non
     return out
 
 
+def people_tau(emb: np.ndarray, labels: np.ndarray, lo: float, hi: float, k: int, steps: int = 11) -> tuple[float, float]:
+    """``(τ, BCubed F)``: the clustering τ, among ``steps`` values from ``lo`` to ``hi``, at which the
+    product's people method (Chinese Whispers on each face's ``k`` nearest within τ) best groups
+    labelled photos (``labels`` unique per person across every set pooled). Ties go to the
+    strictest τ.
+
+    The calibration passes the FAR 1e-4 and 1e-3 τ as the range: never looser than the strict
+    verification τ, because a clustering that merges strangers names them together. Which τ in
+    that range suits a model depends on its distances (bench/people.py: the first fused default
+    peaked at its FAR 1e-3 τ, the current one well below it).
+    """
+    from facesearch import cluster
+
+    best = (float(hi), -1.0)
+    for tau in np.linspace(lo, hi, steps):
+        i, j, _ = cluster.knn_graph(emb, k, float(tau))
+        f = cluster.cluster_scores(labels, cluster.chinese_whispers(len(emb), i, j))["bcubed_f"]
+        if f > best[1]:
+            best = (float(tau), f)
+    return round(best[0], 4), round(best[1], 4)
+
+
 IDENT_SIZES = (1, 3, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
 IDENT_FPIRS = (0.01, 0.001)
 _TAU_GRID = np.linspace(0.0, MAX_TAU, 2001)
@@ -148,6 +170,7 @@ class TauPolicy:
     curve: tuple[tuple[float, float], ...] = ()  # (far, τ), loosest first
     ident: tuple[tuple[float, tuple[tuple[int, float], ...]], ...] = ()  # (fpir, ((N, τ), ...))
     quality_min: float | None = None  # faces rated below are not named (None: no gate)
+    people_tau: float | None = None  # clustering τ (calibrated; None: the FAR 1e-3 τ)
 
     @classmethod
     def from_config(cls, config) -> "TauPolicy":
@@ -158,7 +181,7 @@ class TauPolicy:
         ident = tuple((float(f), tuple((int(n), float(t)) for n, t in pts))
                       for f, pts in (cal.get("identification") or {}).items())
         return cls(c.get("tau"), c.get("tau_far1e3"), c.get("tau_far1e4"), c.get("tau_dedupe"), curve, ident,
-                   cal.get("quality_min"))
+                   cal.get("quality_min"), c.get("tau_people"))
 
     def can_name(self, quality: float | None) -> bool:
         """Whether a face of this quality may be named (always, without a rating or a gate)."""
@@ -218,7 +241,10 @@ class TauPolicy:
 
     def people(self) -> tuple[float, str]:
         """``(τ, source)`` for clustering faces into people (``bench/people.py``): faces are linked
-        to their nearest faces within the strict FAR 1e-3 τ, and Chinese Whispers groups them."""
+        to their nearest faces within it, and Chinese Whispers groups them. The model's calibrated
+        clustering τ (:func:`people_tau`), else its strict FAR 1e-3 τ (models calibrated before)."""
+        if self.people_tau is not None:
+            return self.people_tau, "Chinese Whispers on neighbours within the model's clustering τ (chosen on dev)"
         if self.far1e3 is None:
             raise FacesearchError("the index's model has no calibrated τ for clustering people",
                                   hint="calibrate the weights (tools/calibrate.py) and rebuild the index")

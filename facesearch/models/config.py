@@ -47,6 +47,7 @@ class EmbedderConfig:
     tau_far1e3: float | None = None
     tau_far1e4: float | None = None
     tau_dedupe: float | None = None  # near-duplicate threshold (dedupe's default)
+    tau_people: float | None = None  # clustering faces into people (facesearch.people), chosen on dev
     calibration: dict[str, Any] = field(default_factory=dict)  # FAR curve and pair counts
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
