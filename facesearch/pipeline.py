@@ -219,7 +219,7 @@ def _run(store, weights: Path, todo, opts, summary, notify) -> None:
     # The detection workers start before the embedding model loads here, so their start-up
     # (torch and the detector's models, in each worker) overlaps this process's instead of
     # following it.
-    with _detections(todo, opts, read_meta(weights)["config"]["align"]) as results:
+    with _detections(todo, opts, store.manifest["model_config"]["align"]) as results:
         commit = Committer(store, summary, notify, _engine(opts, weights))
         for res in results:
             commit.add([res])
