@@ -398,16 +398,15 @@ LANDMARKS_VERSION = {"yunet": 3}
 
 
 def network_precision(name: str) -> str | None:
-    """The arithmetic the detector ``name`` runs its network in (``bf16``, ``fp16``), when not
-    float32: YuNet follows the product's precision rule, dlib has no choice."""
+    """The arithmetic the detector ``name`` runs its network in (``fp32``, ``bf16``, ``fp16``):
+    YuNet follows the product's precision rule; None for dlib's detectors, which have no choice."""
     if name not in ("yunet", "auto"):
         return None
     import torch
 
-    from facesearch.models.precision import autocast_dtype
+    from facesearch.models.precision import autocast_dtype, precision_name
 
-    dtype = autocast_dtype(torch.device("cpu"))  # _yunet_model's device
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype)
+    return precision_name(autocast_dtype(torch.device("cpu")))  # _yunet_model's device
 
 
 @functools.cache

@@ -96,9 +96,9 @@ def _precision() -> Outcome:
     """The arithmetic the networks run in on the CPU ($FACESEARCH_PRECISION, else auto): a typo
     there would otherwise stop the first index run."""
     torch = _module("torch", "pip install torch")
-    from facesearch.models.precision import autocast_dtype, cpu_has_bf16
+    from facesearch.models.precision import autocast_dtype, cpu_has_bf16, precision_name
 
-    runs = "bf16" if autocast_dtype(torch.device("cpu")) == torch.bfloat16 else "fp32"
+    runs = precision_name(autocast_dtype(torch.device("cpu")))
     asked = os.environ.get("FACESEARCH_PRECISION") or "auto"
     native = "has native bf16" if cpu_has_bf16() else "no native bf16: fp32 is faster here"
     return True, f"{asked}: detector and embedder run in {runs} on the CPU ({native})", None

@@ -85,7 +85,7 @@ def chips_key(detector: str) -> str:
     version = LANDMARKS_VERSION.get(name)
     key = f"{name}.lm{version}" if version else name
     precision = network_precision(name)
-    return f"{key}.{precision}" if precision else key
+    return f"{key}.{precision}" if precision not in (None, "fp32") else key
 
 
 def list_photos(set_dir: Path) -> tuple[list[Path], np.ndarray, list[str]]:

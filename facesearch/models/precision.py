@@ -36,6 +36,11 @@ def autocast_dtype(device: torch.device, precision: str | None = None) -> torch.
     return torch.bfloat16 if precision == "bf16" or cpu_has_bf16() else None
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """``bf16``, ``fp16`` or ``fp32`` for an autocast dtype (None: no autocast)."""
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """A context that autocasts to ``dtype`` on ``device`` (does nothing for None)."""
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
