@@ -225,6 +225,26 @@ def distance_profile(faces: Faces, n_pairs: int = 20_000, seed: int = 1) -> dict
 
 
 @contextmanager
+def network_precision(precision: str | None) -> Iterator[None]:
+    """YuNet built at ``precision`` (``$FACESEARCH_PRECISION``, read when the model is built) for the
+    duration (None: as the environment says); the setting and the cached model put back
+    afterwards. Both networks read it when they are built (the embedder per EmbeddingEngine)."""
+    from facesearch import detect
+
+    asked = os.environ.get("FACESEARCH_PRECISION")
+    if precision:
+        os.environ["FACESEARCH_PRECISION"] = precision
+    detect._yunet_model.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ.pop("FACESEARCH_PRECISION", None)
+        if asked is not None:
+            os.environ["FACESEARCH_PRECISION"] = asked
+        detect._yunet_model.cache_clear()
+
+
+@contextmanager
 def timer() -> Iterator[dict]:
     """``with timer() as t: ...`` then ``t["s"]`` holds the elapsed seconds."""
     t = {"s": 0.0}

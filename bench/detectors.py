@@ -27,7 +27,6 @@ import platform
 import random
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import cv2
@@ -43,6 +42,7 @@ from facesearch.detect import create_detector  # noqa: E402
 from facesearch.errors import FacesearchError  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 import groups  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -72,28 +72,9 @@ def variants() -> dict[str, tuple[dict, float]]:
     }
 
 
-@contextmanager
-def network_precision(precision: str | None):
-    """YuNet built at ``precision`` (``$FACESEARCH_PRECISION``, read when the model is built) for the
-    duration; the setting and the cached model put back afterwards."""
-    from facesearch import detect
-
-    asked = os.environ.get("FACESEARCH_PRECISION")
-    if precision:
-        os.environ["FACESEARCH_PRECISION"] = precision
-    detect._yunet_model.cache_clear()
-    try:
-        yield
-    finally:
-        os.environ.pop("FACESEARCH_PRECISION", None)
-        if asked is not None:
-            os.environ["FACESEARCH_PRECISION"] = asked
-        detect._yunet_model.cache_clear()
-
-
 def make_detector(kw: dict):
     kw = dict(kw)
-    kw.pop("precision", None)  # see network_precision
+    kw.pop("precision", None)  # see _common.network_precision
     score, tiles = kw.pop("score_threshold", None), kw.pop("tiles", True)
     det = create_detector(**kw)
     if score is not None:
@@ -228,14 +209,14 @@ def print_table(results: dict) -> None:
 
 
 def run_variant(kw: dict, share: float, composite: dict, singles: dict) -> dict:
-    from facesearch.detect import network_precision as yunet_precision
+    from facesearch.detect import network_precision
 
     try:
         det = make_detector(kw)
     except FacesearchError as exc:
         return {"error": f"{exc} ({exc.hint})"}
     det.warmup()  # model loading is not per-image cost
-    res = {"network_precision": yunet_precision(kw["name"]) or ("fp32" if kw["name"] in ("auto", "yunet") else None)}
+    res = {"network_precision": network_precision(kw["name"])}
     res |= {k: bench_composite(det, v, share) for k, v in composite.items()}
     res["no_face"] = {k: bench_no_face(det, head(v, share)) for k, v in singles.items()}
     return res
@@ -270,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, (kw, share) in variants().items():
         if args.only and name not in args.only:
             continue
-        with network_precision(kw.get("precision")):
+        with C.network_precision(kw.get("precision")):
             results["detectors"][name] = run_variant(kw, share, composite, singles)
         print(f"done {name}", flush=True)
     results["alignment"] = bench_alignment(singles["yale"])

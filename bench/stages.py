@@ -46,7 +46,6 @@ STAGES = ("decode", "find faces", "dlib box", "landmarks", "chips", "embed")
 PREVIOUS = {"detector": "dlib-auto", "weights": "dlib_ft", "min_face": 40, "precision": "fp32"}
 DEFAULT = {"detector": "auto", "weights": None, "min_face": None, "precision": None}
 YALE_SHARE = 0.164  # bench/pipeline.py's 1,000 photos: 164 yalefaces, 836 pins_celebs
-ASKED_PRECISION = os.environ.get("FACESEARCH_PRECISION")  # what the default runs at (None: auto)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,12 +88,10 @@ def sample(n: int) -> list[Path]:
 
 @contextmanager
 def _one_core():
-    """One thread for torch and OpenCV, as in each indexing worker; this process's threads, its
-    precision setting and its cached YuNet put back afterwards."""
+    """One thread for torch and OpenCV, as in each indexing worker; this process's threads put
+    back afterwards."""
     import cv2
     import torch
-
-    from facesearch import detect
 
     threads, cv_threads = torch.get_num_threads(), cv2.getNumThreads()
     torch.set_num_threads(1)
@@ -104,11 +101,6 @@ def _one_core():
     finally:
         torch.set_num_threads(threads)
         cv2.setNumThreads(cv_threads)
-        if ASKED_PRECISION is None:
-            os.environ.pop("FACESEARCH_PRECISION", None)
-        else:
-            os.environ["FACESEARCH_PRECISION"] = ASKED_PRECISION
-        detect._yunet_model.cache_clear()
 
 
 class Clock:
@@ -119,44 +111,45 @@ class Clock:
         self.parts: dict[str, float] = {}
 
     @contextmanager
-    def stage(self, name: str, into: dict | None = None):
+    def stage(self, name: str):
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            book = self.seconds if into is None else into
-            book[name] = book.get(name, 0.0) + time.perf_counter() - t0
+            self.seconds[name] += time.perf_counter() - t0
 
 
 def profile(photos: list[Path], setup: dict) -> dict:
     """One configuration's seconds per stage over ``photos`` (models loaded before the clock)."""
-    from facesearch import detect
-    from facesearch.detect import create_detector
+    with C.network_precision(setup["precision"]):
+        return _profile(photos, setup)
+
+
+def _profile(photos: list[Path], setup: dict) -> dict:
+    from facesearch.detect import create_detector, network_precision
     from facesearch.embed import EmbeddingEngine
     from facesearch.models.weights import load_weights
-    from facesearch.models.weights_meta import read_meta, resolve_weights
+    from facesearch.models.weights_meta import resolve_weights
 
-    os.environ["FACESEARCH_PRECISION"] = setup["precision"] or ASKED_PRECISION or "auto"
-    detect._yunet_model.cache_clear()  # the detector's precision is read when it is built
     det = create_detector(setup["detector"], min_face=setup["min_face"])
     det.warmup()
-    weights = resolve_weights(setup["weights"])
-    engine = EmbeddingEngine(load_weights(weights), device="cpu")
+    model = load_weights(resolve_weights(setup["weights"]))
+    engine = EmbeddingEngine(model, device="cpu")
     clock = Clock()
     with _timed_helpers(clock):
-        chips, faces = _detect_all(photos, det, engine.config.align, clock)
+        chips = _detect_all(photos, det, engine.config.align, clock)
         _embed_all(engine, chips, clock)
-    n = len(photos)
-    return {"setup": dict(setup), "model_id": read_meta(weights)["model_id"],
-            "precision": os.environ["FACESEARCH_PRECISION"], 
-            "detector_precision": "dlib" if setup["detector"].startswith("dlib") else detect.network_precision(setup["detector"]) or "fp32",
+    n, faces = len(photos), len(chips)
+    return {"setup": dict(setup), "model_id": model.model_id,
+            "precision": os.environ.get("FACESEARCH_PRECISION", "auto"),
+            "detector_precision": network_precision(setup["detector"]),
             "photos": n, "faces": faces,
             "ms_per_photo": {s: round(1e3 * v / n, 2) for s, v in clock.seconds.items()},
             "embed_parts_ms_per_face": {k: round(1e3 * v / max(faces, 1), 2) for k, v in clock.parts.items()},
             "total_ms_per_photo": round(1e3 * sum(clock.seconds.values()) / n, 2)}
 
 
-def _detect_all(photos, det, align: str, clock: Clock) -> tuple[list, int]:
+def _detect_all(photos, det, align: str, clock: Clock) -> list:
     from facesearch.faces import make_chips
     from facesearch.imageio import dhash, load_array
 
@@ -171,7 +164,7 @@ def _detect_all(photos, det, align: str, clock: Clock) -> tuple[list, int]:
             chips += make_chips(img, faces, align)
     # find faces ran the dlib box and landmarks too: those were clocked apart, take them out.
     clock.seconds["find faces"] -= clock.seconds["dlib box"] + clock.seconds["landmarks"]
-    return chips, len(chips)
+    return chips
 
 
 @contextmanager
