@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/python -m facesearch.demo
+	$(BIN)/python -m facesearch.install.demo
 
 test: install
 	$(BIN)/python -m pytest -q -ra

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from facesearch.atomic import atomic_write_json  # noqa: E402
+from facesearch.core.atomic import atomic_write_json  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 D = 128
@@ -229,7 +229,7 @@ def network_precision(precision: str | None) -> Iterator[None]:
     """YuNet built at ``precision`` (``$FACESEARCH_PRECISION``, read when the model is built) for the
     duration (None: as the environment says); the setting and the cached model put back
     afterwards. Both networks read it when they are built (the embedder per EmbeddingEngine)."""
-    from facesearch import detect
+    from facesearch.faces import detect
 
     asked = os.environ.get("FACESEARCH_PRECISION")
     if precision:

@@ -1,6 +1,6 @@
 """The ``backends`` part of bench/scale.py: the FAISS vector store vs Milvus on the same vectors.
 
-Both stores are driven through facesearch's own seam (``facesearch.index.vectors``)
+Both stores are driven through facesearch's own seam (``facesearch.store.vectors.base``)
 over an in-memory catalogue of synthetic face-like vectors (``_common.face_embeddings``,
 128-d, identities of ~8 photos) with 1 % planted near-duplicates, so what is timed
 is what ``query`` and ``dedupe`` would run. Per size:
@@ -28,7 +28,7 @@ import numpy as np
 
 import _common as C
 
-from facesearch.index import ops  # noqa: E402  (_common puts the repo on sys.path)
+from facesearch.store.face_index import ops  # noqa: E402  (_common puts the repo on sys.path)
 
 QUERIES = 200
 K = 10
@@ -92,7 +92,7 @@ def bench_backends(sizes: list[int], tau: float, seed: int = 0, work: Path | Non
 
 def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_pairs, tau: float,
          folder: Path, milvus: str | None) -> dict:
-    from facesearch.index.vectors import open_vectors
+    from facesearch.store.vectors.factory import open_vectors
 
     cat = MemoryCatalogue(folder, x.shape[1])
     spec = "faiss" if backend == "faiss" else (milvus or f"milvus://{folder / 'm.db'}")

@@ -5,7 +5,7 @@ pins_celebs, lowres_umist) each photo is detected and aligned once (the
 product's ``--detector``, default ``auto``, largest face, whole image when none
 is found) and every model embeds the *same* chips:
 
-* ``facesearch``: the shipped default weights (``facesearch.embed.EmbeddingEngine``):
+* ``facesearch``: the shipped default weights (``facesearch.models.embed.EmbeddingEngine``):
   the fused model, ``dlib_ft`` ⊕ SFace;
 * ``dlib_ft``: the fine-tuned dlib ResNet alone (the default before the fusion);
 * ``sface``: OpenCV Zoo's SFace alone, on the 112 px ArcFace chip;
@@ -15,7 +15,7 @@ is found) and every model embeds the *same* chips:
   cut with that template from the same detections).
 
 Per set and model: all genuine pairs plus a seeded sample of impostor pairs
-(``facesearch.train.data.make_pairs``), then ROC AUC, EER, balanced accuracy at
+(``facesearch.learn.data.make_pairs``), then ROC AUC, EER, balanced accuracy at
 a τ cross-validated over 10 folds (chosen on 9 folds for balanced accuracy,
 scored on the 10th), TAR at FAR 1e-2 and 1e-3, one-shot top-1 (the first photo
 of each person, in file-name order, is the gallery; every other photo is a probe
@@ -44,14 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from embed import dlib_model, out_path  # noqa: E402
 
-from facesearch.detect import Face, create_detector  # noqa: E402
-from facesearch.embed import EmbeddingEngine  # noqa: E402
-from facesearch.errors import BadImageError  # noqa: E402
-from facesearch.faces import CHIP_SIZE, largest_face, make_chips  # noqa: E402
-from facesearch.imageio import load_array  # noqa: E402
+from facesearch.faces.detect import Face, create_detector  # noqa: E402
+from facesearch.models.embed import EmbeddingEngine  # noqa: E402
+from facesearch.core.errors import BadImageError  # noqa: E402
+from facesearch.faces.chips import CHIP_SIZE, largest_face, make_chips  # noqa: E402
+from facesearch.photos.imageio import load_array  # noqa: E402
 from facesearch.models.weights import load_weights  # noqa: E402
 from facesearch.eval.protocol import score_embeddings  # noqa: E402
-from facesearch.imageio import IMAGE_EXTS  # noqa: E402
+from facesearch.photos.imageio import IMAGE_EXTS  # noqa: E402
 
 DEV = C.REPO.parent / "shared" / "data" / "dev"
 SETS = ("orl_att_faces", "extended_yale_b", "pins_celebs", "lowres_umist")

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
-from facesearch.index import ops  # noqa: E402
+from facesearch.store.face_index import ops  # noqa: E402
 
 TAU = 0.5
 DUP_FRACTION = 0.05  # of all vectors that belong to a planted group
@@ -144,8 +144,8 @@ def product_path(data: Planted, args) -> dict:
     import shutil
     import tempfile
 
-    from facesearch.dedupe import DedupeOptions, find_duplicates
-    from facesearch.index.store import FaceIndex, FaceRecord
+    from facesearch.search.dedupe import DedupeOptions, find_duplicates
+    from facesearch.store.face_index import FaceIndex, FaceRecord
 
     folder = Path(tempfile.mkdtemp(prefix="fs_dedupe_bench_")) / "idx"
     try:

@@ -10,7 +10,7 @@ For each detector variant:
   visible face per photo; seeded samples unless ``--full``);
 * ``yale``: train/yalefaces, 164 uncropped 320x243 greyscale photos.
 
-It also measures how closely ``facesearch.align.align_face`` reproduces
+It also measures how closely ``facesearch.faces.align.align_face`` reproduces
 ``dlib.get_face_chip`` on the yalefaces faces (1x and 4x: the pyramid path).
 
     python bench/detectors.py            # a few minutes on 2 cores
@@ -36,10 +36,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facesearch.align import align_face  # noqa: E402
-from facesearch.atomic import atomic_write_json  # noqa: E402
-from facesearch.detect import create_detector  # noqa: E402
-from facesearch.errors import FacesearchError  # noqa: E402
+from facesearch.faces.align import align_face  # noqa: E402
+from facesearch.core.atomic import atomic_write_json  # noqa: E402
+from facesearch.faces.detect import create_detector  # noqa: E402
+from facesearch.core.errors import FacesearchError  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
@@ -141,7 +141,7 @@ def bench_alignment(images: list[np.ndarray]) -> dict:
     """align_face vs dlib.get_face_chip on HOG faces, at 1x and 4x (pyramid path)."""
     import dlib
 
-    from facesearch.detect import _hog_model, _shape_predictor
+    from facesearch.faces.detect import _hog_model, _shape_predictor
 
     diffs, maxdiff, ours_ms, dlib_ms = [], 0, 0.0, 0.0
     for img in images:
@@ -209,7 +209,7 @@ def print_table(results: dict) -> None:
 
 
 def run_variant(kw: dict, share: float, composite: dict, singles: dict) -> dict:
-    from facesearch.detect import network_precision
+    from facesearch.faces.detect import network_precision
 
     try:
         det = make_detector(kw)

@@ -1,11 +1,11 @@
 """Benchmark our dlib ResNet port (dlib_ft, the first part of the fused default) against dlib, same chips.
 
 Chips: 150x150 aligned face chips made the product's way (dlib HOG box, 5
-landmarks, ``facesearch.faces.largest_face``) from a spread of
+landmarks, ``facesearch.faces.chips.largest_face``) from a spread of
 ``../shared/data/dev`` (every set), or synthetic faces when the shared data is
 absent (``chips.source`` says which).
 
-CPU: faces/s of ``facesearch.embed.EmbeddingEngine`` with the shipped default
+CPU: faces/s of ``facesearch.models.embed.EmbeddingEngine`` with the shipped default
 weights at batch 32/64/128 and torch threads = cores (plus one thread, the
 per-core comparison; and the best batch as one forward pass, against the engine's
 cache-sized passes of ``CPU_FORWARD_FACES``; ``--weights default`` times the fused model), against ``dlib.face_recognition_model_v1.
@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
-from facesearch.embed import EmbeddingEngine  # noqa: E402
+from facesearch.models.embed import EmbeddingEngine  # noqa: E402
 from facesearch.models.weights import load_weights  # noqa: E402
 
 DEV = C.REPO.parent / "shared" / "data" / "dev"
@@ -106,15 +106,15 @@ def out_path(out: Path | None, name: str) -> Path:
 def load_chips(n: int, seed: int = 0, align: str = DLIB_ALIGN) -> tuple[list, str]:
     """``n`` aligned chips from the dev sets for a model's ``align`` (a dict of chips per face for
     the fused default), or synthetic faces without them."""
-    from facesearch.faces import make_chips
+    from facesearch.faces.chips import make_chips
 
     files = dev_files(n)
     if not files:
         return [make_chips(img, [face], align)[0] for img, face in synthetic_faces(n, seed)], \
-            "synthetic (facesearch.synthetic.render_face)"
-    from facesearch.detect import create_detector
-    from facesearch.faces import largest_face
-    from facesearch.imageio import load_array
+            "synthetic (facesearch.photos.synthetic.render_face)"
+    from facesearch.faces.detect import create_detector
+    from facesearch.faces.chips import largest_face
+    from facesearch.photos.imageio import load_array
 
     det = create_detector("dlib-hog")  # no CNN fallback: chips are the input here, not the subject
     return [largest_face(load_array(f), det, align).chip for f in files], f"{DEV} (dlib-hog + align)"
@@ -141,10 +141,10 @@ def dev_files(n: int) -> list[Path]:
 
 def synthetic_faces(n: int, seed: int) -> list[tuple[np.ndarray, "Face"]]:
     """Rendered 150 px faces, each with the Face (dlib's and YuNet's points) that fills it."""
-    from facesearch.align import TEMPLATES
-    from facesearch.detect import Face
-    from facesearch.faces import CHIP_SIZE, yunet_points_from_dlib
-    from facesearch.synthetic import make_identities, render_face
+    from facesearch.faces.align import TEMPLATES
+    from facesearch.faces.detect import Face
+    from facesearch.faces.chips import CHIP_SIZE, yunet_points_from_dlib
+    from facesearch.photos.synthetic import make_identities, render_face
 
     rng = np.random.default_rng(seed)
     people = make_identities(max(1, n // 4), seed=seed)

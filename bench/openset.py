@@ -39,7 +39,7 @@ import _common as C  # noqa: E402
 from accuracy import dlib_embed  # noqa: E402
 from embed import dlib_model  # noqa: E402
 
-from facesearch.embed import EmbeddingEngine  # noqa: E402
+from facesearch.models.embed import EmbeddingEngine  # noqa: E402
 from facesearch.eval.chips import cached_set, chip_cache_dir, model_inputs  # noqa: E402
 from facesearch.eval.openset import fnir_at_fpir, fpir_fnir, openset_scores, rank1  # noqa: E402
 from facesearch.eval.tau import TauPolicy  # noqa: E402

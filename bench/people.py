@@ -4,19 +4,19 @@ The collection is every dev set pooled (people kept apart by set) plus
 ``train/lfw_singletons_80px`` (upscaled to 240 px so its faces are detected) as a flood of
 one-photo people, who should stay unassigned (LFW people also in a dev set are left out).
 Chips are the product's own (``facesearch.eval.chips``), embedded by the shipped model
-once and cached beside the chips. All methods (``facesearch.cluster``) share one kNN
+once and cached beside the chips. All methods (``facesearch.people.cluster``) share one kNN
 graph per cut-off:
 
 - DBSCAN with immich's defaults (max distance 0.5 cosine = L2 1.0, min faces 3), and at our τ;
 - Chinese Whispers at dlib's usual 0.5 (its own descriptor's scale) and at our τ (the product's
-  choice: ``facesearch.people``), with a sweep of τ and of the graph's k;
+  choice: ``facesearch.people.persons``), with a sweep of τ and of the graph's k;
 - single linkage (connected components) and exact average linkage (HAC) at our τ;
 - Louvain communities (networkx, edges weighted ``1 - d/τ``): a modularity method, the
   community-detection family Infomap belongs to (not in the lock; networkx is).
 
 Our τ is the model's strict FAR 1e-3 τ (``TauPolicy.people``).
 
-Scores (``facesearch.cluster.cluster_scores``): BCubed and pairwise precision/recall/F with
+Scores (``facesearch.people.cluster.cluster_scores``): BCubed and pairwise precision/recall/F with
 unassigned faces as clusters of one, and the share of faces of multi-photo people assigned.
 ``--scale`` times the product's method on 100k and 1M synthetic face-like vectors (graph and
 clustering time, peak RSS).
@@ -41,15 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from openset import DEV_SETS, MIN_SIDE, _person  # noqa: E402
 
-from facesearch import cluster  # noqa: E402
-from facesearch.embed import EmbeddingEngine  # noqa: E402
+from facesearch.people import cluster  # noqa: E402
+from facesearch.models.embed import EmbeddingEngine  # noqa: E402
 from facesearch.eval.chips import cached_set, chip_cache_dir, chips_key, model_inputs  # noqa: E402
 from facesearch.eval.tau import TauPolicy  # noqa: E402
 from facesearch.models.weights import load_weights  # noqa: E402
 
 DATA = C.REPO.parent / "shared" / "data"
 FLOOD = "lfw_singletons_80px"
-K = 40  # neighbours per face in the graph (the product's facesearch.people.GRAPH_K)
+K = 40  # neighbours per face in the graph (the product's facesearch.people.persons.GRAPH_K)
 IMMICH_EPS, IMMICH_MIN = 1.0, 3  # immich: max distance 0.5 cosine -> L2 sqrt(2 * 0.5); min faces 3
 DLIB_CW = 0.5  # dlib's chinese_whispers example threshold (for dlib's own 128-d descriptor)
 

@@ -127,7 +127,7 @@ def bench_engines(photos: list[Path], work: Path, workers: int | None = None, ad
 
 def index_run(photos: list[Path], index: Path, engine: str, workers: int | None, address: str | None = None) -> dict:
     """One fresh index of ``photos`` with ``engine``: wall seconds and the summary's counts."""
-    from facesearch.pipeline import IndexOptions, index_collection
+    from facesearch.indexing.run import IndexOptions, index_collection
 
     opts = IndexOptions(paths=[str(p) for p in photos], index=index, workers=workers, engine=engine, address=address)
     t0 = time.perf_counter()
@@ -154,7 +154,7 @@ def compare_indexes(a: Path, b: Path) -> dict:
 
 
 def _faces_by_file(index: Path) -> dict[str, tuple[str, list]]:
-    from facesearch.index.store import FaceIndex
+    from facesearch.store.face_index import FaceIndex
 
     with FaceIndex.open(index, readonly=True) as store:
         return store.faces_by_file()

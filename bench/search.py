@@ -6,7 +6,7 @@ different-identity ~1.25-1.5 (the JSON records the measured percentiles).
 Queries are *new* samples of gallery identities, as a search for a person is.
 
 For each size and index type (flat, hnsw, ivf, ivfpq, auto) it times
-``facesearch.index.ops.build_index`` (build rate, training included), an
+``facesearch.store.vectors.ops.build_index`` (build rate, training included), an
 incremental ``add_with_ids`` (add rate), serialized bytes per vector, single
 query latency p50/p99 at k=10 through ``ops.search`` (also with FAISS limited
 to one OpenMP thread), batch throughput, and recall@10 against exact search
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
-from facesearch.index import ops  # noqa: E402
+from facesearch.store.face_index import ops  # noqa: E402
 
 K = 10
 TYPES = ("flat", "hnsw", "ivf", "ivfpq", "auto")

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
-from facesearch.index.store import FaceIndex, FileUpdate  # noqa: E402
+from facesearch.store.face_index import FaceIndex, FileUpdate  # noqa: E402
 from facesearch.models.weights_meta import read_meta, resolve_weights  # noqa: E402
 
 DATA = C.REPO.parent / "shared" / "data"

@@ -126,8 +126,8 @@ def profile(photos: list[Path], setup: dict) -> dict:
 
 
 def _profile(photos: list[Path], setup: dict) -> dict:
-    from facesearch.detect import create_detector, network_precision
-    from facesearch.embed import EmbeddingEngine
+    from facesearch.faces.detect import create_detector, network_precision
+    from facesearch.models.embed import EmbeddingEngine
     from facesearch.models.weights import load_weights
     from facesearch.models.weights_meta import resolve_weights
 
@@ -150,8 +150,8 @@ def _profile(photos: list[Path], setup: dict) -> dict:
 
 
 def _detect_all(photos, det, align: str, clock: Clock) -> list:
-    from facesearch.faces import make_chips
-    from facesearch.imageio import dhash, load_array
+    from facesearch.faces.chips import make_chips
+    from facesearch.photos.imageio import dhash, load_array
 
     chips = []
     for p in photos:
@@ -170,7 +170,7 @@ def _detect_all(photos, det, align: str, clock: Clock) -> list:
 @contextmanager
 def _timed_helpers(clock: Clock):
     """Clock detect's per-face helpers where they are called (module globals, looked up per call)."""
-    from facesearch import detect
+    from facesearch.faces import detect
 
     real = {"dlib box": ("_hog_box", detect._hog_box), "landmarks": ("_landmarks", detect._landmarks)}
 

@@ -48,8 +48,8 @@ HEAVY = ("torch", "torchvision", "timm", "faiss", "cv2", "dlib", "matplotlib", "
 # work's seconds and the heavy modules that the query's imports pulled in.
 _WORK = """
 import json, sys, time
-from facesearch.search import QueryOptions, query
-import facesearch.embed, facesearch.models.weights, facesearch.detect
+from facesearch.search.query import QueryOptions, query
+import facesearch.models.embed, facesearch.models.weights, facesearch.faces.detect
 t = time.perf_counter()
 query([sys.argv[1]], QueryOptions(index=sys.argv[2]))
 print(json.dumps({"work_s": time.perf_counter() - t}))
@@ -86,7 +86,7 @@ class Variant:
 
 
 def make_photos(folder: Path) -> list[Path]:
-    from facesearch.synthetic import make_identity_folder
+    from facesearch.photos.synthetic import make_identity_folder
 
     root = make_identity_folder(folder, n_people=5, per_person=1, size=150, seed=3)
     return sorted(root.rglob("*.png"))

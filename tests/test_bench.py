@@ -83,7 +83,7 @@ def test_search_bytes_per_vector_is_plausible(search_json):
 
 def test_exact_knn_blockwise_matches_one_block():
     search = load("search")
-    from facesearch.index import ops
+    from facesearch.store.vectors import ops
 
     rng = np.random.default_rng(0)
     xb = rng.standard_normal((40_000, 16)).astype(np.float32)
@@ -138,7 +138,7 @@ def test_planted_groups_are_near_duplicates():
 def test_sampled_exact_pairs_match_full(common):
     """The >100k oracle (row sample vs whole base) agrees with exact_pairs restricted to the sample."""
     dedupe = load("dedupe")
-    from facesearch.index import ops
+    from facesearch.store.vectors import ops
 
     data = dedupe.planted_faces(20_000, seed=2)
     rows = np.sort(np.random.default_rng(0).choice(len(data.x), 500, replace=False))
@@ -182,7 +182,7 @@ def test_face_embeddings_has_exactly_n_rows(common, seed):
 def test_scale_bench_engines_agree_on_synthetic_photos(tmp_path):
     """bench/scale.py's engine comparison, on a few synthetic photos (its own Ray runtime: slow)."""
     pytest.importorskip("ray")
-    from facesearch.synthetic import make_identity_folder
+    from facesearch.photos.synthetic import make_identity_folder
 
     photos = sorted(make_identity_folder(tmp_path / "photos", n_people=2, per_person=3, seed=4).rglob("*.png"))
     res = load("scale").bench_engines(photos, tmp_path / "work", workers=1)

@@ -188,7 +188,7 @@ def test_pipeline_quick(tmp_path):
 @pytest.mark.slow
 @needs_dev
 def test_stages_quick(tmp_path, monkeypatch):
-    from facesearch import detect
+    from facesearch.faces import detect
 
     monkeypatch.delenv("FACESEARCH_PRECISION", raising=False)
     helpers = (detect._hog_box, detect._landmarks)

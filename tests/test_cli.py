@@ -163,7 +163,7 @@ def test_bad_values_in_settings_file_are_usage_errors(runner, tmp_path, monkeypa
 
 
 def test_valid_option_values_pass_the_checks():
-    from facesearch.cli.main import check_detector, check_device, check_index_type, check_tau
+    from facesearch.cli.app import check_detector, check_device, check_index_type, check_tau
 
     for name in ("auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none", None):
         assert check_detector(name) == name
@@ -179,11 +179,13 @@ def test_cli_value_lists_match_the_library():
     """The CLI keeps its own copies of these lists (for a light start-up); they must not drift."""
     import torch
 
-    from facesearch import detect
-    from facesearch.cli import main
-    from facesearch.index import ops
+    from facesearch.faces import detect
+    from facesearch.cli import app as main
+    from facesearch.store.vectors import ops
 
-    from facesearch import dedupe, losses, pipeline
+    from facesearch.search import dedupe
+    from facesearch.learn import losses
+    from facesearch.indexing import run as pipeline
 
     assert main.DETECTORS == detect.DETECTORS and main.POLICIES == detect.POLICIES
     assert main.KEEP_RULES == dedupe.KEEP_RULES and main.LOSSES == losses.LOSSES
@@ -211,7 +213,7 @@ for args in (["index", "photos", "--detector", "mtcnn", "--workers", "2"], ["ind
         app(args, prog_name="facesearch")
     except SystemExit as e:
         assert e.code == 2, (args, e.code)
-heavy = {"torch", "timm", "cv2", "faiss", "dlib", "facesearch.pipeline", "facesearch.detect", "facesearch.embed"}
+heavy = {"torch", "timm", "cv2", "faiss", "dlib", "facesearch.indexing.run", "facesearch.faces.detect", "facesearch.models.embed"}
 print(json.dumps(sorted(heavy & set(sys.modules))))
 """
 
@@ -273,7 +275,7 @@ def test_train_errors_are_clear(runner, tmp_path):
 
 def test_end_to_end_train_index_query_dedupe(runner, tmp_path):
     """The whole product on synthetic faces: train a tiny model, index with it, query, dedupe."""
-    from facesearch.synthetic import make_identity_folder
+    from facesearch.photos.synthetic import make_identity_folder
 
     data = make_identity_folder(tmp_path / "people", n_people=6, per_person=5, size=64, seed=2)
     w = tmp_path / "w" / "tiny"
@@ -349,7 +351,7 @@ def test_remove_of_an_unindexed_path_is_an_error_and_verify_hints_prune(runner, 
 @pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
                                    __import__("sqlite3").OperationalError("database or disk is full")])
 def test_disk_full_is_one_line_with_a_hint(runner, indexed, monkeypatch, error):
-    import facesearch.maintenance as maintenance
+    import facesearch.indexing.maintenance as maintenance
 
     def full(*a, **kw):
         raise error
@@ -361,7 +363,7 @@ def test_disk_full_is_one_line_with_a_hint(runner, indexed, monkeypatch, error):
 
 
 def test_damaged_index_database_is_a_clear_error(runner, indexed):
-    from facesearch.index.store import DB
+    from facesearch.store.face_index import DB
 
     idx, _ = indexed
     for suffix in ("", "-wal", "-shm"):
@@ -373,7 +375,7 @@ def test_damaged_index_database_is_a_clear_error(runner, indexed):
 
 def test_index_in_a_folder_nobody_may_write_still_answers(runner, indexed, monkeypatch):
     """A read-only copy (a mount, a DVD) has no -wal/-shm files and SQLite could not create them."""
-    from facesearch.index.store import DB
+    from facesearch.store.face_index import DB
 
     idx, _ = indexed
     for suffix in ("-wal", "-shm"):

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from facesearch import cluster as C
+from facesearch.people import cluster as C
 
 
 def people(n_people=12, per=6, dim=16, spread=0.35, seed=0):
@@ -239,7 +239,7 @@ def test_cluster_scores_match_per_face_loops():
 @pytest.mark.slow
 def test_knn_graph_of_a_large_collection_keeps_nearly_every_edge():
     """Past AUTO_FLAT_MAX the graph comes from IVF with few probes: compare with exact search on a sample."""
-    from facesearch.index import ops
+    from facesearch.store.vectors import ops
 
     x, _ = people(n_people=9000, per=7, dim=32, spread=0.3, seed=9)  # 63k faces
     i, j, d = C.knn_graph(x, 10, 0.7)

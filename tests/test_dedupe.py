@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesearch.dedupe import DedupeOptions, find_duplicates, keeper_key, keeper_reason, plan_actions
-from facesearch.index.ops import connected_components, keeper_groups
-from facesearch.index.store import FaceIndex, FaceRecord
+from facesearch.search.dedupe import DedupeOptions, find_duplicates, keeper_key, keeper_reason, plan_actions
+from facesearch.store.vectors.ops import connected_components, keeper_groups
+from facesearch.store.face_index import FaceIndex, FaceRecord
 
 DIM = 16
 CALIBRATION = {"embedding_dim": DIM, "tau": 0.43, "tau_dedupe": 0.16,
@@ -150,7 +150,7 @@ def test_moves_mirror_folders_leave_the_index_and_undo_restores_the_tree(tmp_pat
     from typer.testing import CliRunner
 
     from facesearch.cli.main import app
-    from facesearch.maintenance import info, verify
+    from facesearch.indexing.maintenance import info, verify
 
     rng = np.random.default_rng(2)
     v = around(rng.standard_normal(DIM) / 4, 1, 0.0, rng)[0]
@@ -175,8 +175,8 @@ def test_moves_mirror_folders_leave_the_index_and_undo_restores_the_tree(tmp_pat
 
 
 def test_hash_pairs_equal_the_all_pairs_scan():
-    from facesearch.dedupe import PHASH_BITS, _hash_pairs
-    from facesearch.imageio import hamming64
+    from facesearch.search.dedupe import PHASH_BITS, _hash_pairs
+    from facesearch.photos.imageio import hamming64
 
     rng = np.random.default_rng(3)
     base = [int(x) for x in rng.integers(-2**63, 2**63 - 1, 300, dtype=np.int64)]
@@ -194,8 +194,8 @@ def test_hash_pairs_equal_the_all_pairs_scan():
 def test_a_resized_recompressed_copy_is_a_duplicate_photo_even_when_faces_drift(tmp_path):
     from PIL import Image
 
-    from facesearch.pipeline import IndexOptions, index_collection
-    from facesearch.synthetic import make_identity_folder
+    from facesearch.indexing.run import IndexOptions, index_collection
+    from facesearch.photos.synthetic import make_identity_folder
 
     src = make_identity_folder(tmp_path / "photos", n_people=3, per_person=2, size=160, seed=4)
     orig = sorted((src / "person_01").iterdir())[0]

@@ -1,4 +1,4 @@
-"""Tests for facesearch.align and facesearch.detect.
+"""Tests for facesearch.faces.align and facesearch.faces.detect.
 
 Always-on tests use synthetic images and a stub backend; tests on real faces read
 ../shared/data and dlib, and skip cleanly when either is missing.
@@ -16,10 +16,10 @@ import cv2
 import numpy as np
 import pytest
 
-from facesearch import detect
-from facesearch.align import TEMPLATES, align_face, crop_box, estimate_similarity
-from facesearch.detect import FaceDetector, create_detector, faces_to_chips
-from facesearch.errors import BadImageError, FacesearchError
+from facesearch.faces import detect
+from facesearch.faces.align import TEMPLATES, align_face, crop_box, estimate_similarity
+from facesearch.faces.detect import FaceDetector, create_detector, faces_to_chips
+from facesearch.core.errors import BadImageError, FacesearchError
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 YALE = DATA / "train" / "yalefaces"

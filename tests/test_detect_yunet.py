@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from facesearch import detect
-from facesearch.detect import (YUNET_MIN_VISIBLE, YuNetFaceDetector, _dlib_box, _merge, _tiles,
+from facesearch.faces import detect
+from facesearch.faces.detect import (YUNET_MIN_VISIBLE, YuNetFaceDetector, _dlib_box, _merge, _tiles,
                                create_detector)
-from facesearch.imageio import load_array
+from facesearch.photos.imageio import load_array
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -110,7 +110,7 @@ class _ShyModel:
 
 @pytest.mark.parametrize("side,retried", [(300, True), (900, False)])
 def test_small_photos_without_a_face_get_a_second_look(monkeypatch, side, retried):
-    import facesearch.detect as detect
+    import facesearch.faces.detect as detect
 
     model = _ShyModel()
     monkeypatch.setattr(detect, "_yunet_model", lambda: model)

@@ -1,4 +1,4 @@
-"""Tail fine-tuning with teacher terms (facesearch.train.distill), on synthetic chips."""
+"""Tail fine-tuning with teacher terms (facesearch.learn.distill), on synthetic chips."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from facesearch.models.factory import create_embedder
 from facesearch.models.preprocess import preprocess
-from facesearch.train.distill import (
+from facesearch.learn.distill import (
     BatchSampler,
     DistillOptions,
     FeatureBank,

@@ -17,7 +17,7 @@ import timm
 import torch
 from torch import nn
 
-from facesearch.errors import ModelMismatchError
+from facesearch.core.errors import ModelMismatchError
 from facesearch.models import dlib_resnet, timm_models  # noqa: F401  (registers dlib_resnet29)
 from facesearch.models.dlib_dat import DatStream, DlibFormatError, parse_dlib_net, read_dlib_net
 from facesearch.models.dlib_resnet import (

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from facesearch.doctor import _check, run_doctor
-from facesearch.errors import FacesearchError
-from facesearch.index.store import FaceIndex
+from facesearch.install.doctor import _check, run_doctor
+from facesearch.core.errors import FacesearchError
+from facesearch.store.face_index import FaceIndex
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.weights_meta import model_id
 
@@ -94,7 +94,7 @@ def test_index_built_with_other_weights(index_folder, tmp_path):
 
 
 def test_index_with_vanished_file(index_folder, tmp_path):
-    from facesearch.index.store import FaceIndex
+    from facesearch.store.face_index import FaceIndex
 
     photo = tmp_path / "a.jpg"
     photo.write_bytes(b"x")

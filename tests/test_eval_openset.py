@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from facesearch.errors import FacesearchError
+from facesearch.core.errors import FacesearchError
 from facesearch.eval.openset import (
     fnir_at_fpir,
     fpir_fnir,

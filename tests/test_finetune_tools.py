@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from facesearch.models.weights import load_weights, read_meta, resolve_weights
-from facesearch.synthetic import make_identity_folder
+from facesearch.photos.synthetic import make_identity_folder
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tools"))

@@ -1,4 +1,4 @@
-"""Tests for facesearch.imageio: decoding every supported mode, typed errors, scanning, hashing.
+"""Tests for facesearch.photos.imageio: decoding every supported mode, typed errors, scanning, hashing.
 
 Every file is generated in ``tmp_path``; expected pixels come from numpy oracles.
 """
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from facesearch import imageio
-from facesearch.errors import BadImageError, FacesearchError
-from facesearch.imageio import (
+from facesearch.photos import imageio
+from facesearch.core.errors import BadImageError, FacesearchError
+from facesearch.photos.imageio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTS,
     FileStat,

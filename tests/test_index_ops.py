@@ -1,4 +1,4 @@
-"""facesearch.index.ops against numpy brute force: k-NN, range pairs, recall, components."""
+"""facesearch.store.vectors.ops against numpy brute force: k-NN, range pairs, recall, components."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from facesearch.index import ops
+from facesearch.store.vectors import ops
 
 
 def unit(n: int, d: int, seed: int) -> np.ndarray:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesearch.errors import FacesearchError, IndexMissingError, ModelMismatchError
-from facesearch.index import ops
-from facesearch.index.faiss_store import FAISS_FILE, STAMP
-from facesearch.index.store import FaceIndex, FaceRecord, FileUpdate
+from facesearch.core.errors import FacesearchError, IndexMissingError, ModelMismatchError
+from facesearch.store.vectors import ops
+from facesearch.store.vectors.faiss_store import FAISS_FILE, STAMP
+from facesearch.store.face_index import FaceIndex, FaceRecord, FileUpdate
 
 REPO = Path(__file__).resolve().parents[1]
 DIM = 16
@@ -113,7 +113,7 @@ def test_upsert_replace_remove_prune_counts(tmp_path):
 
 def test_write_batch_accepts_dicts_and_face_objects(tmp_path):
     @dataclass
-    class Face:  # like facesearch.detect.Face
+    class Face:  # like facesearch.faces.detect.Face
         box: tuple
         score: float
         landmarks: np.ndarray | None
@@ -224,7 +224,7 @@ def test_writer_lock_held_by_another_process(tmp_path):
     create(tmp_path).close()
     code = textwrap.dedent(f"""
         import sys, time
-        from facesearch.index.store import FaceIndex
+        from facesearch.store.face_index import FaceIndex
         s = FaceIndex.open({str(tmp_path / 'idx')!r})
         print("locked", flush=True)
         sys.stdin.readline()
@@ -253,7 +253,7 @@ def test_killed_before_flush_rebuilds_faiss_from_sqlite(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(REPO / 'tests')!r})
         from test_index_store import add
-        from facesearch.index.store import FaceIndex
+        from facesearch.store.face_index import FaceIndex
         from pathlib import Path
         s = FaceIndex.open({str(tmp_path / 'idx')!r})
         add(s, Path({str(photos[0])!r}), 1, 50)  # a replace of a flushed file

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from facesearch import journal
-from facesearch.errors import FacesearchError
-from facesearch.journal import MoveJournal, latest_journal, list_journals, read_journal, undo
+from facesearch.core import journal
+from facesearch.core.errors import FacesearchError
+from facesearch.core.journal import MoveJournal, latest_journal, list_journals, read_journal, undo
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = (0o644, 0o600, 0o755, 0o640)
@@ -107,7 +107,7 @@ def test_clean_batch_then_undo_is_byte_identical(tmp_path):
 CHILD = r"""
 import sys, time
 from pathlib import Path
-from facesearch import journal
+from facesearch.core import journal
 src, dst, jdir, seed, cross = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 if cross:  # same disk, but take the copy + verify + replace + unlink path
     journal._same_filesystem = lambda a, b: False
@@ -126,7 +126,7 @@ print("finished", flush=True)
 
 UNDO_CHILD = r"""
 import sys
-from facesearch import journal
+from facesearch.core import journal
 if sys.argv[2] == "1":
     journal._same_filesystem = lambda a, b: False
 journal.undo(sys.argv[1])

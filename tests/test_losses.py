@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from facesearch.distances import CosineDistance, LpDistance
-from facesearch.errors import FacesearchError
-from facesearch.losses import (
+from facesearch.learn.distances import CosineDistance, LpDistance
+from facesearch.core.errors import FacesearchError
+from facesearch.learn.losses import (
     AvgNonZeroReducer,
     ContrastiveLoss,
     DistanceBCELoss,
@@ -22,7 +22,7 @@ from facesearch.losses import (
     TripletMarginLoss,
     make_loss,
 )
-from facesearch.miners import (
+from facesearch.learn.miners import (
     AllPairsMiner,
     AllTripletsMiner,
     BalancedPairMiner,

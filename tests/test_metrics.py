@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from facesearch.errors import DataError
+from facesearch.core.errors import DataError
 from facesearch.report.roc import plot_roc
-from facesearch.metrics import (
+from facesearch.eval.metrics import (
     _stratified_folds,
     best_threshold,
     confusion_at,

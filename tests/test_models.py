@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from facesearch.embed import EmbeddingEngine, select_device
-from facesearch.errors import FacesearchError, ModelMismatchError
+from facesearch.models.embed import EmbeddingEngine, select_device
+from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.models import EmbedderConfig, create_embedder, load_weights, save_weights
 from facesearch.models.preprocess import brighten_dark, preprocess
 

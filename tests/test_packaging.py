@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from facesearch.synthetic import make_identity_folder
+from facesearch.photos.synthetic import make_identity_folder
 
 REPO = Path(__file__).resolve().parents[1]
 

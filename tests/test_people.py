@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from facesearch.cli.main import app
-from facesearch.errors import DataError
+from facesearch.core.errors import DataError
 from facesearch.eval.tau import TauPolicy
-from facesearch.index.store import FaceIndex, FileUpdate
+from facesearch.store.face_index import FaceIndex, FileUpdate
 from facesearch.models.weights_meta import read_meta, resolve_weights
-from facesearch.people import (PeopleOptions, cluster_index, merge_people, name_person, people, remove_face,
+from facesearch.people.persons import (PeopleOptions, cluster_index, merge_people, name_person, people, remove_face,
                                split_person)
 
 CONFIG = read_meta(resolve_weights(None))["config"]  # the shipped calibration: the τ people are clustered with

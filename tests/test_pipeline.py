@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesearch import maintenance
-from facesearch.index.store import FaceIndex
-from facesearch.pipeline import IndexOptions, index_collection
+from facesearch.indexing import maintenance
+from facesearch.store.face_index import FaceIndex
+from facesearch.indexing.run import IndexOptions, index_collection
 from facesearch.models.weights_meta import read_meta, resolve_weights
-from facesearch.synthetic import make_identity_folder
+from facesearch.photos.synthetic import make_identity_folder
 
 
 def run(paths, index, **kw):
@@ -147,7 +147,7 @@ def _has_faces(idx: Path) -> bool:
 
 
 def test_multi_face_photo_with_real_detector(tmp_path):
-    from facesearch.synthetic import compose_photo, make_identities, render_face
+    from facesearch.photos.synthetic import compose_photo, make_identities, render_face
 
     rng = np.random.default_rng(0)
     faces = [render_face(p, rng, size=150) for p in make_identities(3, seed=11)]
@@ -187,7 +187,7 @@ def test_a_fifo_named_on_the_command_line_is_reported_not_waited_on(tmp_path):
 
 
 def test_unknown_detector_stops_before_any_worker_or_index(tmp_path, collection):
-    from facesearch.errors import FacesearchError
+    from facesearch.core.errors import FacesearchError
 
     with pytest.raises(FacesearchError, match="unknown face detector 'mtcnn'"):
         index_collection(IndexOptions(paths=[collection], index=tmp_path / "idx", detector="mtcnn", workers=2))
@@ -197,7 +197,7 @@ def test_unknown_detector_stops_before_any_worker_or_index(tmp_path, collection)
 @pytest.mark.parametrize("engine, address, message", [("spark", None, "unknown engine 'spark'"),
                                                       ("local", "auto", "for the ray engine only")])
 def test_engine_options_are_checked_before_any_index(tmp_path, collection, engine, address, message):
-    from facesearch.errors import FacesearchError
+    from facesearch.core.errors import FacesearchError
 
     with pytest.raises(FacesearchError, match=message):
         index_collection(IndexOptions(paths=[collection], index=tmp_path / "idx", engine=engine, address=address))
@@ -205,7 +205,7 @@ def test_engine_options_are_checked_before_any_index(tmp_path, collection, engin
 
 
 def test_rebuild_refuses_concurrent_writes_instead_of_losing_them(collection, tmp_path, monkeypatch):
-    from facesearch.errors import FacesearchError
+    from facesearch.core.errors import FacesearchError
     from facesearch.models import create_embedder, save_weights
 
     idx = tmp_path / "idx"
@@ -253,7 +253,7 @@ def test_ctrl_c_stops_workers_cleanly_with_exit_130(tmp_path):
 
 def test_only_the_files_fault_is_permanent(collection, tmp_path, monkeypatch):
     """A bug or MemoryError on one file is reported and retried next run, not stored as a bad file."""
-    import facesearch.pipeline as pipeline
+    from facesearch.indexing import detection as pipeline
 
     victim = str(sorted((collection / "person_02").iterdir())[1])
     real = pipeline.extract_faces
@@ -330,7 +330,7 @@ def test_detection_workers_start_before_the_model_loads(collection, tmp_path, mo
     """Their start-up (imports, detector models) overlaps the model's loading, not follows it."""
     import multiprocessing as mp
 
-    from facesearch import pipeline
+    from facesearch.indexing import run as pipeline
 
     seen = []
     real = pipeline._engine

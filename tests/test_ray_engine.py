@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from facesearch import pipeline, ray_engine  # noqa: E402
+from facesearch.indexing import ray_engine  # noqa: E402
+from facesearch.indexing import work  # noqa: E402
 from facesearch.cli.main import app  # noqa: E402
-from facesearch.index.store import FaceIndex  # noqa: E402
-from facesearch.pipeline import IndexOptions, index_collection  # noqa: E402
-from facesearch.synthetic import make_identity_folder  # noqa: E402
+from facesearch.store.face_index import FaceIndex  # noqa: E402
+from facesearch.indexing.run import IndexOptions, index_collection  # noqa: E402
+from facesearch.photos.synthetic import make_identity_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -107,12 +108,12 @@ def _forbidden(*args, **kwargs):
 def test_run_killed_between_shards_and_commit_is_finished_from_the_shards(photos, tmp_path, monkeypatch):
     photos = Path(shutil.copytree(photos, tmp_path / "photos"))
     idx = tmp_path / "idx"
-    real_commit, real_stream = pipeline.commit_results, ray_engine._results_stream
+    real_commit, real_stream = work.commit_results, ray_engine._results_stream
 
     def die(*args, **kwargs):
         raise KeyboardInterrupt  # as if the driver were stopped after writing its shards
 
-    monkeypatch.setattr(pipeline, "commit_results", die)
+    monkeypatch.setattr(work, "commit_results", die)
     with pytest.raises(KeyboardInterrupt):
         run(photos, idx, "ray", detector="none")
     assert list((idx / ray_engine.SHARDS).glob("*/*.parquet"))
@@ -127,7 +128,7 @@ def test_run_killed_between_shards_and_commit_is_finished_from_the_shards(photos
         computed.append([w.path for w in todo])
         return real_stream(todo, *args)
 
-    monkeypatch.setattr(pipeline, "commit_results", real_commit)
+    monkeypatch.setattr(work, "commit_results", real_commit)
     monkeypatch.setattr(ray_engine, "_results_stream", stream)
     s = run(photos, idx, "ray", detector="none")
     assert computed == [[str(changed)]]  # the other 9 files came from the shards

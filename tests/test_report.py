@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesearch.errors import DataError
-from facesearch.metrics import verification_report
+from facesearch.core.errors import DataError
+from facesearch.eval.metrics import verification_report
 from facesearch.report import (
     dedupe_sheet, query_sheet, render_dedupe_html, render_evaluate_html, render_index_html, render_query_html,
 )
 from facesearch.report.html import crop_face, placeholder
 from facesearch.report.sheet import KEEP_GREEN
-from facesearch.synthetic import compose_photo, make_identities, make_identity_folder, render_face
+from facesearch.photos.synthetic import compose_photo, make_identities, make_identity_folder, render_face
 
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 EVIL = 'a<b>&"c.png'  # a file name that must be escaped everywhere

@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 from facesearch.cli.main import app
 from facesearch.eval.tau import TauPolicy
-from facesearch.index.store import Match
+from facesearch.store.face_index import Match
 from facesearch.models.weights_meta import read_meta, resolve_weights
-from facesearch.search import identify, query_thresholds
+from facesearch.search.query import identify, query_thresholds
 
 POLICY = TauPolicy(verification=0.42, far1e3=0.31, far1e4=0.25, dedupe=0.16,
                    curve=((1e-1, 0.47), (1e-2, 0.39), (1e-3, 0.31), (1e-4, 0.25), (1e-5, 0.18)))

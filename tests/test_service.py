@@ -13,12 +13,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from facesearch.cli.main import app as cli
-from facesearch.service import MAX_UPLOAD, ServeOptions, create_app
+from facesearch.service.app import MAX_UPLOAD, ServeOptions, create_app
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from facesearch.synthetic import make_identity_folder
+    from facesearch.photos.synthetic import make_identity_folder
 
     root = tmp_path_factory.mktemp("serve")
     photos = make_identity_folder(root / "photos", n_people=3, per_person=3, seed=4)
@@ -118,7 +118,7 @@ def finished(client, job: dict, timeout: float = 60.0) -> dict:
 
 
 def test_index_job_adds_photos_the_server_then_finds(served, tmp_path):
-    from facesearch.synthetic import make_identity_folder
+    from facesearch.photos.synthetic import make_identity_folder
 
     root, _, app = served
     client = TestClient(app)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from facesearch.errors import FacesearchError
+from facesearch.core.errors import FacesearchError
 from facesearch.models.sface import (
     ARCFACE_TEMPLATE,
     SFace,

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from facesearch.synthetic import make_identity_folder
+from facesearch.photos.synthetic import make_identity_folder
 
 # Index and query in one fresh interpreter, then report which of the slow imports happened.
 SCRIPT = """

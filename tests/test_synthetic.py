@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesearch.synthetic import (
+from facesearch.photos.synthetic import (
     SyntheticIdentity,
     compose_photo,
     make_identities,

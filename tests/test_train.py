@@ -10,14 +10,14 @@ import torch
 
 from PIL import Image
 
-from facesearch.errors import DataError
-from facesearch.metrics import roc_auc
+from facesearch.core.errors import DataError
+from facesearch.eval.metrics import roc_auc
 from facesearch.models import create_embedder, load_weights
 from facesearch.models.preprocess import preprocess_one
-from facesearch.synthetic import make_identities, make_identity_folder, render_face
-from facesearch.eval.folders import IdentityFolder, split_by_identity
+from facesearch.photos.synthetic import make_identities, make_identity_folder, render_face
+from facesearch.photos.folders import IdentityFolder, split_by_identity
 from facesearch.eval.pairs import make_pairs
-from facesearch.train.trainer import TrainOptions, train
+from facesearch.learn.trainer import TrainOptions, train
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +95,9 @@ def test_one_identity_is_a_data_error(tmp_path):
 
 @pytest.mark.slow
 def test_training_with_detector_aligns_like_indexing(people, tmp_path):
-    from facesearch.detect import create_detector
-    from facesearch.faces import extract_faces
-    from facesearch.train.trainer import ChipAligner
+    from facesearch.faces.detect import create_detector
+    from facesearch.faces.chips import extract_faces
+    from facesearch.learn.trainer import ChipAligner
 
     summary = train(opts(people, tmp_path / "w", epochs=1, detector="auto", input_size=32))
     assert summary["history"][0]["epoch"] == 1 and np.isfinite(summary["history"][0]["loss"])

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facesearch.errors import DataError
-from facesearch.synthetic import make_identity_folder
-from facesearch.train.augment import make_augment
-from facesearch.eval.folders import IdentityFolder, split_by_identity
+from facesearch.core.errors import DataError
+from facesearch.photos.synthetic import make_identity_folder
+from facesearch.learn.augment import make_augment
+from facesearch.photos.folders import IdentityFolder, split_by_identity
 from facesearch.eval.pairs import make_pairs
-from facesearch.train.data import ImageDataset, PairDataset, PKSampler
+from facesearch.learn.data import ImageDataset, PairDataset, PKSampler
 
 N_PEOPLE, PER_PERSON = 6, 5
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

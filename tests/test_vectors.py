@@ -18,10 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 from facesearch.cli.main import app
-from facesearch.errors import FacesearchError
-from facesearch.index import ops
-from facesearch.index.store import FaceIndex, FileUpdate
-from facesearch.index.vectors import check_backend
+from facesearch.core.errors import FacesearchError
+from facesearch.store.vectors import ops
+from facesearch.store.face_index import FaceIndex, FileUpdate
+from facesearch.store.vectors.base import check_backend
 
 pytest.importorskip("pymilvus")  # a third-party package: .ci/run installs it with the test extras
 
@@ -108,7 +108,7 @@ def test_reader_searches_while_another_process_holds_milvus_lite(tmp_path):
     idx = build(tmp_path, "milvus://", x)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
-        from facesearch.index.store import FaceIndex
+        from facesearch.store.face_index import FaceIndex
         store = FaceIndex.open({str(idx)!r}, readonly=True)  # e.g. a `serve` request in flight
         store.vectors.load()
         print("ready", flush=True)

@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from facesearch.errors import FacesearchError
-from facesearch.models import weights_meta, yunet
-from facesearch.models.yunet import STRIDES, YuNetDetector, batched_nms, decode, load_yunet, nms
+from facesearch.core.errors import FacesearchError
+from facesearch.models import weights_meta
+from facesearch.faces import yunet
+from facesearch.faces.yunet import STRIDES, YuNetDetector, batched_nms, decode, load_yunet, nms
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "weights" / "yunet.safetensors"
@@ -168,7 +169,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def synthetic_photos():
-    from facesearch.synthetic import compose_photo, make_identities, render_face
+    from facesearch.photos.synthetic import compose_photo, make_identities, render_face
 
     rng = np.random.default_rng(0)
     people = make_identities(6, seed=3)

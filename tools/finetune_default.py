@@ -2,7 +2,7 @@
 
 Needs chips cached by ``tools/cache_chips.py`` for the train split (and the dev
 split, which is only *scored*, to choose the step and to report). The recipe
-(facesearch.train.distill): blocks ``--cut``.. and the fc layer are trained
+(facesearch.learn.distill): blocks ``--cut``.. and the fc layer are trained
 with an identity loss on the labelled sets plus teacher-matching and relational
 terms against the original model on every face, including the unlabelled sets.
 
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from facesearch.atomic import atomic_path, atomic_write_json  # noqa: E402
+from facesearch.core.atomic import atomic_path, atomic_write_json  # noqa: E402
 from facesearch.eval.protocol import score_embeddings  # noqa: E402
 from facesearch.models.weights import load_weights, save_weights  # noqa: E402
-from facesearch.train.distill import (  # noqa: E402
+from facesearch.learn.distill import (  # noqa: E402
     DistillOptions, FeatureBank, TailNet, build_bank, distill, embed_bank, flip_ensemble, mirrored_teacher,
     teacher_outputs)
 

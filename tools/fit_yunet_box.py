@@ -6,7 +6,7 @@ predictor's points shift and the default model (trained on chips aligned from
 them) loses accuracy. This tool finds faces where both dlib's HOG detector and
 YuNet see exactly one face and averages dlib's box in YuNet box units:
 ``(x offset, y offset, width, height)``, which is
-``facesearch.detect.YUNET_TO_DLIB_BOX``.
+``facesearch.faces.detect.YUNET_TO_DLIB_BOX``.
 
 It also reports where YuNet's own 5 points fall in dlib's 150 px chip, the
 alternative that was measured and rejected (see ``docs/benchmarks.md``).
@@ -30,9 +30,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facesearch.align import TEMPLATES, estimate_similarity  # noqa: E402
-from facesearch.detect import create_detector  # noqa: E402
-from facesearch.imageio import load_array, scan_images  # noqa: E402
+from facesearch.faces.align import TEMPLATES, estimate_similarity  # noqa: E402
+from facesearch.faces.detect import create_detector  # noqa: E402
+from facesearch.photos.imageio import load_array, scan_images  # noqa: E402
 
 SETS = ("pins_celebs", "yalefaces", "glint360k_celebs")
 

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facesearch.atomic import atomic_write_json  # noqa: E402
+from facesearch.core.atomic import atomic_write_json  # noqa: E402
 from facesearch.models.config import EmbedderConfig  # noqa: E402
 from facesearch.models.fused import ARCFACE, FUSED, SFACE, fused_digest  # noqa: E402
 from facesearch.models.sface import EMBEDDING_DIM, find_sface_weights  # noqa: E402

@@ -9,12 +9,12 @@ import typer
 from rich.text import Text
 
 from facesearch.cli import output as out
-from facesearch.cli.main import (DETECTOR, DEVICE, ENGINES, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app,
+from facesearch.cli.app import (DETECTOR, DEVICE, ENGINES, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app,
                                  check_backend, check_engine, check_index_type, check_keep, check_policy,
                                  check_scope, check_tau)
 from facesearch.cli.output import handle_errors
-from facesearch.errors import FacesearchError
-from facesearch.paths import resolve_index
+from facesearch.core.errors import FacesearchError
+from facesearch.core.paths import resolve_index
 
 
 @app.command("index")
@@ -42,7 +42,7 @@ def index_cmd(
     json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Find, align and embed every face under PATHS into an index (incremental)."""
-    from facesearch.pipeline import IndexOptions, index_collection
+    from facesearch.indexing.run import IndexOptions, index_collection
 
     if engine == "ray":
         _require_ray()
@@ -61,7 +61,7 @@ def index_cmd(
 
         summary = index_collection(opts, on_progress).to_dict()
     if html:
-        from facesearch.maintenance import sample_photos
+        from facesearch.indexing.maintenance import sample_photos
         from facesearch.report import render_index_html
 
         render_index_html(summary, sample_photos(opts.index), html)
@@ -86,7 +86,7 @@ def index_cmd(
 
 def _require_ray() -> None:
     """A missing optional extra is a usage error (exit 2), like an unknown option value."""
-    from facesearch.ray_engine import require_ray
+    from facesearch.indexing.ray_engine import require_ray
 
     try:
         require_ray()
@@ -109,7 +109,7 @@ def query_cmd(
     json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """One-shot identification: the nearest indexed faces for every face in each photo."""
-    from facesearch.search import QueryOptions, query
+    from facesearch.search.query import QueryOptions, query
 
     answer = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
                                                           tau=tau, detector=detector, device=device,
@@ -166,7 +166,7 @@ def dedupe_cmd(
     json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Find duplicate faces or photos within distance τ (report only unless --yes)."""
-    from facesearch.dedupe import DedupeOptions, apply_actions, find_duplicates, write_csv
+    from facesearch.search.dedupe import DedupeOptions, apply_actions, find_duplicates, write_csv
 
     folder = resolve_index(index)
     report = find_duplicates(DedupeOptions(index=folder, tau=tau, scope=scope, keep=keep))
@@ -201,7 +201,7 @@ def undo_cmd(
     index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Put back every file a dedupe run moved or replaced by a link (also after a crash or a full disk)."""
-    from facesearch.dedupe import undo
+    from facesearch.search.dedupe import undo
 
     result = undo(resolve_index(index), journal)
     if json_out:
@@ -217,7 +217,7 @@ def undo_cmd(
 @handle_errors
 def info_cmd(index: Optional[str] = INDEX, json_out: bool = JSON) -> None:
     """Model, counts, index type, size on disk and last run."""
-    from facesearch.maintenance import info
+    from facesearch.indexing.maintenance import info
 
     data = info(resolve_index(index))
     if json_out:
@@ -234,7 +234,7 @@ app.command("stats", help="Alias of info.")(info_cmd)
 @handle_errors
 def remove_cmd(paths: List[Path] = typer.Argument(...), index: Optional[str] = INDEX, json_out: bool = JSON) -> None:
     """Delete the entries of PATHS from the index (files stay on disk)."""
-    from facesearch.maintenance import remove
+    from facesearch.indexing.maintenance import remove
 
     _report(remove(resolve_index(index), [str(p) for p in paths]), json_out)
 
@@ -243,7 +243,7 @@ def remove_cmd(paths: List[Path] = typer.Argument(...), index: Optional[str] = I
 @handle_errors
 def label_cmd(path: Path, name: str, index: Optional[str] = INDEX, json_out: bool = JSON) -> None:
     """Label the faces of PATH (a photo or folder) as NAME, for identification."""
-    from facesearch.maintenance import label
+    from facesearch.indexing.maintenance import label
 
     _report(label(resolve_index(index), str(path), name), json_out)
 
@@ -253,7 +253,7 @@ def label_cmd(path: Path, name: str, index: Optional[str] = INDEX, json_out: boo
 def enroll_cmd(name: str, photos: List[Path], index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS,
                detector: str = DETECTOR, json_out: bool = JSON) -> None:
     """Add PHOTOS of person NAME to the gallery."""
-    from facesearch.maintenance import enroll
+    from facesearch.indexing.maintenance import enroll
 
     _report(enroll(resolve_index(index), name, [str(p) for p in photos], weights=weights, detector=detector), json_out)
 
@@ -266,7 +266,7 @@ def rebuild_cmd(index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS,
                 detector: str = DETECTOR,
                 json_out: bool = JSON) -> None:
     """Re-embed with new weights, or rebuild the FAISS index type; the old index stays usable until done."""
-    from facesearch.maintenance import rebuild
+    from facesearch.indexing.maintenance import rebuild
 
     kw = {"detector": detector} if weights else {}
     _report(rebuild(resolve_index(index), weights=weights, index_type=index_type, **kw), json_out)
@@ -276,7 +276,7 @@ def rebuild_cmd(index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS,
 @handle_errors
 def verify_cmd(index: Optional[str] = INDEX, fix: bool = typer.Option(False, "--fix"), json_out: bool = JSON) -> None:
     """Check FAISS against SQLite against the files on disk."""
-    from facesearch.maintenance import verify
+    from facesearch.indexing.maintenance import verify
 
     report = verify(resolve_index(index), fix=fix)
     _report(report, json_out)
@@ -291,7 +291,7 @@ def verify_cmd(index: Optional[str] = INDEX, fix: bool = typer.Option(False, "--
 def export_cmd(dest: str = typer.Argument(..., help="OUT.npz or OUT.parquet"), index: Optional[str] = INDEX,
                json_out: bool = JSON) -> None:
     """Write all embeddings with paths, boxes and labels (one row per face, stable order)."""
-    from facesearch.maintenance import export
+    from facesearch.indexing.maintenance import export
 
     _report(export(resolve_index(index), dest), json_out)
 
@@ -312,7 +312,7 @@ def _visuals(data, html: Optional[Path], sheet: Optional[Path], kind: str, quiet
 @handle_errors
 def doctor_cmd(index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, json_out: bool = JSON) -> None:
     """Check the installation: Python, torch, CUDA, FAISS, detectors, weights and the index."""
-    from facesearch.doctor import run_doctor
+    from facesearch.install.doctor import run_doctor
 
     result = run_doctor(resolve_index(index), weights)
     if json_out:
@@ -342,7 +342,7 @@ def serve_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Serve the index: an HTTP API (query, people, dedupe, index jobs) and a web page at /."""
-    from facesearch.service import check_bind
+    from facesearch.service.app import check_bind
 
     try:
         check_bind(host, token)
@@ -350,7 +350,7 @@ def serve_cmd(
         out.fail(e.message, e.hint, code=2)
     import uvicorn
 
-    from facesearch.service import ServeOptions, create_app
+    from facesearch.service.app import ServeOptions, create_app
 
     app_ = create_app(ServeOptions(index=resolve_index(index), weights=weights, detector=detector, device=device,
                                    token=token))

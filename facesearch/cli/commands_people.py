@@ -8,9 +8,9 @@ from typing import List, Optional
 import typer
 
 from facesearch.cli import output as out
-from facesearch.cli.main import INDEX, JSON, QUIET, app
+from facesearch.cli.app import INDEX, JSON, QUIET, app
 from facesearch.cli.output import handle_errors
-from facesearch.paths import resolve_index
+from facesearch.core.paths import resolve_index
 
 people_app = typer.Typer(help="People: faces grouped into persons, named once, corrections that stick.",
                          no_args_is_help=False)
@@ -30,7 +30,7 @@ def people_cmd(
     ctx.obj = {"index": index}
     if ctx.invoked_subcommand is not None:
         return
-    from facesearch.people import PeopleOptions, people
+    from facesearch.people.persons import PeopleOptions, people
 
     with out.progress(quiet or json_out) as bar:
         bar.add_task("clustering people", total=None, status="")
@@ -69,7 +69,7 @@ def name_cmd(ctx: typer.Context, person: int = typer.Argument(..., help="Person 
              name: str = typer.Argument(..., help="The person's name."),
              index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET) -> None:
     """Name a person: its faces are labelled with the name, so `query` answers with it."""
-    from facesearch.people import name_person
+    from facesearch.people.persons import name_person
 
     r = name_person(_index(ctx, index), person, name)
     _done(r, json_out, f"person {r['person']} is now {r['name']!r} ({r['faces']} faces)", quiet)
@@ -81,7 +81,7 @@ def merge_cmd(ctx: typer.Context, keep: int = typer.Argument(..., help="Person i
               other: int = typer.Argument(..., help="Person id merged into it."),
               index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET) -> None:
     """Merge two people who are one (the second joins the first)."""
-    from facesearch.people import merge_people
+    from facesearch.people.persons import merge_people
 
     r = merge_people(_index(ctx, index), keep, other)
     _done(r, json_out, f"person {other} merged into {keep} ({r['faces']} faces)", quiet)
@@ -93,7 +93,7 @@ def split_cmd(ctx: typer.Context, person: int = typer.Argument(..., help="Person
               faces: List[int] = typer.Argument(..., help="Face ids that are someone else."),
               index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET) -> None:
     """Split faces off a person into a new person; the two are kept apart from now on."""
-    from facesearch.people import split_person
+    from facesearch.people.persons import split_person
 
     r = split_person(_index(ctx, index), person, faces)
     _done(r, json_out, f"{r['moved']} faces moved from person {person} to new person {r['new_person']}", quiet)
@@ -104,7 +104,7 @@ def split_cmd(ctx: typer.Context, person: int = typer.Argument(..., help="Person
 def remove_face_cmd(ctx: typer.Context, face: int = typer.Argument(..., help="Face id (see `people --json`)."),
                     index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET) -> None:
     """"Not this person": take a face out of its person for good."""
-    from facesearch.people import remove_face
+    from facesearch.people.persons import remove_face
 
     r = remove_face(_index(ctx, index), face)
     _done(r, json_out, f"face {face} is no longer in person {r['removed_from']}, and will not rejoin it", quiet)

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from facesearch.cli import output as out
-from facesearch.cli.main import DETECTOR, DEVICE, JSON, QUIET, WEIGHTS, app, check_detector, check_loss, check_tau
+from facesearch.cli.app import DETECTOR, DEVICE, JSON, QUIET, WEIGHTS, app, check_detector, check_loss, check_tau
 from facesearch.cli.output import handle_errors
 
 REPORT_KEYS = ["n_genuine", "n_impostor", "roc_auc", "eer", "tau_eer", "tar@far1e-2", "tar@far1e-3",
@@ -37,7 +37,7 @@ def train_cmd(
     device: str = DEVICE, json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Train a Siamese face embedder on identity folders; keeps the best epoch by validation AUC."""
-    from facesearch.train.trainer import TrainOptions, train
+    from facesearch.learn.trainer import TrainOptions, train
 
     opts = TrainOptions(data=[str(d) for d in data], backbone=backbone, loss=loss, margin=margin, epochs=epochs,
                         batch_size=batch_size, lr=lr, embedding_dim=embedding_dim, input_size=input_size,
@@ -77,7 +77,7 @@ def evaluate_cmd(
     seed: int = typer.Option(0), json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Verification report: accuracy, precision, recall, F1, ROC AUC, EER, TAR@FAR, best τ."""
-    from facesearch.evaluate import EvalOptions, evaluate
+    from facesearch.eval.evaluate import EvalOptions, evaluate
 
     opts = EvalOptions(data=[str(d) for d in data], weights=weights, pairs_file=str(pairs) if pairs else None,
                        tau=tau, detector=detector, device=device, max_impostors=max_impostors, seed=seed)

@@ -3,7 +3,7 @@
 Detection (dlib HOG, CNN fallback) costs far more than the network, so tools and
 benchmarks that go over the same photos many times (fine-tuning, distillation,
 open-set benchmarks) detect them once here, with the product's own
-:func:`facesearch.faces.largest_face` (the chip indexing would make), in
+:func:`facesearch.faces.chips.largest_face` (the chip indexing would make), in
 parallel. The cache holds face pixels, so it lives outside the repository
 (:func:`chip_cache_dir`).
 
@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from facesearch.atomic import atomic_path
-from facesearch.detect import create_detector
-from facesearch.errors import BadImageError
-from facesearch.faces import largest_face
-from facesearch.imageio import load_array, scan_images
+from facesearch.core.atomic import atomic_path
+from facesearch.faces.detect import create_detector
+from facesearch.core.errors import BadImageError
+from facesearch.faces.chips import largest_face
+from facesearch.photos.imageio import load_array, scan_images
 
 ALIGN = "dlib5_150_p25+arcface_112"  # every chip any shipped model needs, from one detection
 _detector = None
@@ -70,7 +70,7 @@ def model_inputs(cached: dict, align: str) -> list:
 
 def resolved_detector(name: str) -> str:
     """The backend a detector name stands for ("auto" changes meaning between releases)."""
-    from facesearch.detect import AUTO
+    from facesearch.faces.detect import AUTO
 
     return AUTO if name == "auto" else name
 
@@ -79,7 +79,7 @@ def chips_key(detector: str) -> str:
     """The resolved detector, the version of its landmarks and its network's arithmetic when not
     float32: what a set's chips depend on, so a change of alignment never reads chips cached
     before it."""
-    from facesearch.detect import LANDMARKS_VERSION, network_precision
+    from facesearch.faces.detect import LANDMARKS_VERSION, network_precision
 
     name = resolved_detector(detector)
     version = LANDMARKS_VERSION.get(name)

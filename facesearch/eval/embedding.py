@@ -10,12 +10,12 @@ from typing import Callable
 
 import numpy as np
 
-from facesearch.detect import create_detector
-from facesearch.embed import EmbeddingEngine
-from facesearch.errors import BadImageError
-from facesearch.eval.folders import IdentityFolder
-from facesearch.faces import largest_face
-from facesearch.imageio import load_array
+from facesearch.faces.detect import create_detector
+from facesearch.models.embed import EmbeddingEngine
+from facesearch.core.errors import BadImageError
+from facesearch.photos.folders import IdentityFolder
+from facesearch.faces.chips import largest_face
+from facesearch.photos.imageio import load_array
 
 Progress = Callable[[int, int], None]
 

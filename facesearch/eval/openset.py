@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesearch.errors import DataError
+from facesearch.core.errors import DataError
 
 
 @dataclass

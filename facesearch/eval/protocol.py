@@ -11,7 +11,7 @@ import numpy as np
 
 from facesearch.eval.openset import openset_scores, rank1
 from facesearch.eval.pairs import make_pairs, pair_distances
-from facesearch.metrics import cv_threshold, eer, roc_auc, tar_at_far
+from facesearch.eval.metrics import cv_threshold, eer, roc_auc, tar_at_far
 
 
 def score_embeddings(emb: np.ndarray, labels: np.ndarray, seed: int = 0, max_impostors: int = 50_000,

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesearch.errors import FacesearchError
-from facesearch.metrics import check_pairs, eer, tar_at_far
+from facesearch.core.errors import FacesearchError
+from facesearch.eval.metrics import check_pairs, eer, tar_at_far
 
 # FAR points of the stored curve, in half decades; a point is kept only where at least
 # MIN_BELOW impostor pairs fall below it, so every stored τ is measured, not extrapolated.
@@ -105,7 +105,7 @@ def people_tau(emb: np.ndarray, labels: np.ndarray, lo: float, hi: float, k: int
     that range suits a model depends on its distances (bench/people.py: the first fused default
     peaked at its FAR 1e-3 τ, the current one well below it).
     """
-    from facesearch import cluster
+    from facesearch.people import cluster
 
     best = (float(hi), -1.0)
     for tau in np.linspace(lo, hi, steps):

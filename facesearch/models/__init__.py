@@ -1,4 +1,4 @@
-"""Embedder models: the factory, weights I/O and preprocessing.
+"""Stage 3, models: the embedder factory, weights I/O, preprocessing and the embedding engine.
 
 Exports load lazily so that torch-free parts (``models.config``,
 ``models.weights_meta``) can be imported without paying for torch and timm.

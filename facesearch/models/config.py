@@ -27,7 +27,7 @@ class EmbedderConfig:
     """Everything needed to rebuild an embedder and feed it images.
 
     ``align`` names the face-crop convention the model was trained on (see
-    ``facesearch.detect``): detected faces are aligned to that template, then
+    ``facesearch.faces.detect``): detected faces are aligned to that template, then
     resized to ``input_size``.
     """
 
@@ -47,7 +47,7 @@ class EmbedderConfig:
     tau_far1e3: float | None = None
     tau_far1e4: float | None = None
     tau_dedupe: float | None = None  # near-duplicate threshold (dedupe's default)
-    tau_people: float | None = None  # clustering faces into people (facesearch.people), chosen on dev
+    tau_people: float | None = None  # clustering faces into people (facesearch.people.persons), chosen on dev
     calibration: dict[str, Any] = field(default_factory=dict)  # FAR curve and pair counts
     recipe: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from facesearch.errors import FacesearchError
+from facesearch.core.errors import FacesearchError
 
 # dlib's float_details markers for non-finite values.
 _IS_INF, _IS_NINF, _IS_NAN = 32000, 32001, 32002

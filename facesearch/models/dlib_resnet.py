@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesearch.atomic import atomic_path
-from facesearch.errors import FacesearchError, ModelMismatchError
+from facesearch.core.atomic import atomic_path
+from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.models.dlib_dat import DlibLayer, DlibNet, packaged_model_path, read_dlib_net
 
 __all__ = [

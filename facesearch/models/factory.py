@@ -91,7 +91,7 @@ def _create_trunk(name: str) -> nn.Module:
         return NATIVE_TRUNKS[name](pretrained=False, num_classes=0)
     import timm
 
-    from facesearch.errors import FacesearchError
+    from facesearch.core.errors import FacesearchError
     from facesearch.models import timm_models  # noqa: F401  (our names, for timm's registry)
 
     # Only architectures registered here: "hf-hub:..." or "timm/..." would make timm fetch

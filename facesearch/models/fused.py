@@ -8,7 +8,7 @@ weighted cosine, so the index, τ policy, dedupe and clustering work unchanged o
 the fused vectors (L2 distance ``d² = 2 − 2·(Σ w_i cos_i)``).
 
 Each part sees the chip it was trained on: the default model dlib's 150 px chip,
-SFace the 112 px ArcFace chip from YuNet's 5 points (``facesearch.faces``
+SFace the 112 px ArcFace chip from YuNet's 5 points (``facesearch.faces.chips``
 cuts both; a fused model's ``align`` is ``"dlib5_150_p25+arcface_112"``). A chip whose mean
 pixel value is under ``light["dark_below"]`` is brightened by a gamma curve first
 (:func:`facesearch.models.preprocess.brighten_dark`): neither part was trained on near-black faces.
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesearch.errors import FacesearchError, ModelMismatchError
+from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.preprocess import brighten_dark, preprocess
 from facesearch.models.sface import chips_to_tensor, find_sface_weights, load_sface

@@ -14,8 +14,8 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
-from facesearch.atomic import atomic_path, atomic_write_json
-from facesearch.errors import FacesearchError, ModelMismatchError
+from facesearch.core.atomic import atomic_path, atomic_write_json
+from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.factory import Embedder, create_embedder
 from facesearch.models.fused import FUSED, load_fused

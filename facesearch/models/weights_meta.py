@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from facesearch.errors import FacesearchError, ModelMismatchError
+from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
 
 DEFAULT_WEIGHTS_NAME = "default"

@@ -23,7 +23,7 @@ LOADED_THUMBS_JS = (
 
 def render_dedupe_html(report: dict, path: str | os.PathLike | None = None,
                        max_groups: int = MAX_GROUPS, max_members: int = MAX_MEMBERS) -> str:
-    """The report for ``facesearch.dedupe.find_duplicates()``; written atomically to ``path`` if given.
+    """The report for ``facesearch.search.dedupe.find_duplicates()``; written atomically to ``path`` if given.
 
     Every member thumbnail is an ``<img class="thumb">``: a face crop in face
     scope, the whole photo when the member has no box (photo scope).

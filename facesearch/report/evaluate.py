@@ -9,8 +9,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from facesearch.errors import DataError
-from facesearch.metrics import check_pairs, confusion_at, roc_curve
+from facesearch.core.errors import DataError
+from facesearch.eval.metrics import check_pairs, confusion_at, roc_curve
 from facesearch.report.html import (
     bad_files_section,
     ImageCache, esc, face_thumb, fmt, img_tag, page, png_uri, short_path, table, write_html,

@@ -18,8 +18,8 @@ from typing import Iterable, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from facesearch.atomic import atomic_write_bytes
-from facesearch.errors import FacesearchError
+from facesearch.core.atomic import atomic_write_bytes
+from facesearch.core.errors import FacesearchError
 
 THUMB = 112  # px, longest side of a face thumbnail
 MAX_UPSCALE = 4.0  # small faces are enlarged to the thumbnail size, up to this factor
@@ -115,7 +115,7 @@ class ImageCache:
 
 def _load(path: str) -> Image.Image | str:
     # Imported here: imageio is light, but keeping the report import cheap matters for the CLI.
-    from facesearch.imageio import load_image
+    from facesearch.photos.imageio import load_image
 
     try:
         return load_image(path)

@@ -14,7 +14,7 @@ MAX_FACES = 40  # thumbnails per person
 
 def render_people_html(result: dict, path: str | os.PathLike | None = None, max_people: int = MAX_PEOPLE,
                        max_faces: int = MAX_FACES) -> str:
-    """The report for ``facesearch.people.people()``; written atomically to ``path`` if given."""
+    """The report for ``facesearch.people.persons.people()``; written atomically to ``path`` if given."""
     cache = ImageCache()
     people, unassigned = result.get("people") or [], result.get("unassigned") or []
     rows = [("people", len(people)), ("named", sum(1 for p in people if p.get("name"))),

@@ -12,7 +12,7 @@ from facesearch.report.html import (
 
 
 def render_query_html(results: list[dict], path: str | os.PathLike | None = None) -> str:
-    """The report for ``facesearch.search.query()`` results; written atomically to ``path`` if given.
+    """The report for ``facesearch.search.query.query()`` results; written atomically to ``path`` if given.
 
     A result may carry ``"error"`` instead of faces (e.g. no face found); it is
     shown, not raised.

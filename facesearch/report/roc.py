@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facesearch.atomic import atomic_path
-from facesearch.metrics import check_pairs, confusion_at, eer, roc_auc, roc_curve
+from facesearch.core.atomic import atomic_path
+from facesearch.eval.metrics import check_pairs, confusion_at, eer, roc_auc, roc_curve
 
 
 def plot_roc(dist, same, path: str | os.PathLike, tau: float | None = None,

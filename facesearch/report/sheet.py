@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from facesearch.atomic import atomic_path
+from facesearch.core.atomic import atomic_path
 from facesearch.report.html import (
     BOX_COLOURS, THUMB, ImageCache, boxed_photo, face_thumb, fmt, font, short_path,
 )
@@ -40,7 +40,7 @@ class Row:
 
 
 def query_sheet(results: list[dict], path_png: str | os.PathLike) -> Path:
-    """Contact sheet of ``facesearch.search.query()`` results, written atomically."""
+    """Contact sheet of ``facesearch.search.query.query()`` results, written atomically."""
     cache, rows = ImageCache(), []
     for n, r in enumerate(results, 1):
         qpath, faces = str(r.get("query", "")), r.get("faces") or []
@@ -63,7 +63,7 @@ def _face_row(face: dict, k: int, qpath: str, cache: ImageCache) -> Row:
 
 
 def dedupe_sheet(report: dict, path_png: str | os.PathLike) -> Path:
-    """Contact sheet of ``facesearch.dedupe.find_duplicates()`` groups, keeper framed green."""
+    """Contact sheet of ``facesearch.search.dedupe.find_duplicates()`` groups, keeper framed green."""
     cache = ImageCache()
     groups = sorted(report.get("groups") or [], key=lambda g: -len(g.get("members") or []))
     rows = [Row(f"{len(groups)} groups, {report.get('n_members', '?')} {report.get('scope', 'faces')}, "

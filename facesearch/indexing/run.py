@@ -1,0 +1,153 @@
+"""The indexing run: scan → load (EXIF-rotated) → detect + align → embed in batches → store.
+
+Decoding and detection run in worker processes (:mod:`facesearch.indexing.detection`) while this
+process embeds and writes, so every core is busy. Files are written to the index in batches, each
+batch one SQLite transaction (:mod:`facesearch.indexing.work`): a run killed at any point keeps every
+batch already written, and the next run skips those files and resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+from facesearch.core.errors import FacesearchError
+from facesearch.core.paths import canonical, printable
+from facesearch.faces.detect import create_detector
+from facesearch.indexing.detection import detections
+from facesearch.indexing.work import ENGINES, Committer, IndexOptions, IndexSummary, ProgressFn, Work
+from facesearch.models.weights_meta import read_meta, resolve_weights
+from facesearch.photos.imageio import content_hash, scan_images, stat_file
+from facesearch.store.face_index import FaceIndex
+from facesearch.store.vectors.base import DEFAULT_BACKEND
+
+__all__ = ["ENGINES", "IndexOptions", "IndexSummary", "index_collection"]
+
+
+def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) -> IndexSummary:
+    """Index every face under ``opts.paths`` into ``opts.index``, incrementally."""
+    t0 = time.perf_counter()
+    notify = on_progress or (lambda event, data: None)
+    # Options first, in this process: a bad name inside a pool initializer respawns workers forever.
+    create_detector(opts.detector, policy=opts.policy)
+    _check_engine(opts.engine, opts.address)
+    # Once: an existing index names its own model; the engine and the workers' chips follow it.
+    weights = resolve_weights(opts.weights, model=FaceIndex.model_of(opts.index))
+    meta = read_meta(weights)
+    store = _open_or_create(opts, meta)
+    summary = IndexSummary(index=str(opts.index))
+    with store:
+        run_id = store.begin_run({k: str(v) for k, v in asdict(opts).items()})
+        unsupported: Counter = Counter()
+        files = scan_images(opts.paths, skipped=summary.bad_files, unsupported=unsupported)
+        summary.unsupported = dict(sorted(unsupported.items()))
+        summary.bad += len(summary.bad_files)  # unreadable folders: reported like bad files
+        summary.scanned = len(files)
+        todo = _plan(store, files, opts, summary)
+        notify("start", {"total": len(files), "todo": len(todo), "unchanged": summary.unchanged})
+        if todo:  # torch and the model load only when there is something to embed
+            _index_todo(store, weights, todo, opts, summary, notify, run_id)
+        if opts.prune:
+            summary.pruned = len(store.prune_missing())
+        summary.seconds = round(time.perf_counter() - t0, 3)
+        summary.files_per_s = round(summary.scanned / summary.seconds, 2) if summary.seconds else 0.0
+        store.end_run(run_id, summary.to_dict())
+    return summary
+
+
+def _check_engine(name: str, address: str | None) -> None:
+    if name not in ENGINES:
+        raise FacesearchError(f"unknown engine {name!r}", hint=f"use one of {', '.join(ENGINES)}")
+    if address is not None and name != "ray":
+        raise FacesearchError("--address names a Ray cluster, for the ray engine only", hint="add --engine ray")
+    if name == "ray":
+        from facesearch.indexing.ray_engine import require_ray
+
+        require_ray()
+
+
+def _index_todo(store, weights: Path, todo: list[Work], opts: IndexOptions, summary: IndexSummary,
+                notify: ProgressFn, run_id: int) -> None:
+    """Detect, embed and record ``todo`` with the engine ``opts.engine`` names."""
+    if opts.engine == "ray":
+        from facesearch.indexing.ray_engine import run_ray  # imported here: Ray is an optional extra
+
+        run_ray(store, weights, todo, opts, summary, notify, run_id)
+    else:
+        _run(store, weights, todo, opts, summary, notify)
+
+
+def _open_or_create(opts: IndexOptions, meta: dict) -> FaceIndex:
+    if FaceIndex.exists(opts.index):
+        store = FaceIndex.open(opts.index, model_id=meta["model_id"])
+        _check_same_backend(store, opts.backend)
+        return store
+    config = meta["config"]
+    return FaceIndex.create(opts.index, model_id=meta["model_id"], model_config=config,
+                            dim=config["embedding_dim"], index_type=opts.index_type,
+                            vectors=opts.backend or DEFAULT_BACKEND)
+
+
+def _check_same_backend(store: FaceIndex, backend: str | None) -> None:
+    """A backend is chosen when an index is created; asking for another one later is a mistake."""
+    have = store.manifest.get("vectors", DEFAULT_BACKEND)
+    if backend is not None and backend != have:
+        store.close()
+        raise FacesearchError(f"the index at {store.folder} keeps its vectors in {have}, not {backend}",
+                              hint="--backend applies when an index is created; index into a new folder to switch")
+
+
+def _engine(opts: IndexOptions, weights: Path):
+    from facesearch.models.embed import EmbeddingEngine
+    from facesearch.models.weights import load_weights
+
+    return EmbeddingEngine(load_weights(weights), device=opts.device, batch_size=opts.batch_size)
+
+
+def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: IndexSummary) -> list[Work]:
+    """Skip files whose size+mtime (then content hash) are unchanged since the last run."""
+    todo = []
+    for path in files:
+        try:
+            st = stat_file(path)
+        except OSError as e:
+            summary.bad += 1
+            summary.bad_files.append({"path": str(path), "error": str(e)})
+            continue
+        rec = store.lookup_file(canonical(path))
+        # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
+        label = printable(path.parent.name) if opts.label_from_folder else None
+        if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns:
+            summary.unchanged += 1
+            continue
+        digest = _safe_hash(path)
+        if rec is not None and digest is not None and rec.hash == digest:
+            store.touch_file(canonical(path), st.size, st.mtime_ns)  # touched, not changed
+            summary.unchanged += 1
+            continue
+        todo.append(Work(canonical(path), st.size, st.mtime_ns, digest, label))
+        if rec is None:
+            summary.new += 1
+        else:
+            summary.updated += 1
+    return todo
+
+
+def _safe_hash(path: Path) -> str | None:
+    try:
+        return content_hash(path)
+    except OSError:
+        return None
+
+
+def _run(store, weights: Path, todo, opts, summary, notify) -> None:
+    # The detection workers start before the embedding model loads here, so their start-up
+    # (torch and the detector's models, in each worker) overlaps this process's instead of
+    # following it.
+    with detections(todo, opts, store.manifest["model_config"]["align"]) as results:
+        commit = Committer(store, summary, notify, _engine(opts, weights))
+        for res in results:
+            commit.add([res])
+        commit.flush()

@@ -1,0 +1,153 @@
+"""The engines' shared contract: what an indexing run is asked (options), what it reports (summary),
+the unit of work (one file) and its result, and how results are committed -- the same for the local
+and the Ray engine, so a file's outcome does the same to the index and the summary in both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facesearch.store.face_index import FaceIndex
+
+WRITE_EVERY = 64  # files per SQLite transaction
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class IndexOptions:
+    paths: list[str]
+    index: Path
+    weights: str | None = None
+    detector: str = "auto"
+    min_face: int | None = None  # the detector's own floor
+    policy: str = "all"
+    batch_size: int = 64
+    device: str = "auto"
+    label_from_folder: bool = False
+    prune: bool = False
+    workers: int | None = None
+    index_type: str = "auto"
+    backend: str | None = None  # vector store of a new index (facesearch.store.vectors.base); None: faiss
+    engine: str = "local"  # local: a process pool here | ray: Ray Data stages (facesearch.indexing.ray_engine)
+    address: str | None = None  # ray: the cluster to join (auto, ray://host:10001); None starts one here
+
+
+@dataclass
+class IndexSummary:
+    index: str
+    scanned: int = 0
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    bad: int = 0
+    noface: int = 0
+    faces: int = 0
+    pruned: int = 0
+    seconds: float = 0.0
+    files_per_s: float = 0.0
+    bad_files: list[dict] = field(default_factory=list)
+    unsupported: dict[str, int] = field(default_factory=dict)  # files in the folders we cannot read, by extension
+    failed: int = 0  # files an unexpected error stopped: not recorded, so the next run retries them
+    failed_files: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Work:
+    """One file to index: where it is, what it was when planned, and its folder label."""
+
+
+    path: str
+    size: int
+    mtime_ns: int
+    hash: str | None
+    label: str | None
+
+
+@dataclass
+class Result:
+    """What detection made of one :class:`Work` (and, once embedded, its embeddings)."""
+
+
+    work: Work
+    error: str | None = None  # the file's own fault (unreadable, odd content): recorded as bad
+    failed: str | None = None  # anything else (a bug, MemoryError): not recorded, retried next run
+    dhash: int | None = None  # the whole photo's difference hash
+    faces: list = field(default_factory=list)  # list[Face]
+    chips: list = field(default_factory=list)  # list[np.ndarray]
+    embeddings: np.ndarray | None = None  # (len(faces), dim) once embedded
+
+
+ProgressFn = Callable[[str, dict], None]
+
+
+class Committer:
+    """Results in, one transaction per WRITE_EVERY files out, and one progress event per file: what
+    both engines do with their results. With an ``engine`` the chips are embedded at each commit (the
+    local engine); without one the results come embedded (Ray)."""
+
+    def __init__(self, store: FaceIndex, summary: IndexSummary, notify: ProgressFn, engine=None):
+        self.store, self.summary, self.notify, self.engine = store, summary, notify, engine
+        self.pending: list[Result] = []
+        self.done = 0
+
+    def add(self, results: list[Result]) -> None:
+        for r in results:
+            self.pending.append(r)
+            self.done += 1
+            if len(self.pending) >= WRITE_EVERY:
+                self.flush()
+            pending_faces = sum(len(p.faces) for p in self.pending)  # a failed result has none
+            self.notify("file", {"done": self.done, "faces": self.summary.faces + pending_faces})
+
+    def flush(self) -> None:
+        results = _drop_failed(self.pending, self.summary)
+        if self.engine is not None:
+            _embed(self.engine, results)
+        commit_results(self.store, results, self.summary)
+        self.pending = []
+
+
+def _embed(engine, results: list[Result]) -> None:
+    """Embed the chips of ``results`` in one call and hand each result its rows."""
+    emb = engine.embed([c for r in results for c in r.chips])
+    at = 0
+    for r in results:
+        r.embeddings, at = emb[at : at + len(r.chips)], at + len(r.chips)
+
+
+def _drop_failed(results: list[Result], summary: IndexSummary) -> list[Result]:
+    """The results to record; the failed ones go into the summary only (retried next run)."""
+    for r in (r for r in results if r.failed):
+        summary.failed += 1
+        summary.failed_files.append({"path": r.work.path, "error": r.failed})
+    return [r for r in results if not r.failed]
+
+
+def commit_results(store: FaceIndex, results: list[Result], summary: IndexSummary) -> None:
+    """Record embedded results (none failed) in one transaction and count them in the summary.
+
+    Both engines end here, so what a file's outcome does to the index and the summary is the same.
+    """
+    if not results:
+        return
+    items = []
+    for r in results:
+        w, n = r.work, len(r.faces)
+        status = "bad" if r.error else ("ok" if n else "noface")
+        # A file without faces needs no embeddings: the store records an empty (0, dim) block.
+        items.append(dict(path=w.path, size=w.size, mtime_ns=w.mtime_ns, hash=w.hash, status=status,
+                          error=r.error, faces=r.faces, embeddings=r.embeddings, label=w.label, dhash=r.dhash))
+        if r.error:
+            summary.bad += 1
+            summary.bad_files.append({"path": w.path, "error": r.error})
+        elif n == 0:
+            summary.noface += 1
+        summary.faces += n
+    store.write_batch(items)

@@ -1,0 +1,1 @@
+"""Checks and a tour of an install: ``facesearch doctor`` and ``make demo``."""

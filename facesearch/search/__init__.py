@@ -1,0 +1,1 @@
+"""Stage 6, finding: one photo against the index (query) and the index against itself (dedupe)."""

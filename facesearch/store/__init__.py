@@ -1,0 +1,1 @@
+"""Stage 4, the store: an index folder -- SQLite catalogue, people tables, lock, manifest -- and its vectors."""

@@ -1,1 +1,0 @@
-"""Training: identity-folder data, augmentation, the training loop and checkpoints."""
