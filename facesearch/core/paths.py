@@ -12,9 +12,18 @@ from pathlib import Path
 DEFAULT_INDEX = "default"
 
 
+def home() -> Path | None:
+    """``$FACESEARCH_HOME`` (the user's indexes, weights and settings), or None when unset or empty.
+
+    The one place that reads the variable, so every module agrees on what an empty value means.
+    """
+    value = os.environ.get("FACESEARCH_HOME")
+    return Path(value) if value else None
+
+
 def index_home() -> Path:
-    home = os.environ.get("FACESEARCH_HOME")
-    return (Path(home) if home else Path.cwd()) / "indexes"
+    """Where index names resolve: ``$FACESEARCH_HOME/indexes``, else ``./indexes``."""
+    return (home() or Path.cwd()) / "indexes"
 
 
 def resolve_index(name: str | os.PathLike | None = None) -> Path:

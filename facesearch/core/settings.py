@@ -17,14 +17,16 @@ import tomllib
 from pathlib import Path
 
 from facesearch.core.errors import FacesearchError
+from facesearch.core.paths import home
 
 # Env vars that outrank the file for the option they name.
 ENV_OPTIONS = {"index": "FACESEARCH_INDEX", "weights": "FACESEARCH_WEIGHTS"}
 
 
 def settings_file() -> Path | None:
-    home = os.environ.get("FACESEARCH_HOME")
-    for cand in [Path.cwd() / "facesearch.toml", Path(home) / "facesearch.toml" if home else None]:
+    """The settings file in use: ``./facesearch.toml``, else ``$FACESEARCH_HOME/facesearch.toml``, else None."""
+    user_home = home()
+    for cand in [Path.cwd() / "facesearch.toml", user_home / "facesearch.toml" if user_home else None]:
         if cand is not None and cand.is_file():
             return cand
     return None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from facesearch.core.errors import FacesearchError, ModelMismatchError
+from facesearch.core.paths import home
 from facesearch.models.config import EmbedderConfig
 
 DEFAULT_WEIGHTS_NAME = "default"
@@ -33,8 +34,8 @@ def shipped_weights_dir() -> Path:
 def weights_dirs() -> list[Path]:
     """Where a weights *name* is looked up, first match wins: ``$FACESEARCH_HOME/weights``
     (a user's own trainings), then the shipped weights."""
-    home = os.environ.get("FACESEARCH_HOME")
-    return ([Path(home) / "weights"] if home else []) + [shipped_weights_dir()]
+    user_home = home()
+    return ([user_home / "weights"] if user_home else []) + [shipped_weights_dir()]
 
 
 def find_pair(name: str, hint: str) -> tuple[Path, Path]:
