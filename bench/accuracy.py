@@ -48,10 +48,10 @@ from facesearch.faces.detect import Face, create_detector  # noqa: E402
 from facesearch.models.embed import EmbeddingEngine  # noqa: E402
 from facesearch.core.errors import BadImageError  # noqa: E402
 from facesearch.faces.chips import CHIP_SIZE, largest_face, make_chips  # noqa: E402
-from facesearch.photos.imageio import load_array  # noqa: E402
+from facesearch.photos.load import load_array  # noqa: E402
 from facesearch.models.weights import load_weights  # noqa: E402
 from facesearch.eval.protocol import score_embeddings  # noqa: E402
-from facesearch.photos.imageio import IMAGE_EXTS  # noqa: E402
+from facesearch.photos.scan import IMAGE_EXTS  # noqa: E402
 
 DEV = C.REPO.parent / "shared" / "data" / "dev"
 SETS = ("orl_att_faces", "extended_yale_b", "pins_celebs", "lowres_umist")

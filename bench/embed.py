@@ -114,7 +114,7 @@ def load_chips(n: int, seed: int = 0, align: str = DLIB_ALIGN) -> tuple[list, st
             "synthetic (facesearch.photos.synthetic.render_face)"
     from facesearch.faces.detect import create_detector
     from facesearch.faces.chips import largest_face
-    from facesearch.photos.imageio import load_array
+    from facesearch.photos.load import load_array
 
     det = create_detector("dlib-hog")  # no CNN fallback: chips are the input here, not the subject
     return [largest_face(load_array(f), det, align).chip for f in files], f"{DEV} (dlib-hog + align)"

@@ -65,7 +65,7 @@ def backgrounds() -> dict[str, np.ndarray]:
 def source_faces(paths: list[Path], limit: int, seed: int = 0) -> list[SourceFace]:
     """Up to ``limit`` crops whose single face dlib HOG finds at 3x (its box, in crop pixels)."""
     from facesearch.faces.detect import create_detector
-    from facesearch.photos.imageio import load_array
+    from facesearch.photos.load import load_array
 
     det = create_detector("dlib-hog", min_face=1, upsample=0)
     det.with_landmarks = False

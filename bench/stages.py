@@ -151,7 +151,7 @@ def _profile(photos: list[Path], setup: dict) -> dict:
 
 def _detect_all(photos, det, align: str, clock: Clock) -> list:
     from facesearch.faces.chips import make_chips
-    from facesearch.photos.imageio import dhash, load_array
+    from facesearch.photos.load import dhash, load_array
 
     chips = []
     for p in photos:

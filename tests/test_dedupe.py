@@ -176,7 +176,7 @@ def test_moves_mirror_folders_leave_the_index_and_undo_restores_the_tree(tmp_pat
 
 def test_hash_pairs_equal_the_all_pairs_scan():
     from facesearch.search.dedupe import PHASH_BITS, _hash_pairs
-    from facesearch.photos.imageio import hamming64
+    from facesearch.photos.load import hamming64
 
     rng = np.random.default_rng(3)
     base = [int(x) for x in rng.integers(-2**63, 2**63 - 1, 300, dtype=np.int64)]

@@ -12,7 +12,7 @@ import torch
 from facesearch.faces import detect
 from facesearch.faces.detect import (YUNET_MIN_VISIBLE, YuNetFaceDetector, _dlib_box, _merge, _tiles,
                                create_detector)
-from facesearch.photos.imageio import load_array
+from facesearch.photos.load import load_array
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

@@ -1,4 +1,4 @@
-"""Tests for facesearch.photos.imageio: decoding every supported mode, typed errors, scanning, hashing.
+"""Tests for facesearch.photos.load and facesearch.photos.scan: decoding every supported mode, typed errors, scanning, hashing.
 
 Every file is generated in ``tmp_path``; expected pixels come from numpy oracles.
 """
@@ -16,18 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from facesearch.photos import imageio
+from facesearch.photos import load
 from facesearch.core.errors import BadImageError, FacesearchError
-from facesearch.photos.imageio import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTS,
-    FileStat,
-    content_hash,
-    load_array,
-    load_image,
-    scan_images,
-    stat_file,
-)
+from facesearch.photos.load import DEFAULT_MAX_PIXELS, load_array, load_image
+from facesearch.photos.scan import IMAGE_EXTS, FileStat, content_hash, scan_images, stat_file
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 
@@ -300,9 +292,9 @@ def test_permission_denied_simulated(tmp_path, monkeypatch, target):
         raise PermissionError(13, "Permission denied")
 
     if target == "open":
-        monkeypatch.setattr(imageio, "open", deny, raising=False)  # shadows the builtin
+        monkeypatch.setattr(load, "open", deny, raising=False)  # shadows the builtin
     else:
-        monkeypatch.setattr(imageio.Image, "open", deny)
+        monkeypatch.setattr(load.Image, "open", deny)
     expect_bad(path, "permission denied")
 
 
@@ -312,7 +304,7 @@ def test_corrupt_exif_keeps_pixels(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise SyntaxError("bad exif")
 
-    monkeypatch.setattr(imageio.ImageOps, "exif_transpose", broken)
+    monkeypatch.setattr(load.ImageOps, "exif_transpose", broken)
     assert_close(load_image(path).getpixel((1, 1)), RED)
 
 

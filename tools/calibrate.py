@@ -43,7 +43,7 @@ from facesearch.photos.folders import IdentityFolder
 from facesearch.eval.pairs import make_pairs, pair_distances
 from facesearch.eval.tau import calibrate, people_tau
 from facesearch.faces.chips import largest_face
-from facesearch.photos.imageio import load_image
+from facesearch.photos.load import load_image
 from facesearch.eval.metrics import verification_report
 from facesearch.models.weights import load_weights, resolve_weights
 from facesearch.people.persons import GRAPH_K

@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from facesearch.faces.align import TEMPLATES, estimate_similarity  # noqa: E402
 from facesearch.faces.detect import create_detector  # noqa: E402
-from facesearch.photos.imageio import load_array, scan_images  # noqa: E402
+from facesearch.photos.load import load_array  # noqa: E402
+from facesearch.photos.scan import scan_images  # noqa: E402
 
 SETS = ("pins_celebs", "yalefaces", "glint360k_celebs")
 

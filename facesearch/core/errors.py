@@ -14,6 +14,12 @@ def first_line(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 
+def one_line(e: BaseException) -> str:
+    """An error's whole message on one line (whitespace runs collapsed); its type when empty."""
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
 class FacesearchError(Exception):
     """A user or data error: bad input, missing index, mismatched weights."""
 

@@ -29,7 +29,8 @@ from facesearch.core.atomic import atomic_path
 from facesearch.faces.detect import create_detector
 from facesearch.core.errors import BadImageError
 from facesearch.faces.chips import largest_face
-from facesearch.photos.imageio import load_array, scan_images
+from facesearch.photos.load import load_array
+from facesearch.photos.scan import scan_images
 
 ALIGN = "dlib5_150_p25+arcface_112"  # every chip any shipped model needs, from one detection
 _detector = None

@@ -15,7 +15,7 @@ from facesearch.models.embed import EmbeddingEngine
 from facesearch.core.errors import BadImageError
 from facesearch.photos.folders import IdentityFolder
 from facesearch.faces.chips import largest_face
-from facesearch.photos.imageio import load_array
+from facesearch.photos.load import load_array
 
 Progress = Callable[[int, int], None]
 

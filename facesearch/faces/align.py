@@ -85,7 +85,7 @@ TEMPLATES: dict[str, Template] = {
 def to_rgb_uint8(img: np.ndarray) -> np.ndarray:
     """Return ``img`` as a C-contiguous HxWx3 uint8 array (grey replicated, alpha dropped)."""
     img = np.asarray(img)
-    hint = "pass a decoded image as a uint8 numpy array (see facesearch.photos.imageio.load_array)"
+    hint = "pass a decoded image as a uint8 numpy array (see facesearch.photos.load.load_array)"
     if img.dtype != np.uint8:
         raise BadImageError(f"expected a uint8 image array, got dtype {img.dtype}", hint)
     if img.ndim == 2:

@@ -17,7 +17,7 @@ from facesearch.core.errors import BadImageError, first_line
 from facesearch.faces.chips import extract_faces
 from facesearch.faces.detect import create_detector
 from facesearch.indexing.work import IndexOptions, Result, Work
-from facesearch.photos.imageio import dhash, load_array
+from facesearch.photos.load import dhash, load_array
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from facesearch.faces.detect import create_detector
 from facesearch.indexing.detection import detections
 from facesearch.indexing.work import ENGINES, Committer, IndexOptions, IndexSummary, ProgressFn, Work
 from facesearch.models.weights_meta import read_meta, resolve_weights
-from facesearch.photos.imageio import content_hash, scan_images, stat_file
+from facesearch.photos.scan import content_hash, scan_images, stat_file
 from facesearch.store.face_index import FaceIndex
 from facesearch.store.vectors.base import DEFAULT_BACKEND
 

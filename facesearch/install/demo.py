@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facesearch.photos.imageio import load_image, scan_images
+from facesearch.photos.load import load_image
+from facesearch.photos.scan import scan_images
 from facesearch.photos.synthetic import compose_photo, make_identity_folder
 
 # Relative to where it runs (`make demo` runs in the checkout), so an installed package works too.

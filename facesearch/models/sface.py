@@ -138,7 +138,7 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     img = np.asarray(image)
     if img.dtype != np.uint8:
         raise FacesearchError(f"align_sface wants a uint8 image, got {img.dtype}",
-                              hint="decode photos with facesearch.photos.imageio (uint8 RGB)")
+                              hint="decode photos with facesearch.photos.load (uint8 RGB)")
     if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
         return np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
     if img.ndim == 3 and img.shape[2] in (3, 4):

@@ -2,7 +2,7 @@
 
 Layout: ``root/<person>/<image>``, images found recursively below each person
 folder (``root/<person>/session1/img.pgm`` is fine). Any format
-:func:`facesearch.photos.imageio.load_image` reads works, including PGM and GIF.
+:func:`facesearch.photos.load.load_image` reads works, including PGM and GIF.
 
 Files are not opened at scan time (too slow for tens of thousands of images).
 A file that fails to decode when it is first loaded is logged, counted in
@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from facesearch.core.errors import BadImageError, DataError
-from facesearch.photos.imageio import IMAGE_EXTS, load_image, scan_images
+from facesearch.photos.load import load_image
+from facesearch.photos.scan import IMAGE_EXTS, scan_images
 
 log = logging.getLogger(__name__)
 

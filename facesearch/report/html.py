@@ -114,8 +114,8 @@ class ImageCache:
 
 
 def _load(path: str) -> Image.Image | str:
-    # Imported here: imageio is light, but keeping the report import cheap matters for the CLI.
-    from facesearch.photos.imageio import load_image
+    # Imported here: photos.load is light, but keeping the report import cheap matters for the CLI.
+    from facesearch.photos.load import load_image
 
     try:
         return load_image(path)

@@ -20,7 +20,7 @@ import numpy as np
 from facesearch.core.atomic import atomic_write_bytes
 from facesearch.core.errors import FacesearchError
 from facesearch.eval.tau import TauPolicy, check_tau
-from facesearch.photos.imageio import hamming64
+from facesearch.photos.load import hamming64
 from facesearch.store.vectors.ops import keeper_groups
 from facesearch.store.face_index import FaceIndex
 from facesearch.core.journal import MoveJournal, latest_journal
@@ -199,7 +199,7 @@ def _sharpness(path: str) -> float:
     import cv2
 
     from facesearch.core.errors import BadImageError
-    from facesearch.photos.imageio import load_array
+    from facesearch.photos.load import load_array
 
     try:
         grey = cv2.cvtColor(load_array(path, max_pixels=40_000_000), cv2.COLOR_RGB2GRAY)

@@ -26,7 +26,7 @@ from facesearch.faces.detect import create_detector
 from facesearch.core.errors import BadImageError, NoFaceError
 from facesearch.eval.tau import TauPolicy, check_tau
 from facesearch.faces.chips import extract_faces
-from facesearch.photos.imageio import load_array
+from facesearch.photos.load import load_array
 from facesearch.store.face_index import FaceIndex
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.weights_meta import resolve_weights

@@ -234,7 +234,7 @@ def _read_upload(upload) -> bytes:
 
 def _load_as(path: Path, name: str):
     """Decode ``path`` with the indexing guards; errors name the photo as it was sent."""
-    from facesearch.photos.imageio import load_array
+    from facesearch.photos.load import load_array
 
     try:
         return load_array(path)
@@ -256,7 +256,7 @@ UPLOADS = "uploads"  # inside the index folder: photos sent to /api/index live b
 def _save_upload(index: Path, upload, label: str | None) -> Path:
     """Keep an uploaded photo under ``<index>/uploads/[<label>/]``, written atomically, only if it decodes."""
     from facesearch.core.atomic import atomic_path
-    from facesearch.photos.imageio import IMAGE_EXTS
+    from facesearch.photos.scan import IMAGE_EXTS
 
     if label is not None and (not 0 < len(label) <= 100 or label in (".", "..") or any(c in label for c in "/\\\0")
                               or label != label.strip()):
@@ -281,7 +281,7 @@ def _thumbnail(index: os.PathLike, face_id: int, size: int) -> bytes:
             row = store.faces([face_id])[0]
         except KeyError:
             raise HTTPException(404, f"no face {face_id} in the index") from None
-    from facesearch.photos.imageio import load_image
+    from facesearch.photos.load import load_image
 
     img = fit(crop_face(load_image(row.path), row.box), size)
     buf = io.BytesIO()

@@ -122,7 +122,7 @@ class FileUpdate:
     faces: Sequence[Any] = field(default_factory=list)
     embeddings: Any = None  # (len(faces), dim) float32
     label: str | None = None  # file-level label; None keeps the existing one
-    dhash: int | None = None  # the whole photo's difference hash (imageio.dhash), for near-duplicate photos
+    dhash: int | None = None  # the whole photo's difference hash (photos.load.dhash), for near-duplicate photos
 
 
 @dataclass(frozen=True)

@@ -1,43 +1,33 @@
-"""Image decoding and photo-collection scanning (layer 1).
+"""Decoding photos (layer 1): every file becomes a clean RGB image or one typed error.
 
-Everything here turns messy files into clean data or a typed error:
 :func:`load_image` always returns a fully decoded RGB image or raises
 :class:`~facesearch.core.errors.BadImageError`, so a batch can skip a bad file and go on.
+Cheap checks (file kind, size, header's pixel count) come before any pixel is decoded.
+Whole-photo hashes (:func:`dhash`) live here too: they are computed from decoded pixels.
 """
 
 from __future__ import annotations
 
-import errno
 import functools
-import hashlib
 import logging
 import os
 import stat
 import warnings
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from facesearch.core.errors import BadImageError, FacesearchError
+from facesearch.core.errors import BadImageError, FacesearchError, one_line
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
-     ".pgm", ".ppm", ".pbm", ".pnm", ".heic", ".heif", ".avif"}
-)
-"""File extensions (lower-case, with dot) that :func:`scan_images` collects."""
 
 DEFAULT_MAX_PIXELS = 80_000_000
 """Largest decoded image (width*height) accepted; override with ``FACESEARCH_MAX_PIXELS``."""
 
 _MAX_PIXELS_ENV = "FACESEARCH_MAX_PIXELS"
 
-# Only these Pillow decoders are ever tried. Besides matching IMAGE_EXTS this keeps
+# Only these Pillow decoders are ever tried. Besides matching scan.IMAGE_EXTS this keeps
 # untrusted files away from plugins such as EPS, which shells out to Ghostscript.
 # (Camera multi-picture JPEGs still work: the JPEG opener hands them to MPO.)
 _PIL_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM", "HEIF", "AVIF")
@@ -97,6 +87,11 @@ def load_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.
         raise _classify(path, exc) from exc
 
 
+def load_array(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Like :func:`load_image` but return an ``HxWx3`` ``uint8`` RGB array."""
+    return np.asarray(load_image(path, max_pixels))
+
+
 @functools.cache
 def _register_heif() -> bool:
     """HEIC/HEIF (iPhone photos) through pillow-heif, registered on first decode (40 ms of import)."""
@@ -107,28 +102,6 @@ def _register_heif() -> bool:
         return False
     pillow_heif.register_heif_opener()
     return True
-
-
-def dhash(img: np.ndarray | Image.Image, size: int = 8) -> int:
-    """64-bit difference hash of a whole photo (signed, as SQLite stores it).
-
-    Each bit says whether a pixel of the 9x8 greyscale thumbnail is brighter than its left
-    neighbour, so re-encoding, resizing and small colour changes leave it (nearly) unchanged:
-    near-duplicate photos are found even where their faces are not.
-    """
-    im = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
-    g = np.asarray(im.convert("L").resize((size + 1, size), Image.BILINEAR), dtype=np.int16)
-    return int.from_bytes(np.packbits(g[:, 1:] > g[:, :-1]).tobytes(), "big", signed=True)
-
-
-def hamming64(a: int, b: int) -> int:
-    """Bits that differ between two (signed) 64-bit hashes."""
-    return ((a ^ b) & 0xFFFF_FFFF_FFFF_FFFF).bit_count()
-
-
-def load_array(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
-    """Like :func:`load_image` but return an ``HxWx3`` ``uint8`` RGB array."""
-    return np.asarray(load_image(path, max_pixels))
 
 
 def _check_regular_file(path: Path) -> None:
@@ -169,7 +142,7 @@ def _apply_exif_orientation(image: Image.Image, path: Path) -> None:
             warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
             ImageOps.exif_transpose(image, in_place=True)
     except Exception as exc:  # pixels decoded fine; only the metadata is unusable
-        log.warning("%s: ignoring unreadable EXIF orientation (%s)", path, _one_line(exc))
+        log.warning("%s: ignoring unreadable EXIF orientation (%s)", path, one_line(exc))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -222,11 +195,6 @@ def _bad(path: Path, reason: str, hint: str) -> BadImageError:
     return BadImageError(f"cannot read image {path}: {reason}", hint=hint)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
 def _classify(path: Path, exc: Exception) -> BadImageError:
     """Turn an OS or Pillow exception into a one-line BadImageError with a hint."""
     if isinstance(exc, FileNotFoundError):
@@ -236,166 +204,32 @@ def _classify(path: Path, exc: Exception) -> BadImageError:
     if isinstance(exc, IsADirectoryError):
         return _bad(path, "is a directory, not a file", "pass image files, or use scan_images for folders")
     if isinstance(exc, Image.DecompressionBombError):
-        return _bad(path, f"too many pixels ({_one_line(exc)})",
+        return _bad(path, f"too many pixels ({one_line(exc)})",
                     "downscale it; Pillow refuses images this large whatever the facesearch limit")
     if isinstance(exc, UnidentifiedImageError):
         return _bad(path, "not a recognised image (expected JPEG, PNG, WebP, BMP, GIF, TIFF or PNM)",
                     "convert it to JPEG or PNG, or remove it from the collection")
     if isinstance(exc, MemoryError):
         return _bad(path, "out of memory while decoding", f"downscale it or lower {_MAX_PIXELS_ENV}")
-    return _bad(path, f"corrupt or truncated ({_one_line(exc)})",
+    return _bad(path, f"corrupt or truncated ({one_line(exc)})",
                 "re-copy or re-export the file; it cannot be fully decoded")
 
 
-# --------------------------------------------------------------------------- files
+# --------------------------------------------------------------------------- whole-photo hashes
 
 
-@dataclass(frozen=True)
-class FileStat:
-    """What identifies a file version cheaply: path, size in bytes, modification time in ns."""
+def dhash(img: np.ndarray | Image.Image, size: int = 8) -> int:
+    """64-bit difference hash of a whole photo (signed, as SQLite stores it).
 
-    path: Path
-    size: int
-    mtime_ns: int
-
-
-def stat_file(path: str | os.PathLike) -> FileStat:
-    """Stat ``path`` (following symlinks); raises ``OSError`` as os.stat does, and for anything
-    that is not a regular file (a FIFO or device named on the command line must never be opened)."""
-    path = Path(path)
-    st = path.stat()
-    if not stat.S_ISREG(st.st_mode):
-        raise OSError(errno.EINVAL, "not a regular file (a pipe, device or folder)", str(path))
-    return FileStat(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
-
-
-def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex BLAKE2b (16-byte digest) of the file's bytes, read in ``chunk``-sized pieces.
-
-    Raises ``OSError`` if the file cannot be read.
+    Each bit says whether a pixel of the 9x8 greyscale thumbnail is brighter than its left
+    neighbour, so re-encoding, resizing and small colour changes leave it (nearly) unchanged:
+    near-duplicate photos are found even where their faces are not.
     """
-    digest = hashlib.blake2b(digest_size=16)
-    # Non-blocking open: a FIFO swapped in after the stat must not hang the run holding the lock.
-    with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fp:
-        st = os.fstat(fp.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(errno.EINVAL, "not a regular file (a pipe, device or folder)", str(path))
-        left = st.st_size  # never past the size it had: a growing file cannot keep us reading
-        while left > 0 and (block := fp.read(min(chunk, left))):
-            digest.update(block)
-            left -= len(block)
-    return digest.hexdigest()
+    im = img if isinstance(img, Image.Image) else Image.fromarray(np.asarray(img))
+    g = np.asarray(im.convert("L").resize((size + 1, size), Image.BILINEAR), dtype=np.int16)
+    return int.from_bytes(np.packbits(g[:, 1:] > g[:, :-1]).tobytes(), "big", signed=True)
 
 
-# --------------------------------------------------------------------------- scanning
-
-
-def scan_images(
-    paths: Iterable[str | os.PathLike],
-    exts: Iterable[str] = IMAGE_EXTS,
-    follow_symlinks: bool = True,
-    skipped: list[dict] | None = None,
-    unsupported: Counter | None = None,
-) -> list[Path]:
-    """List image files under ``paths``, recursively, sorted and without duplicates.
-
-    Files named directly are always included, whatever their extension. Inside
-    folders, files match ``exts`` case-insensitively; entries whose name starts
-    with ``.`` (``.git``, ``.facesearch``, macOS ``._x.jpg``) are skipped, as are
-    broken symlinks and unreadable folders (logged, and listed in ``skipped`` as
-    ``{"path", "error"}`` when a list is given); other files inside folders are counted
-    by extension in ``unsupported``. Symlinked folders are
-    followed when ``follow_symlinks`` and each real folder is walked once, so
-    symlink loops terminate; a file reached twice through symlinks is listed once.
-
-    Raises:
-        FacesearchError: a given path does not exist.
-    """
-    wanted = frozenset(e.lower() if e.startswith(".") else "." + e.lower() for e in exts)
-    walker = _Walker(wanted, follow_symlinks, skipped if skipped is not None else [],
-                     unsupported if unsupported is not None else Counter())
-    for raw in paths:
-        root = Path(raw)
-        if not root.exists():
-            raise FacesearchError(
-                f"path not found: {root}", hint="check the spelling; give image files or folders"
-            )
-        if root.is_dir():
-            walker.walk(root)
-        else:
-            walker.add(root)
-    return sorted(walker.found.values())
-
-
-class _Walker:
-    """Iterative depth-first walk that remembers visited folders and files by identity."""
-
-    def __init__(self, exts: frozenset[str], follow_symlinks: bool, skipped: list[dict], unsupported: Counter):
-        self.exts = exts
-        self.follow_symlinks = follow_symlinks
-        self.skipped = skipped
-        self.unsupported = unsupported
-        self.seen_dirs: set[tuple[int, int]] = set()
-        self.found: dict[str, Path] = {}  # resolved path -> first path it was reached by
-
-    def add(self, path: Path) -> None:
-        key = os.path.realpath(path)
-        self.found.setdefault(key, path)
-
-    def walk(self, root: Path) -> None:
-        stack = [root]
-        while stack:
-            folder = stack.pop()
-            if not self._first_visit(folder):
-                continue
-            subdirs = self._scan_folder(folder)
-            stack.extend(reversed(subdirs))  # keeps sorted order when popping
-
-    def _first_visit(self, folder: Path) -> bool:
-        try:
-            st = folder.stat()
-        except OSError as exc:
-            self._skip(folder, exc)
-            return False
-        key = (st.st_dev, st.st_ino)
-        if key in self.seen_dirs:
-            return False
-        self.seen_dirs.add(key)
-        return True
-
-    def _skip(self, folder: Path, exc: OSError) -> None:
-        log.warning("skipping folder %s: %s", folder, _one_line(exc))
-        self.skipped.append({"path": str(folder), "error": f"unreadable folder: {_one_line(exc)}"})
-
-    def _scan_folder(self, folder: Path) -> list[Path]:
-        """Record matching files in ``folder``; return its subfolders to walk, sorted."""
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except OSError as exc:
-            self._skip(folder, exc)
-            return []
-        subdirs = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            kind = self._kind(entry)
-            if kind == "dir":
-                subdirs.append(folder / entry.name)
-            elif kind == "file" and os.path.splitext(entry.name)[1].lower() in self.exts:
-                self.add(folder / entry.name)
-            elif kind == "file":  # said in the summary, not silently passed over
-                self.unsupported[os.path.splitext(entry.name)[1].lower() or "(none)"] += 1
-        return subdirs
-
-    def _kind(self, entry: os.DirEntry) -> str | None:
-        """'dir', 'file' or None (broken link, skipped symlinked dir, socket, ...)."""
-        try:
-            is_link = entry.is_symlink()
-            mode = entry.stat(follow_symlinks=True).st_mode
-        except OSError:
-            log.debug("skipping broken or unreadable entry %s", entry.path)
-            return None
-        if stat.S_ISDIR(mode):
-            return "dir" if self.follow_symlinks or not is_link else None
-        return "file" if stat.S_ISREG(mode) else None
+def hamming64(a: int, b: int) -> int:
+    """Bits that differ between two (signed) 64-bit hashes."""
+    return ((a ^ b) & 0xFFFF_FFFF_FFFF_FFFF).bit_count()
