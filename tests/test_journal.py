@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from facesearch.core import journal
+from facesearch.core import journal_file, safe_move
 from facesearch.core.errors import FacesearchError
-from facesearch.core.journal import MoveJournal, latest_journal, list_journals, read_journal, undo
+from facesearch.core.journal import MoveJournal, undo
+from facesearch.core.journal_file import latest_journal, list_journals, read_journal
 
 REPO = Path(__file__).resolve().parents[1]
 MODES = (0o644, 0o600, 0o755, 0o640)
@@ -107,10 +108,10 @@ def test_clean_batch_then_undo_is_byte_identical(tmp_path):
 CHILD = r"""
 import sys, time
 from pathlib import Path
-from facesearch.core import journal
+from facesearch.core import journal, safe_move
 src, dst, jdir, seed, cross = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 if cross:  # same disk, but take the copy + verify + replace + unlink path
-    journal._same_filesystem = lambda a, b: False
+    safe_move._same_filesystem = lambda a, b: False
 j = journal.MoveJournal.create(jdir, "killtest", {"seed": seed})
 files = sorted(p for p in src.rglob("*") if p.is_file())
 keeper = files[0]
@@ -126,9 +127,9 @@ print("finished", flush=True)
 
 UNDO_CHILD = r"""
 import sys
-from facesearch.core import journal
+from facesearch.core import journal, safe_move
 if sys.argv[2] == "1":
-    journal._same_filesystem = lambda a, b: False
+    safe_move._same_filesystem = lambda a, b: False
 journal.undo(sys.argv[1])
 """
 
@@ -225,7 +226,7 @@ def test_disk_full_mid_copy_keeps_src_and_undo_restores_the_rest(tmp_path, monke
     files = make_tree(src, 5, seed=4)
     files[2].write_bytes(os.urandom(5000))  # big enough that "half" is a real partial file
     before = snapshot(src)
-    real_copy, calls = journal._copy_file, []
+    real_copy, calls = safe_move._copy_file, []
 
     def copy_until_full(a: Path, tmp: Path) -> None:
         calls.append(a)
@@ -234,8 +235,8 @@ def test_disk_full_mid_copy_keeps_src_and_undo_restores_the_rest(tmp_path, monke
         tmp.write_bytes(a.read_bytes()[: a.stat().st_size // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(journal, "_same_filesystem", lambda a, b: False)
-    monkeypatch.setattr(journal, "_copy_file", copy_until_full)
+    monkeypatch.setattr(safe_move, "_same_filesystem", lambda a, b: False)
+    monkeypatch.setattr(safe_move, "_copy_file", copy_until_full)
     j = MoveJournal.create(tmp_path / "journals", "dedupe", {})
     with pytest.raises(FacesearchError) as err:
         move_tree(j, src, dst, files)
@@ -264,8 +265,8 @@ def _hand_made_intent(tmp_path: Path, dst_bytes: bytes) -> tuple[Path, Path, Pat
     j = MoveJournal.create(tmp_path / "journals", "dedupe", {})
     tmp = dst.parent / ".a.jpg.facesearch-move-x-0.part"
     tmp.write_bytes(b"orig")
-    journal._append(j.path, {"type": "intent", "n": 0, "kind": "move", "src": str(src), "dst": str(dst),
-                             "tmp": str(tmp), "made": []})
+    journal_file.append(j.path, {"type": "intent", "n": 0, "kind": "move", "src": str(src), "dst": str(dst),
+                                 "tmp": str(tmp), "made": []})
     return j.path, src, dst, tmp
 
 

@@ -31,7 +31,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file follows the umask
         _fsync_file(tmp_path)
         os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -62,8 +62,11 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    # Directory fsync makes the rename itself durable; not supported everywhere.
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make renames, creations and deletions in the folder ``path`` durable (best effort).
+
+    A file's own fsync does not persist its name; where the OS refuses a folder fsync it is skipped.
+    """
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:

@@ -20,6 +20,11 @@ def one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
+def os_reason(e: OSError) -> str:
+    """An OS error's reason without errno or path ("No space left on device"); its text when it has none."""
+    return e.strerror or str(e)
+
+
 class FacesearchError(Exception):
     """A user or data error: bad input, missing index, mismatched weights."""
 

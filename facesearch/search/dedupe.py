@@ -23,7 +23,8 @@ from facesearch.eval.tau import TauPolicy, check_tau
 from facesearch.photos.load import hamming64
 from facesearch.store.vectors.ops import keeper_groups
 from facesearch.store.face_index import FaceIndex
-from facesearch.core.journal import MoveJournal, latest_journal
+from facesearch.core.journal import MoveJournal
+from facesearch.core.journal_file import latest_journal
 from facesearch.core.journal import undo as undo_journal
 from facesearch.core.paths import journal_dir
 
