@@ -13,7 +13,9 @@ import numpy as np
 from torch.utils.data import Dataset, Sampler
 
 from facesearch.core.errors import DataError
-from facesearch.photos.folders import LAYOUT_HINT, BadFileLog, IdentityFolder, Sample, _group, _labels_of, _SafeLoader
+from facesearch.photos.folders import (
+    LAYOUT_HINT, BadFileLog, IdentityFolder, Sample, SafeLoader, indices_by_label, labels_of,
+)
 
 
 class ImageDataset(Dataset):
@@ -31,7 +33,7 @@ class ImageDataset(Dataset):
         self.samples = list(samples)
         self.transform = transform
         self.bad = bad if bad is not None else BadFileLog()
-        self._loader = _SafeLoader(self.samples, self.bad)
+        self._loader = SafeLoader(self.samples, self.bad)
 
     @property
     def bad_files(self) -> int:
@@ -62,7 +64,7 @@ class PKSampler(Sampler[list[int]]):
         if p < 1 or k < 1:
             raise ValueError(f"p and k must be >= 1, got p={p}, k={k}")
         self.labels = np.asarray(labels)
-        self.groups = list(_group(self.labels).values())
+        self.groups = list(indices_by_label(self.labels).values())
         sizes = np.array([len(g) for g in self.groups], dtype=np.float64)
         if len(self.groups) == 0 or sizes.max() < 2:
             raise DataError("no person has two or more images, so batches would hold no positive pairs",
@@ -100,7 +102,7 @@ class PairDataset(Dataset):
     def __init__(self, dataset, n_pairs: int, seed: int = 0, balanced: bool = True,
                  transform: Callable | None = None):
         self.dataset, self.transform = dataset, transform
-        labels = _labels_of(dataset)
+        labels = labels_of(dataset)
         rng = np.random.default_rng(seed)
         if balanced:
             n_pos = (n_pairs + 1) // 2
@@ -127,7 +129,7 @@ class PairDataset(Dataset):
 
 def _genuine(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` pairs of two different images of one person (people drawn by image count)."""
-    groups = [np.asarray(g) for g in _group(labels).values() if len(g) >= 2]
+    groups = [np.asarray(g) for g in indices_by_label(labels).values() if len(g) >= 2]
     if n and not groups:
         raise DataError("no person has two or more images, so no genuine pairs can be formed",
                         hint="pair losses need several photos of the same person")

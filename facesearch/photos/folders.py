@@ -55,7 +55,7 @@ class BadFileLog:
         return len(self.paths)
 
 
-class _SafeLoader:
+class SafeLoader:
     """Loads ``samples[i]``; a bad file is replaced by the next readable image of the same person."""
 
     def __init__(self, samples: Sequence[Sample], bad: BadFileLog):
@@ -77,7 +77,7 @@ class _SafeLoader:
         if index not in self.bad:
             yield index
         if self._by_label is None:
-            self._by_label = _group(np.array([lab for _, lab in self.samples], dtype=np.int64))
+            self._by_label = indices_by_label(np.array([lab for _, lab in self.samples], dtype=np.int64))
         same = self._by_label[self.samples[index][1]]
         start = int(np.searchsorted(same, index))
         # Walk the person's other images in a fixed order, so replacement is deterministic.
@@ -86,7 +86,8 @@ class _SafeLoader:
                 yield i
 
 
-def _group(labels: np.ndarray) -> dict[int, list[int]]:
+def indices_by_label(labels: np.ndarray) -> dict[int, list[int]]:
+    """``{label: [sample indices, ascending]}`` for an array of integer labels."""
     order = np.argsort(labels, kind="stable")
     keys, starts = np.unique(labels[order], return_index=True)
     return {int(k): order[s:e].tolist() for k, s, e in zip(keys, starts, [*starts[1:], len(order)])}
@@ -137,7 +138,7 @@ class IdentityFolder:
                             hint="add more person folders; " + LAYOUT_HINT)
         self.classes, self.samples = classes, samples
         self.bad = BadFileLog()
-        self._loader = _SafeLoader(samples, self.bad)
+        self._loader = SafeLoader(samples, self.bad)
         if require_pairs:
             self.check_pairs()
         log.info("%d images of %d people under %s", len(samples), len(classes), where)
@@ -216,7 +217,8 @@ def _prefixes(roots: Sequence[Path]) -> list[str]:
     return out
 
 
-def _labels_of(dataset) -> np.ndarray:
+def labels_of(dataset) -> np.ndarray:
+    """Per-sample integer labels of an :class:`IdentityFolder` (anything with ``samples``) or a label array."""
     if hasattr(dataset, "samples"):
         return np.fromiter((lab for _, lab in dataset.samples), dtype=np.int64, count=len(dataset.samples))
     return np.asarray(dataset)
@@ -232,7 +234,7 @@ def split_by_identity(dataset, val_fraction: float = 0.2, seed: int = 0) -> tupl
     """
     if not 0.0 <= val_fraction < 1.0:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}", hint="e.g. 0.2")
-    labels = _labels_of(dataset)
+    labels = labels_of(dataset)
     people, counts = np.unique(labels, return_counts=True)
     rng = np.random.default_rng(seed)
     multi, single = rng.permutation(people[counts >= 2]), rng.permutation(people[counts < 2])
