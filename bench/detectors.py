@@ -31,7 +31,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -40,6 +39,7 @@ from facesearch.faces.align import align_face  # noqa: E402
 from facesearch.core.atomic import atomic_write_json  # noqa: E402
 from facesearch.faces.detect import create_detector  # noqa: E402
 from facesearch.core.errors import FacesearchError  # noqa: E402
+from facesearch.photos.load import load_array  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
@@ -92,7 +92,8 @@ def list_images(folder: Path, n: int | None, seed: int = 0) -> list[Path]:
 
 
 def load(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"))
+    # The product's loader: EXIF rotation and the same RGB conversion the detectors get in use.
+    return load_array(path)
 
 
 def head(items: list, share: float) -> list:

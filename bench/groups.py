@@ -52,13 +52,14 @@ class GroupPhoto:
 def backgrounds() -> dict[str, np.ndarray]:
     """The face-free real photos, as RGB uint8."""
     import skimage.data
-    from PIL import Image
+
+    from facesearch.photos.load import load_array
 
     folder = Path(skimage.data.__file__).parent  # the photos ship inside the wheel
     out = {}
     for name in BACKGROUNDS:
         path = next(folder.glob(f"{name}.*"))
-        out[name] = np.asarray(Image.open(path).convert("RGB"))
+        out[name] = load_array(path)
     return out
 
 
