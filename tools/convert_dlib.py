@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from facesearch.core.atomic import atomic_path  # noqa: E402
+from facesearch.photos.load import load_array  # noqa: E402
 from facesearch.models.dlib_dat import packaged_model_path  # noqa: E402
 from facesearch.models.dlib_resnet import (  # noqa: E402
     describe_chips,
@@ -36,7 +37,6 @@ DATA = ROOT.parent / "shared" / "data"
 def face_chips(n: int) -> np.ndarray:
     """n aligned 150x150 RGB chips: dlib HOG box (or the whole crop), 5 landmarks, get_face_chip."""
     import dlib
-    from PIL import Image
 
     files = sorted(p for p in (DATA / "dev" / "pins_celebs").rglob("*.jpg"))
     if not files:
@@ -45,7 +45,7 @@ def face_chips(n: int) -> np.ndarray:
     predictor = dlib.shape_predictor(str(packaged_model_path("shape_predictor_5_face_landmarks.dat")))
     chips = []
     for i in np.linspace(0, len(files) - 1, n).round().astype(int):
-        img = np.asarray(Image.open(files[i]).convert("RGB"))
+        img = load_array(files[i])
         boxes = detector(img, 1)
         box = boxes[0] if len(boxes) else dlib.rectangle(0, 0, img.shape[1] - 1, img.shape[0] - 1)
         chips.append(dlib.get_face_chip(img, predictor(img, box), size=150, padding=0.25))
