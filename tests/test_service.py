@@ -8,12 +8,19 @@ import time
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
 
 from facesearch.cli.main import app as cli
-from facesearch.service.app import MAX_UPLOAD, ServeOptions, create_app
+from facesearch.service.app import create_app
+from facesearch.service.bodies import MAX_UPLOAD
+from facesearch.service.state import ServeOptions
+
+
+def TestClient(app, **kw):  # noqa: N802 - the client, addressed as a browser on this machine would (Host check)
+    from fastapi.testclient import TestClient as Client
+
+    return Client(app, base_url="http://127.0.0.1:8750", **kw)
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +115,11 @@ def test_people_and_dedupe_over_http(served):
 
 
 def finished(client, job: dict, timeout: float = 60.0) -> dict:
-    """The job's state once it is no longer running (or when ``timeout`` runs out)."""
+    """The job's state once it is no longer queued or running (or when ``timeout`` runs out)."""
     end = time.time() + timeout
     while True:
         state = client.get(f"/api/jobs/{job['id']}").json()
-        if state["status"] != "running" or time.time() > end:
+        if state["status"] not in ("queued", "running") or time.time() > end:
             return state
         time.sleep(0.1)
 
@@ -120,7 +127,9 @@ def finished(client, job: dict, timeout: float = 60.0) -> dict:
 def test_index_job_adds_photos_the_server_then_finds(served, tmp_path):
     from facesearch.photos.synthetic import make_identity_folder
 
-    root, _, app = served
+    root, _, served_app = served
+    app = create_app(ServeOptions(index=root / "idx", detector="none", index_roots=(tmp_path,)),
+                     served_app.state.service.searcher)  # the model, loaded once
     client = TestClient(app)
     more = make_identity_folder(tmp_path / "more", n_people=1, per_person=2, seed=9)
     job = client.post("/api/index", json={"paths": [str(more)]}).json()

@@ -339,6 +339,12 @@ def serve_cmd(
     port: int = typer.Option(8750, "--port", min=1, max=65535),
     token: Optional[str] = typer.Option(None, "--token", envvar="FACESEARCH_TOKEN",
                                         help="Every /api request must carry it (Authorization: Bearer TOKEN)."),
+    allow_host: Optional[List[str]] = typer.Option(
+        None, "--allow-host", help="Another Host name to answer to (a LAN name); repeatable. Default: loopback "
+                                   "names and --host."),
+    allow_index_root: Optional[List[Path]] = typer.Option(
+        None, "--allow-index-root", help="A folder POST /api/index may read; repeatable. Default: none "
+                                         "(uploaded photos only)."),
     quiet: bool = QUIET,
 ) -> None:
     """Serve the index: an HTTP API (query, people, dedupe, index jobs) and a web page at /."""
@@ -350,9 +356,11 @@ def serve_cmd(
         out.fail(e.message, e.hint, code=2)
     import uvicorn
 
-    from facesearch.service.app import ServeOptions, create_app
+    from facesearch.service.app import create_app
+    from facesearch.service.state import ServeOptions
 
-    app_ = create_app(ServeOptions(index=resolve_index(index), weights=weights, detector=detector, device=device,
-                                   token=token))
-    out.info(f"serving {resolve_index(index)} on http://{host}:{port}/ (Ctrl-C stops)", quiet)
+    opts = ServeOptions(index=resolve_index(index), weights=weights, detector=detector, device=device, token=token,
+                        host=host, allow_hosts=tuple(allow_host or ()), index_roots=tuple(allow_index_root or ()))
+    app_ = create_app(opts)
+    out.info(f"serving {opts.index} on http://{host}:{port}/ (Ctrl-C stops)", quiet)
     uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")

@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from facesearch.core.errors import FacesearchError
+from facesearch.core.names import strip_hidden
 from facesearch.core.paths import printable
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -67,7 +68,16 @@ def table(title: str | Text | None, columns: Sequence[str], rows: Iterable[Seque
 def plain(text: str | Text) -> Text:
     """``text`` as literal Rich text: ``[edited] me.jpg`` stays as it is, ``[link=…]`` is no link, and a
     file name's bytes that are not UTF-8 show escaped (``bad_\\xff.jpg``) instead of failing to print."""
-    return text if isinstance(text, Text) else Text(printable(str(text)))
+    if isinstance(text, Text):  # built by a command; styled, but its words may still be a user's
+        clean = safe(text.plain)
+        return text if clean == text.plain else Text(clean)  # (styles go with the bytes; rare)
+    return Text(safe(str(text)))
+
+
+def safe(text: str) -> str:
+    """User-supplied ``text`` (a name, a path) fit for a terminal: undecodable bytes escaped, and no
+    escape sequence or control character (a stored ``ESC]8;;URL`` would be a live link) but newlines."""
+    return strip_hidden(printable(text), keep="\n")
 
 
 def _cell(v: Any) -> str:
@@ -87,7 +97,7 @@ def info(msg: str | Text, quiet: bool = False) -> None:
 def warn(msg: str, quiet: bool = False) -> None:
     """A warning on stderr; ``msg`` is plain text (paths, labels), never markup."""
     if not quiet:
-        stderr().print(Text.assemble(("warning: ", "bold yellow"), printable(msg)), highlight=False)
+        stderr().print(Text.assemble(("warning: ", "bold yellow"), safe(msg)), highlight=False)
 
 
 def progress(quiet: bool = False) -> Progress:
@@ -101,9 +111,9 @@ def progress(quiet: bool = False) -> Progress:
 
 def fail(message: str, hint: str | None = None, code: int = EXIT_ERROR) -> None:
     err = stderr()
-    err.print(Text.assemble(("error: ", "bold red"), printable(str(message))), highlight=False)
+    err.print(Text.assemble(("error: ", "bold red"), safe(str(message))), highlight=False)
     if hint:
-        err.print(Text.assemble(("hint: ", "dim"), printable(str(hint))), highlight=False)
+        err.print(Text.assemble(("hint: ", "dim"), safe(str(hint))), highlight=False)
     raise typer.Exit(code)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from facesearch.core.atomic import atomic_path
 from facesearch.core.errors import FacesearchError
+from facesearch.core.names import check_name
 from facesearch.store.lock import WriterLock
 from facesearch.store.face_index import FaceIndex
 from facesearch.core.paths import canonical, journal_dir
@@ -47,6 +48,7 @@ def remove(index: os.PathLike, paths: list[str]) -> dict:
 
 def label(index: os.PathLike, path: str, name: str) -> dict:
     """Give every face of ``path`` (a file or a folder of files) the label ``name``."""
+    name = check_name(name, "label")
     with FaceIndex.open(index) as store:
         n = store.set_label(canonical(path), name)
     if n == 0:

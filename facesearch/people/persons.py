@@ -20,6 +20,7 @@ import numpy as np
 
 from facesearch.people import cluster
 from facesearch.core.errors import DataError, IndexLockedError
+from facesearch.core.names import check_name
 from facesearch.eval.tau import TauPolicy
 from facesearch.store import people as catalogue
 from facesearch.store.face_index import FaceIndex
@@ -105,7 +106,7 @@ def _people_of(labels: np.ndarray, pinned: np.ndarray, old: np.ndarray) -> np.nd
 
 def name_person(index: os.PathLike, person: int, name: str) -> dict:
     """Name a person: its faces are pinned to it and labelled ``name`` (so ``query`` names them)."""
-    name = _check_name(name)
+    name = check_name(name)
     with FaceIndex.open(index) as store, store._write_txn() as db:
         catalogue.check_person(db, person)
         other = db.execute("SELECT id FROM people WHERE name = ? AND id != ?", (name, int(person))).fetchone()
@@ -166,11 +167,3 @@ def remove_face(index: os.PathLike, face_id: int) -> dict:
         if name:
             catalogue.unlabel(db, [int(face_id)], name)
     return {"face_id": int(face_id), "removed_from": person}
-
-
-def _check_name(name: str) -> str:
-    name = name.strip()
-    if not name or len(name) > 200 or any(ord(c) < 32 for c in name):
-        raise DataError(f"{name!r} is not a usable name", hint="1-200 printable characters")
-    return name
-

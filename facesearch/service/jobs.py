@@ -1,0 +1,95 @@
+"""Index jobs of the service: one writer thread runs them in the order they came (FIFO).
+
+An index has one writer at a time (its lock). Jobs started in threads of their own raced for it,
+and the loser failed on the server's own lock, its uploaded photo never indexed; queued here, a
+burst of uploads runs one after the other and each job ends ``done`` or ``failed`` with its own
+error. ``queued`` → ``running`` → ``done`` | ``failed``.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from facesearch.core.errors import FacesearchError
+
+KEEP_FINISHED = 1000  # finished jobs remembered for GET /api/jobs/ID; older ones are forgotten
+
+
+@dataclass
+class Job:
+    """One index run: what it reads, where it stands, what it found."""
+
+    id: str
+    paths: list[str]
+    label_from_folder: bool = False
+    status: str = "queued"
+    done: int = 0
+    total: int | None = None
+    summary: dict | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "status": self.status, "done": self.done, "total": self.total,
+                "summary": self.summary, "error": self.error, "seconds": round(time.time() - self.started, 1)}
+
+    def progress(self, event: str, data: dict) -> None:
+        """``index_collection``'s progress callback."""
+        if event == "start":
+            self.total = data["todo"]
+        elif event == "file":
+            self.done = data["done"]
+
+
+class JobQueue:
+    """Jobs by id, and the one thread that runs them; ``make_options(paths, label_from_folder)``
+    gives the :class:`~facesearch.indexing.work.IndexOptions` of a job."""
+
+    def __init__(self, make_options: Callable):
+        self.make_options = make_options
+        self.jobs: dict[str, Job] = {}
+        self._todo: queue.Queue[Job] = queue.Queue()
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    def submit(self, paths: list[str], label_from_folder: bool = False) -> Job:
+        """Queue a job; it runs after every job submitted before it."""
+        job = Job(uuid.uuid4().hex[:12], list(paths), label_from_folder)
+        with self._lock:
+            self._forget_old()
+            self.jobs[job.id] = job
+            if self._worker is None:  # started on first use: an app that never indexes has no thread
+                self._worker = threading.Thread(target=self._work, name="facesearch-index-jobs", daemon=True)
+                self._worker.start()
+        self._todo.put(job)
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id)
+
+    def _work(self) -> None:
+        while True:
+            self.run(self._todo.get())
+
+    def run(self, job: Job) -> None:
+        """Run one job to its end; whatever goes wrong is the job's error, never the thread's death."""
+        from facesearch.indexing.run import index_collection
+
+        job.status, job.started = "running", time.time()
+        try:
+            summary = index_collection(self.make_options(job.paths, job.label_from_folder), job.progress)
+            job.summary, job.status = summary.to_dict(), "done"
+        except FacesearchError as e:
+            job.status, job.error = "failed", e.message
+        except Exception as e:  # a bug: the job says so instead of dying silently in its thread
+            job.status, job.error = "failed", f"unexpected {type(e).__name__}: {e}"
+
+    def _forget_old(self) -> None:
+        finished = [j for j in self.jobs.values() if j.status in ("done", "failed")]
+        for j in finished[:max(0, len(finished) - KEEP_FINISHED)]:
+            del self.jobs[j.id]

@@ -1,0 +1,78 @@
+"""Routes that read: the page, health, a query photo, a face's thumbnail."""
+
+from __future__ import annotations
+
+import io
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi.responses import HTMLResponse, Response
+
+from facesearch.core.errors import DataError
+from facesearch.service.bodies import MAX_ID, decode_upload, upload_name
+from facesearch.service.state import Service, service
+from facesearch.store.face_index import FaceIndex
+
+MAX_TOP = 100
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse)
+def page() -> str:
+    from facesearch.service.page import PAGE
+
+    return PAGE
+
+
+@router.get("/api/health")
+def health(s: Service = Depends(service)) -> dict:
+    with FaceIndex.open(s.index, readonly=True) as store:
+        return {"status": "ok", "model_id": s.searcher.model_id, "index": str(s.index),
+                "faces": store.count(), "labelled_faces": store.count_labelled()}
+
+
+@router.post("/api/query")
+def query(image: UploadFile = File(...), top: int = Form(5), tau: float | None = Form(None),
+          s: Service = Depends(service)) -> dict:
+    """``query --json`` for one photo, flattened: that photo's result with the answer's τ and gallery."""
+    if not 1 <= top <= MAX_TOP:
+        raise DataError(f"top must be 1..{MAX_TOP}, got {top}", hint="ask for fewer matches")
+    _check_tau(tau)
+    img = decode_upload(image)
+    with s.compute:  # queue here, not inside the CPU: 16 clients at once thrash 2 cores
+        answer = s.searcher.search([img], top=top, tau=tau, names=[upload_name(image)])
+    return {**answer["results"][0], **{k: v for k, v in answer.items() if k != "results"}}
+
+
+def _check_tau(tau: float | None) -> None:
+    """The library's rule for a given τ, as a 400 instead of its ValueError."""
+    from facesearch.eval.tau import check_tau
+
+    if tau is not None:
+        try:
+            check_tau(tau)
+        except ValueError as e:
+            raise DataError(str(e), hint="0 < tau <= 2") from None
+
+
+@router.get("/api/faces/{face_id}/thumb")
+def thumb(face_id: int, size: int = 160, s: Service = Depends(service)) -> Response:
+    return Response(thumbnail(s.index, face_id, min(max(size, 16), 512)), media_type="image/jpeg")
+
+
+def thumbnail(index, face_id: int, size: int) -> bytes:
+    """A JPEG crop of an indexed face; nothing that is not a face of the index is ever read."""
+    from facesearch.photos.load import load_image
+    from facesearch.report.html import crop_face, fit
+
+    with FaceIndex.open(index, readonly=True) as store:
+        try:
+            if not 0 <= face_id <= MAX_ID:
+                raise KeyError(face_id)
+            row = store.faces([face_id])[0]
+        except KeyError:
+            raise HTTPException(404, f"no face {face_id} in the index") from None
+    img = fit(crop_face(load_image(row.path), row.box), size)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
