@@ -59,7 +59,7 @@ def people(opts: PeopleOptions) -> dict:
 def _stale(store: FaceIndex) -> bool:
     if not catalogue.has_people(store):
         return True
-    return store._state(catalogue.PEOPLE_GENERATION) != str(store.generation())
+    return store.state(catalogue.PEOPLE_GENERATION) != str(store.generation())
 
 
 def cluster_index(store: FaceIndex) -> dict:
@@ -107,7 +107,7 @@ def _people_of(labels: np.ndarray, pinned: np.ndarray, old: np.ndarray) -> np.nd
 def name_person(index: os.PathLike, person: int, name: str) -> dict:
     """Name a person: its faces are pinned to it and labelled ``name`` (so ``query`` names them)."""
     name = check_name(name)
-    with FaceIndex.open(index) as store, store._write_txn() as db:
+    with FaceIndex.open(index) as store, store.write_transaction() as db:
         catalogue.check_person(db, person)
         other = db.execute("SELECT id FROM people WHERE name = ? AND id != ?", (name, int(person))).fetchone()
         if other:
@@ -124,7 +124,7 @@ def merge_people(index: os.PathLike, keep: int, other: int) -> dict:
     """Move every face of ``other`` into ``keep`` (pinned) and drop ``other``."""
     if int(keep) == int(other):
         raise DataError(f"cannot merge person {keep} with itself", hint="give two different people")
-    with FaceIndex.open(index) as store, store._write_txn() as db:
+    with FaceIndex.open(index) as store, store.write_transaction() as db:
         a, b = catalogue.check_person(db, keep), catalogue.check_person(db, other)
         if a and b and a != b:
             raise DataError(f"person {keep} is {a!r} and person {other} is {b!r}",
@@ -140,7 +140,7 @@ def merge_people(index: os.PathLike, keep: int, other: int) -> dict:
 
 def split_person(index: os.PathLike, person: int, face_ids: list[int]) -> dict:
     """Move ``face_ids`` out of ``person`` into a new unnamed person; both stay apart from now on."""
-    with FaceIndex.open(index) as store, store._write_txn() as db:
+    with FaceIndex.open(index) as store, store.write_transaction() as db:
         name = catalogue.check_person(db, person)
         faces = catalogue.faces_of(db, person)
         moved = sorted({int(f) for f in face_ids})
@@ -158,7 +158,7 @@ def split_person(index: os.PathLike, person: int, face_ids: list[int]) -> dict:
 
 def remove_face(index: os.PathLike, face_id: int) -> dict:
     """"Not this person": the face leaves its person and never rejoins it."""
-    with FaceIndex.open(index) as store, store._write_txn() as db:
+    with FaceIndex.open(index) as store, store.write_transaction() as db:
         person, nots = catalogue.not_people(db, face_id)
         if person is None:
             raise DataError(f"face {face_id} is in no person", hint="`facesearch people --json` lists face ids")

@@ -8,7 +8,7 @@ Two tables beside ``faces`` (created by writers on open, like ``photo_hashes``):
   (JSON ids) the people the user said it is *not*.
 
 Both survive re-indexing: a re-detected face takes the row of the old face it overlaps
-(``FaceIndex._write_file``). Face *labels* and named people are one thing seen twice: naming a
+(:mod:`facesearch.store.carry`). Face *labels* and named people are one thing seen twice: naming a
 person labels its faces (so ``query`` answers with the name), and labelled faces are pinned to
 the person of that name when people are clustered.
 """
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesearch.core.errors import DataError
-from facesearch.store.face_index import FaceIndex, _chunks, _from_db, _qs
+from facesearch.store.face_index import FaceIndex
+from facesearch.store.sqlite import chunks, from_db, placeholders
 
 PEOPLE_GENERATION = "people_generation"  # the index generation the people were last clustered at
 
@@ -40,18 +41,24 @@ class PeopleState:
 
 def has_people(store: FaceIndex) -> bool:
     """False for an index written before people existed and opened read-only (no tables yet)."""
-    return store._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'face_people'").fetchone() is not None
+    with store.read_transaction() as db:
+        return db.execute("SELECT 1 FROM sqlite_master WHERE name = 'face_people'").fetchone() is not None
 
 
 def read_state(store: FaceIndex) -> PeopleState:
     """The people state of every face, in face id order."""
-    rows = store._db.execute(
-        "SELECT fa.id, fa.file_id, fp.person_id, COALESCE(fp.pinned, 0), fp.not_people FROM faces fa "
-        "LEFT JOIN face_people fp ON fp.face_id = fa.id ORDER BY fa.id").fetchall() if has_people(store) else []
+    rows = _read(store, "SELECT fa.id, fa.file_id, fp.person_id, COALESCE(fp.pinned, 0), fp.not_people FROM faces fa "
+                        "LEFT JOIN face_people fp ON fp.face_id = fa.id ORDER BY fa.id")
     return PeopleState(
         np.array([r[0] for r in rows], np.int64), np.array([r[1] for r in rows], np.int64),
         np.array([-1 if r[2] is None else r[2] for r in rows], np.int64), np.array([bool(r[3]) for r in rows]),
         [set(json.loads(r[4])) if r[4] else set() for r in rows])
+
+
+def _read(store: FaceIndex, sql: str) -> list[tuple]:
+    """The rows of a query on the people tables; none where they do not exist yet."""
+    with store.read_transaction() as db:
+        return db.execute(sql).fetchall() if has_people(store) else []
 
 
 def write_assignment(store: FaceIndex, face_ids: np.ndarray, person: np.ndarray, generation: int) -> None:
@@ -59,7 +66,7 @@ def write_assignment(store: FaceIndex, face_ids: np.ndarray, person: np.ndarray,
 
     ``person`` values are existing people ids, or ``-2 - k`` for the k-th new person.
     """
-    with store._write_txn() as db:
+    with store.write_transaction() as db:
         new: dict[int, int] = {}
         for p in sorted({int(v) for v in person if v <= -2}, reverse=True):
             new[p] = int(db.execute("INSERT INTO people(name) VALUES (NULL)").lastrowid)
@@ -89,7 +96,7 @@ def person_for_name(db: sqlite3.Connection, name: str) -> int:
 def pin_labelled(store: FaceIndex) -> None:
     """Pin every labelled face (its own label, else its file's) to the person of that name: a label
     is the user's word, unless the user also said the face is not that person."""
-    with store._write_txn() as db:
+    with store.write_transaction() as db:
         rows = db.execute("SELECT fa.id, COALESCE(fa.label, fi.label), fp.not_people FROM faces fa "
                           "JOIN files fi ON fi.id = fa.file_id LEFT JOIN face_people fp ON fp.face_id = fa.id "
                           "WHERE COALESCE(fa.label, fi.label) IS NOT NULL").fetchall()
@@ -116,8 +123,8 @@ def faces_of(db: sqlite3.Connection, person: int) -> list[int]:
 
 def pin(db: sqlite3.Connection, face_ids: list[int], person: int) -> None:
     """Put faces in a person as the user's decision."""
-    for c in _chunks(face_ids):
-        db.execute(f"UPDATE face_people SET person_id = ?, pinned = 1 WHERE face_id IN ({_qs(c)})", (person, *c))
+    for c in chunks(face_ids):
+        db.execute(f"UPDATE face_people SET person_id = ?, pinned = 1 WHERE face_id IN ({placeholders(c)})", (person, *c))
         db.executemany("INSERT OR IGNORE INTO face_people(face_id, person_id, pinned) VALUES (?, ?, 1)",
                        [(f, person) for f in c])
 
@@ -138,27 +145,26 @@ def set_not_people(db: sqlite3.Connection, face_id: int, nots: set[int]) -> None
 
 def relabel(db: sqlite3.Connection, faces: list[int], name: str) -> None:
     """Label faces with their person's name."""
-    for c in _chunks(faces):
-        db.execute(f"UPDATE faces SET label = ? WHERE id IN ({_qs(c)})", (name, *c))
+    for c in chunks(faces):
+        db.execute(f"UPDATE faces SET label = ? WHERE id IN ({placeholders(c)})", (name, *c))
 
 
 def unlabel(db: sqlite3.Connection, faces: list[int], name: str) -> None:
     """Clear a person's name from faces that leave it."""
-    for c in _chunks(faces):
-        db.execute(f"UPDATE faces SET label = NULL WHERE label = ? AND id IN ({_qs(c)})", (name, *c))
+    for c in chunks(faces):
+        db.execute(f"UPDATE faces SET label = NULL WHERE label = ? AND id IN ({placeholders(c)})", (name, *c))
 
 
 def listing(store: FaceIndex) -> dict:
     """``{"people": [{"id", "name", "faces": [{"face_id", "path", "box"}]}], "unassigned": [...]}``,
     people largest first (named before unnamed at equal size), faces by path."""
-    rows = store._db.execute(
-        "SELECT fa.id, fi.path, fa.x1, fa.y1, fa.x2, fa.y2, fp.person_id, p.name FROM faces fa "
-        "JOIN files fi ON fi.id = fa.file_id LEFT JOIN face_people fp ON fp.face_id = fa.id "
-        "LEFT JOIN people p ON p.id = fp.person_id ORDER BY fi.path, fa.id").fetchall() if has_people(store) else []
+    rows = _read(store, "SELECT fa.id, fi.path, fa.x1, fa.y1, fa.x2, fa.y2, fp.person_id, p.name FROM faces fa "
+                        "JOIN files fi ON fi.id = fa.file_id LEFT JOIN face_people fp ON fp.face_id = fa.id "
+                        "LEFT JOIN people p ON p.id = fp.person_id ORDER BY fi.path, fa.id")
     people: dict[int, dict] = {}
     unassigned = []
     for fid, path, x1, y1, x2, y2, pid, name in rows:
-        face = {"face_id": fid, "path": _from_db(path), "box": [round(v, 1) for v in (x1, y1, x2, y2)]}
+        face = {"face_id": fid, "path": from_db(path), "box": [round(v, 1) for v in (x1, y1, x2, y2)]}
         if pid is None:
             unassigned.append(face)
         else:
