@@ -14,8 +14,8 @@ is found) and every model embeds the *same* chips:
 * any extra ``--weights`` (a model with another alignment template gets chips
   cut with that template from the same detections).
 
-Per set and model: all genuine pairs plus a seeded sample of impostor pairs
-(``facesearch.learn.data.make_pairs``), then ROC AUC, EER, balanced accuracy at
+Per set and model, the library's verification protocol (``facesearch.eval.protocol``): all
+genuine pairs plus a seeded sample of impostor pairs, then ROC AUC, EER, balanced accuracy at
 a τ cross-validated over 10 folds (chosen on 9 folds for balanced accuracy,
 scored on the 10th), TAR at FAR 1e-2 and 1e-3, one-shot top-1 (the first photo
 of each person, in file-name order, is the gallery; every other photo is a probe

@@ -18,8 +18,8 @@ from facesearch.eval.metrics import (
     roc_auc,
     roc_curve,
     tar_at_far,
-    verification_report,
 )
+from facesearch.eval.protocol import verification_report
 
 # Hand case: genuine at 0.1, 0.4; impostors at 0.3, 0.6.
 HAND_D = np.array([0.1, 0.4, 0.3, 0.6])

@@ -194,7 +194,7 @@ def test_clustering_settings_come_from_the_tau_policy():
 
 
 def test_people_tau_finds_the_range_where_people_separate():
-    from facesearch.eval.tau import people_tau
+    from facesearch.people.cluster import people_tau
 
     # 12 people, 6 photos each: photos of one person within ~0.3 of each other, people ~1.4 apart.
     x, labels = person_vectors(12, 6, seed=4)

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from facesearch.core.errors import DataError
-from facesearch.eval.metrics import verification_report
+from facesearch.eval.protocol import verification_report
 from facesearch.report import (
     dedupe_sheet, query_sheet, render_dedupe_html, render_evaluate_html, render_index_html, render_query_html,
 )

@@ -17,7 +17,7 @@ Writes the config fields of :func:`facesearch.eval.tau.calibrate` (the one τ po
   genuine (same person, different photo) distances.
 - ``tau_people``: the τ at which the product's people clustering best groups every dev photo
   (all sets pooled, people kept apart by set; BCubed F), between ``tau_far1e4`` and ``tau_far1e3``
-  (``facesearch.eval.tau.people_tau``).
+  (``facesearch.people.cluster.people_tau``).
 
 Per-set metrics go to ``metrics.dev``. Only ``dev/`` is read: thresholds are chosen on dev, never train.
 
@@ -40,19 +40,18 @@ from facesearch.models.embed import EmbeddingEngine
 from facesearch.eval.chips import resolved_detector
 from facesearch.eval.embedding import EmbeddedFolder, embed_folder
 from facesearch.photos.folders import IdentityFolder
-from facesearch.eval.pairs import make_pairs, pair_distances
-from facesearch.eval.tau import calibrate, people_tau
+from facesearch.eval.protocol import protocol_distances, verification_report
+from facesearch.eval.tau import calibrate
 from facesearch.faces.chips import largest_face
 from facesearch.photos.load import load_image
-from facesearch.eval.metrics import verification_report
 from facesearch.models.weights import load_weights, resolve_weights
+from facesearch.people.cluster import people_tau
 from facesearch.people.persons import GRAPH_K
 
 
 def set_distances(data: EmbeddedFolder) -> tuple[np.ndarray, np.ndarray]:
     """Every genuine and every impostor pair of one embedded identity folder (distances, same)."""
-    i, j, same = make_pairs(data.labels, max_impostors=None)
-    return pair_distances(data.emb, i, j), same
+    return protocol_distances(data.emb, data.labels, max_impostors=None)
 
 
 def near_duplicate_distances(paths: list[str], engine: EmbeddingEngine, detector: str, n: int = 200) -> np.ndarray:

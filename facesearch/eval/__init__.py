@@ -4,6 +4,8 @@
 - :mod:`facesearch.eval.pairs`: which pairs are scored (all genuine + a seeded impostor sample) and
   their distances;
 - :mod:`facesearch.eval.metrics`: verification metrics on pair distances (ROC, EER, TAR@FAR, CV τ);
+- :mod:`facesearch.eval.protocol`: the protocol itself — the pairs' distances and the verification
+  report every caller gives (``evaluate``, training's validation, calibration, the benchmarks);
 - :mod:`facesearch.eval.openset`: open-set identification (FPIR/FNIR, rank-1, DET) against a gallery;
 - :mod:`facesearch.eval.tau`: the τ policy — calibration from dev pairs, and which τ a command uses;
 - :mod:`facesearch.eval.embedding`: photos → embeddings for evaluation (largest face per photo).

@@ -1,6 +1,6 @@
 """Verification report for a model on identity folders (or an explicit pairs file).
 
-The protocol is :mod:`facesearch.eval`'s: all genuine pairs plus a seeded sample
+The protocol is :mod:`facesearch.eval.protocol`'s: all genuine pairs plus a seeded sample
 of impostor pairs; at τ (given, or the one cross-validated over folds for
 balanced accuracy) it reports accuracy, precision, recall, F1, ROC AUC, EER,
 TAR at FAR 1e-2 / 1e-3 and the pair counts. Rendering (ROC plot, HTML) is the
@@ -21,7 +21,7 @@ from facesearch.core.errors import DataError, FacesearchError
 from facesearch.eval.embedding import embed_files
 from facesearch.photos.folders import IdentityFolder
 from facesearch.eval.pairs import make_pairs, pair_distances
-from facesearch.eval.metrics import verification_report
+from facesearch.eval.protocol import verification_report
 from facesearch.models.weights import load_weights
 
 

@@ -184,28 +184,3 @@ def _stratified_folds(s: np.ndarray, folds: int, seed: int) -> np.ndarray:
         fold_of[idx] = np.arange(len(idx)) % k
     return fold_of
 
-
-def verification_report(dist, same, tau: float | None = None, folds: int = 10, seed: int = 0) -> dict:
-    """All headline verification numbers as a JSON-serialisable dict of plain floats/ints.
-
-    ``tau`` is the operating threshold; when None the cross-validated one is used
-    (``tau_source`` says which).
-    """
-    d, s = check_pairs(dist, same)
-    # balanced accuracy: with far more impostor than genuine pairs, plain accuracy picks "reject all"
-    tau_cv, per_fold, cv_acc = cv_threshold(d, s, folds, seed, criterion="balanced_accuracy")
-    e, tau_e = eer(d, s)
-    t2, tau2 = tar_at_far(d, s, 1e-2)
-    t3, tau3 = tar_at_far(d, s, 1e-3)
-    used = tau_cv if tau is None else float(tau)
-    c = confusion_at(d, s, used)
-    return {
-        "n_genuine": int(s.sum()), "n_impostor": int((~s).sum()),
-        "roc_auc": roc_auc(d, s), "eer": e, "tau_eer": tau_e,
-        "tar@far1e-2": t2, "tau@far1e-2": tau2, "tar@far1e-3": t3, "tau@far1e-3": tau3,
-        "tau": used, "tau_source": "cv" if tau is None else "given",
-        **{k: c[k] for k in ("accuracy", "precision", "recall", "f1", "balanced_accuracy", "tp", "fp", "tn", "fn")},
-        "cv_accuracy": cv_acc,
-        "cv_balanced_accuracy": float(np.mean([r["balanced_accuracy"] for r in per_fold])),
-        "cv_folds": len(per_fold),
-    }

@@ -94,28 +94,6 @@ def calibrate(dist, same, duplicate_dist=None, emb=None, labels=None, groups=Non
     return out
 
 
-def people_tau(emb: np.ndarray, labels: np.ndarray, lo: float, hi: float, k: int, steps: int = 11) -> tuple[float, float]:
-    """``(τ, BCubed F)``: the clustering τ, among ``steps`` values from ``lo`` to ``hi``, at which the
-    product's people method (Chinese Whispers on each face's ``k`` nearest within τ) best groups
-    labelled photos (``labels`` unique per person across every set pooled). Ties go to the
-    strictest τ.
-
-    The calibration passes the FAR 1e-4 and 1e-3 τ as the range: never looser than the strict
-    verification τ, because a clustering that merges strangers names them together. Which τ in
-    that range suits a model depends on its distances (bench/people.py: the first fused default
-    peaked at its FAR 1e-3 τ, the current one well below it).
-    """
-    from facesearch.people import cluster
-
-    best = (float(hi), -1.0)
-    for tau in np.linspace(lo, hi, steps):
-        i, j, _ = cluster.knn_graph(emb, k, float(tau))
-        f = cluster.cluster_scores(labels, cluster.chinese_whispers(len(emb), i, j))["bcubed_f"]
-        if f > best[1]:
-            best = (float(tau), f)
-    return round(best[0], 4), round(best[1], 4)
-
-
 IDENT_SIZES = (1, 3, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000)
 IDENT_FPIRS = (0.01, 0.001)
 _TAU_GRID = np.linspace(0.0, MAX_TAU, 2001)
@@ -242,7 +220,8 @@ class TauPolicy:
     def people(self) -> tuple[float, str]:
         """``(τ, source)`` for clustering faces into people (``bench/people.py``): faces are linked
         to their nearest faces within it, and Chinese Whispers groups them. The model's calibrated
-        clustering τ (:func:`people_tau`), else its strict FAR 1e-3 τ (models calibrated before)."""
+        clustering τ (:func:`facesearch.people.cluster.people_tau`), else its strict FAR 1e-3 τ
+        (models calibrated before)."""
         if self.people_tau is not None:
             return self.people_tau, "Chinese Whispers on neighbours within the model's clustering τ (chosen on dev)"
         if self.far1e3 is None:
@@ -286,3 +265,4 @@ def check_tau(tau: float) -> float:
     if not (0.0 < float(tau) <= MAX_TAU):  # also refuses NaN
         raise ValueError(f"{float(tau)} is not in 0 < tau <= {MAX_TAU:g} (an L2 distance between unit vectors)")
     return float(tau)
+

@@ -27,7 +27,7 @@ from facesearch.models.embed import select_device
 from facesearch.core.errors import DataError
 from facesearch.faces.chips import largest_face
 from facesearch.learn.losses import make_loss
-from facesearch.eval.pairs import pair_distances
+from facesearch.eval.protocol import protocol_distances
 from facesearch.eval.tau import calibrate
 from facesearch.eval.metrics import roc_auc
 from facesearch.models.factory import Embedder, create_embedder
@@ -36,7 +36,6 @@ from facesearch.models.weights import load_weights, save_weights
 from facesearch.learn.augment import make_augment
 from facesearch.learn.checkpoint import load_checkpoint, save_checkpoint
 from facesearch.photos.folders import IdentityFolder, split_by_identity
-from facesearch.eval.pairs import make_pairs
 from facesearch.learn.data import ImageDataset, PKSampler
 
 log = logging.getLogger(__name__)
@@ -174,8 +173,8 @@ def _train_epoch(both, optim, ds, train_idx, transform, opts, epoch, device, emi
 @torch.inference_mode()
 def validate(model: Embedder, ds: IdentityFolder, val_idx: np.ndarray, device, max_images: int, seed: int,
              align: ChipAligner | None = None):
-    """ROC AUC, and the τ policy's calibration (:func:`facesearch.eval.tau.calibrate`), over all
-    genuine + sampled impostor pairs of held-out people."""
+    """ROC AUC, and the τ policy's calibration (:func:`facesearch.eval.tau.calibrate`), over the
+    verification protocol's pairs (:mod:`facesearch.eval.protocol`) of held-out people."""
     rng = np.random.default_rng(seed)
     idx = val_idx if len(val_idx) <= max_images else np.sort(rng.choice(val_idx, max_images, replace=False))
     align = align or ChipAligner("none", model.config.align)
@@ -186,10 +185,9 @@ def validate(model: Embedder, ds: IdentityFolder, val_idx: np.ndarray, device, m
         embs.append(model(x.to(device)).cpu().numpy())
         labels.append(y.numpy())
     emb, lab = np.concatenate(embs), np.concatenate(labels)
-    i, j, same = make_pairs(lab, seed=seed, max_impostors=20_000)
+    dist, same = protocol_distances(emb, lab, seed=seed, max_impostors=20_000)
     if same.all() or not same.any():
         return float("nan"), {}
-    dist = pair_distances(emb, i, j)
     return round(roc_auc(dist, same), 5), calibrate(dist, same, emb=emb, labels=lab)
 
 

@@ -276,3 +276,24 @@ def cluster_scores(truth, pred) -> dict:
 
 def _f(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
+
+
+def people_tau(emb: np.ndarray, labels: np.ndarray, lo: float, hi: float, k: int, steps: int = 11) -> tuple[float, float]:
+    """``(τ, BCubed F)``: the clustering τ, among ``steps`` values from ``lo`` to ``hi``, at which the
+    product's people method (Chinese Whispers on each face's ``k`` nearest within τ) best groups
+    labelled photos (``labels`` unique per person across every set pooled). Ties go to the
+    strictest τ.
+
+    The calibration (``tools/calibrate.py``) passes the FAR 1e-4 and 1e-3 τ as the range: never
+    looser than the strict verification τ, because a clustering that merges strangers names them
+    together. Which τ in that range suits a model depends on its distances (bench/people.py: the
+    first fused default peaked at its FAR 1e-3 τ, the current one well below it). The result is
+    stored as the τ policy's clustering τ (:meth:`facesearch.eval.tau.TauPolicy.people`).
+    """
+    best = (float(hi), -1.0)
+    for tau in np.linspace(lo, hi, steps):
+        i, j, _ = knn_graph(emb, k, float(tau))
+        f = cluster_scores(labels, chinese_whispers(len(emb), i, j))["bcubed_f"]
+        if f > best[1]:
+            best = (float(tau), f)
+    return round(best[0], 4), round(best[1], 4)
