@@ -28,6 +28,7 @@ is on disk later.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -266,3 +267,14 @@ def check_tau(tau: float) -> float:
         raise ValueError(f"{float(tau)} is not in 0 < tau <= {MAX_TAU:g} (an L2 distance between unit vectors)")
     return float(tau)
 
+
+GIVEN = "--tau"  # the τ source of a user's explicit τ
+
+
+def tau_or_policy(tau: float | None, policy_tau: Callable[[], tuple[float, str]]) -> tuple[float, str]:
+    """``(τ, source)`` a command uses: the user's explicit ``tau`` overrides the policy's, validated
+    by :func:`check_tau` (source :data:`GIVEN`, ``"--tau"``); without one, ``policy_tau()``, a
+    :class:`TauPolicy` method such as :meth:`TauPolicy.duplicates`, is asked (and may refuse)."""
+    if tau is None:
+        return policy_tau()
+    return check_tau(tau), GIVEN

@@ -19,7 +19,7 @@ import numpy as np
 
 from facesearch.core.atomic import atomic_write_bytes
 from facesearch.core.errors import FacesearchError
-from facesearch.eval.tau import TauPolicy, check_tau
+from facesearch.eval.tau import GIVEN, TauPolicy, tau_or_policy
 from facesearch.photos.load import hamming64
 from facesearch.store.vectors.ops import keeper_groups
 from facesearch.store.face_index import FaceIndex
@@ -51,12 +51,8 @@ def find_duplicates(opts: DedupeOptions) -> dict:
     store = FaceIndex.open(opts.index, readonly=True)
     with store:
         policy = TauPolicy.from_config(store.manifest["model_config"])
-        if opts.tau is None:
-            tau, source = policy.duplicates()
-            warning = None
-        else:
-            tau, source = check_tau(opts.tau), "--tau"
-            warning = policy.dedupe_warning(tau)
+        tau, source = tau_or_policy(opts.tau, policy.duplicates)
+        warning = policy.dedupe_warning(tau) if source == GIVEN else None
         i, j, d = store.range_pairs(tau)
         groups = (_face_groups if opts.scope == "faces" else _photo_groups)(store, i, j, d, opts.keep)
         groups.sort(key=lambda g: (-len(g["members"]), g["members"][0]["path"]))

@@ -24,7 +24,7 @@ import numpy as np
 
 from facesearch.faces.detect import create_detector
 from facesearch.core.errors import BadImageError, NoFaceError
-from facesearch.eval.tau import TauPolicy, check_tau
+from facesearch.eval.tau import GIVEN, TauPolicy, tau_or_policy
 from facesearch.faces.chips import extract_faces
 from facesearch.photos.load import load_array
 from facesearch.store.face_index import FaceIndex
@@ -56,13 +56,12 @@ class Thresholds:
 
 
 def query_thresholds(policy: TauPolicy, tau: float | None, n_labelled: int, n_faces: int) -> Thresholds:
-    """A given ``tau`` (validated, with a warning when looser than verification), else the policy's."""
-    if tau is not None:
-        tau = check_tau(tau)
-        return Thresholds(tau, tau, "--tau", policy.looseness_warning(tau))
-    name, source = policy.identification(n_labelled)
-    same, _ = policy.identification(n_faces)
-    return Thresholds(name, same, source)
+    """A given ``tau`` for both (validated, with a warning when looser than verification), else the
+    policy's identification τ over the labelled faces (naming) and over all faces (grouping)."""
+    name, source = tau_or_policy(tau, lambda: policy.identification(n_labelled))
+    if source == GIVEN:
+        return Thresholds(name, name, source, policy.looseness_warning(name))
+    return Thresholds(name, policy.identification(n_faces)[0], source)
 
 
 def query(images: list[str], opts: QueryOptions) -> dict:
