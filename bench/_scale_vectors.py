@@ -28,7 +28,7 @@ import numpy as np
 
 import _common as C
 
-from facesearch.store.face_index import ops  # noqa: E402  (_common puts the repo on sys.path)
+from facesearch.store.vectors import exact, ops, ranges  # noqa: E402  (_common puts the repo on sys.path)
 
 QUERIES = 200
 K = 10
@@ -143,8 +143,8 @@ def _dedupe_slice(store, cat: MemoryCatalogue, tau: float) -> dict:
     rows = max(50, LITE_SCAN_DEDUPE_ROWS // len(cat.ids))
     t0 = time.perf_counter()  # Milvus's own k-NN, as its range_pairs uses it
     n = len(cat.ids)
-    ops._knn_candidates(lambda xq, k: store._knn(xq, k, n), n, cat.X[:rows], tau + ops._RANGE_SLACK,
-                        ops.RANGE_K_CAP, 4096, None)
+    ranges._knn_candidates(lambda xq, k: store._knn(xq, k, n), n, cat.X[:rows], tau + exact.RANGE_SLACK,
+                           ops.RANGE_K_CAP, 4096, None)
     s = time.perf_counter() - t0
     return {"dedupe_s": round(s * len(cat.ids) / rows, 1), "dedupe_pairs": None, "dedupe_extrapolated": True,
             "dedupe_slice_rows": rows}

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
-from facesearch.store.face_index import ops  # noqa: E402
+from facesearch.store.vectors import ops  # noqa: E402
 
 TAU = 0.5
 DUP_FRACTION = 0.05  # of all vectors that belong to a planted group

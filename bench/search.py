@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 
-from facesearch.store.face_index import ops  # noqa: E402
+from facesearch.store.vectors import ops  # noqa: E402
+from facesearch.store.vectors.introspect import inner_index  # noqa: E402
 
 K = 10
 TYPES = ("flat", "hnsw", "ivf", "ivfpq", "auto")
@@ -145,7 +146,7 @@ def one_thread():
 def index_params(index) -> dict:
     kind = ops.index_type_of(index)
     if kind == "hnsw":
-        h = ops._inner(index).hnsw
+        h = inner_index(index).hnsw
         return {"M": ops.HNSW_M, "efConstruction": h.efConstruction, "efSearch": h.efSearch}
     if kind in ("ivf", "ivfpq"):
         ivf = faiss.extract_index_ivf(index)

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from facesearch.store.vectors import ops
+from facesearch.store.vectors import ops, ranges
 
 
 def unit(n: int, d: int, seed: int) -> np.ndarray:
@@ -310,7 +310,7 @@ def test_gpu_search_matches_cpu(kind):
 
 
 def test_knn_range_keeps_k_max_nearest_when_groups_exceed_it(monkeypatch, caplog):
-    monkeypatch.setattr(ops, "RANGE_K_MAX", 16)
+    monkeypatch.setattr(ranges, "RANGE_K_MAX", 16)
     x = np.concatenate([np.repeat(unit(1, 8, 20), 40, axis=0) + 1e-4 * unit(40, 8, 21), unit(50, 8, 22)])
     i, j, _ = ops.range_pairs(ops.build_index(x, np.arange(len(x)), "hnsw"), 0.05, k_cap=4)
     assert ops.connected_components(np.arange(len(x)), i, j, min_size=2) == [list(range(40))]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from facesearch.core.errors import FacesearchError, IndexMissingError, ModelMismatchError
-from facesearch.store.vectors import ops
+from facesearch.store.vectors import build, ops
 from facesearch.store.vectors.faiss_store import FAISS_FILE, STAMP
 from facesearch.store.face_index import FaceIndex, FaceRecord, FileUpdate
 
@@ -195,7 +195,7 @@ def test_search_and_range_pairs_equal_exact_search(tmp_path, index_type):
 
 
 def test_auto_type_switches_at_flush(tmp_path, monkeypatch):
-    monkeypatch.setattr(ops, "AUTO_FLAT_MAX", 20)
+    monkeypatch.setattr(build, "AUTO_FLAT_MAX", 20)
     with create(tmp_path) as store:
         for f in range(10):
             add(store, photo(tmp_path / "p", f"{f}.jpg"), 3, f)

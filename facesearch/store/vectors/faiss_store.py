@@ -19,8 +19,9 @@ import numpy as np
 
 from facesearch.core.atomic import atomic_path, atomic_write_json, read_json_dict
 from facesearch.core.errors import first_line
-from facesearch.store.vectors import ops
+from facesearch.store.vectors import build, introspect, knn, ranges
 from facesearch.store.vectors.base import VectorSource
+from facesearch.store.vectors.exact import as_matrix
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class FaissVectors:
         for name in (FAISS_FILE, STAMP):
             (source.folder / name).unlink(missing_ok=True)
         store = cls(source)
-        store._index = ops.build_index(np.zeros((0, source.dim), np.float32), [], source.index_type())
+        store._index = build.build_index(np.zeros((0, source.dim), np.float32), [], source.index_type())
         store._index_generation = 0
         return store
 
@@ -66,14 +67,14 @@ class FaissVectors:
             self._load_or_rebuild()
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return ops.search(self.current(), xq, k)
+        return knn.search(self.current(), xq, k)
 
     def range_pairs(self, tau: float, k_cap: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Exact up to AUTO_FLAT_MAX faces (or whenever the index is flat); beyond, approximate."""
         ids, X, index = self._consistent_snapshot()
-        if ops.is_exact(index) or len(ids) > ops.AUTO_FLAT_MAX:
-            return ops.range_pairs(index, tau, xb=X, ids=ids, k_cap=k_cap)
-        return ops.range_pairs(X, tau, ids=ids)
+        if introspect.is_exact(index) or len(ids) > build.AUTO_FLAT_MAX:
+            return ranges.range_pairs(index, tau, xb=X, ids=ids, k_cap=k_cap)
+        return ranges.range_pairs(X, tau, ids=ids)
 
     def apply(self, removed, ids, X: np.ndarray | None) -> None:
         """Mirror a committed transaction in the in-memory index (or mark it for rebuild)."""
@@ -81,11 +82,11 @@ class FaissVectors:
         if self._stale or self._index is None:
             return  # the rebuild / load will read everything from SQLite anyway
         try:
-            if len(removed) and not ops.remove_ids(self._index, np.asarray(removed, np.int64)):
+            if len(removed) and not build.remove_ids(self._index, np.asarray(removed, np.int64)):
                 self._stale = True  # HNSW cannot delete: rebuild from SQLite when next read/flushed
                 return
             if len(ids):
-                self._index.add_with_ids(ops.as_matrix(X, self.source.dim), np.asarray(ids, np.int64))
+                self._index.add_with_ids(as_matrix(X, self.source.dim), np.asarray(ids, np.int64))
         except Exception:  # SQLite is committed and authoritative; never fail the batch on the cache
             log.exception("updating the in-memory FAISS index failed; it will be rebuilt")
             self._stale = True
@@ -107,7 +108,7 @@ class FaissVectors:
         # checksum makes a replaced or altered cache file a rebuild too, not silently wrong answers.
         atomic_write_json(self.source.folder / STAMP, {
             "generation": gen, "uuid": self.source.uuid(), "ntotal": int(self._index.ntotal),
-            "index_type": ops.index_type_of(self._index), "blake2b": _digest(data)})
+            "index_type": introspect.index_type_of(self._index), "blake2b": _digest(data)})
         self._saved_generation = gen
         log.debug("wrote FAISS cache (%d faces, generation %d) in %.3fs", self._index.ntotal, gen,
                   time.perf_counter() - t0)
@@ -131,12 +132,12 @@ class FaissVectors:
         self._rebuild()
         self._saved_generation = None  # force the write
         self.flush()
-        return {"index_type": ops.index_type_of(self._index), "faces": int(self._index.ntotal),
+        return {"index_type": introspect.index_type_of(self._index), "faces": int(self._index.ntotal),
                 "seconds": round(time.perf_counter() - t0, 3)}
 
     def describe(self) -> dict:
         stamp = _read_stamp(self.source.folder)
-        index_type = ops.index_type_of(self._index) if self._index is not None else stamp.get("index_type")
+        index_type = introspect.index_type_of(self._index) if self._index is not None else stamp.get("index_type")
         return {"backend": self.kind, "index_type": index_type,
                 "faiss_cache_current": stamp.get("generation") == self.source.generation()
                                        and stamp.get("uuid") == self.source.uuid()}
@@ -158,7 +159,7 @@ class FaissVectors:
         index = self.current()
         gen, ids, X = self.source.embeddings_snapshot()
         if self._index_generation != gen:  # a writer committed since we loaded
-            self._index = ops.build_index(X, ids, self.source.index_type())
+            self._index = build.build_index(X, ids, self.source.index_type())
             self._index_generation, index = gen, self._index
         return ids, X, index
 
@@ -196,7 +197,7 @@ class FaissVectors:
     def _rebuild(self) -> None:
         t0 = time.perf_counter()
         gen, ids, X = self.source.embeddings_snapshot()
-        self._index = ops.build_index(X, ids, self.source.index_type())
+        self._index = build.build_index(X, ids, self.source.index_type())
         self._index_generation = gen
         self._stale = False
         log.debug("rebuilt FAISS from %d SQLite embeddings in %.3fs", len(ids), time.perf_counter() - t0)
@@ -204,9 +205,9 @@ class FaissVectors:
     def _maybe_switch_type(self) -> bool:
         """Rebuild when the face count calls for another type, or IVF lists became too few."""
         n = self._index.ntotal
-        want = ops.resolve_index_type(self.source.index_type(), n)
-        have = ops.index_type_of(self._index)
-        grown = have in ("ivf", "ivfpq") and ops.ivf_nlist(n) >= 2 * faiss.extract_index_ivf(self._index).nlist
+        want = build.resolve_index_type(self.source.index_type(), n)
+        have = introspect.index_type_of(self._index)
+        grown = have in ("ivf", "ivfpq") and build.ivf_nlist(n) >= 2 * faiss.extract_index_ivf(self._index).nlist
         if want == have and not grown:
             return False
         log.info("rebuilding FAISS index: %s -> %s for %d faces", have, want, n)
@@ -215,16 +216,16 @@ class FaissVectors:
 
 
 def _compare(index: faiss.Index, ids: np.ndarray, X: np.ndarray) -> dict:
-    fids, FX = ops.index_vectors(index)
+    fids, FX = introspect.index_vectors(index)
     missing, extra = np.setdiff1d(ids, fids), np.setdiff1d(fids, ids)
-    exact_vectors = ops.index_type_of(index) != "ivfpq"  # PQ codes are lossy by design
+    exact_vectors = introspect.index_type_of(index) != "ivfpq"  # PQ codes are lossy by design
     mismatch = 0
     if exact_vectors and not len(missing) and not len(extra) and len(ids):
         order = np.argsort(fids)
         mismatch = int((np.abs(FX[order] - X).max(axis=1) > 1e-6).sum())
     return {"faces": int(len(ids)), "faiss_ntotal": int(index.ntotal), "faiss_missing": missing[:100].tolist(),
             "faiss_extra": extra[:100].tolist(), "vectors_checked": exact_vectors,
-            "vector_mismatches": mismatch, "index_type": ops.index_type_of(index),
+            "vector_mismatches": mismatch, "index_type": introspect.index_type_of(index),
             "faiss_ok": not len(missing) and not len(extra) and mismatch == 0}
 
 

@@ -33,8 +33,9 @@ import numpy as np
 
 from facesearch.core.atomic import atomic_write_json, read_json_dict
 from facesearch.core.errors import FacesearchError, first_line
-from facesearch.store.vectors import ops
 from facesearch.store.vectors.base import VectorSource
+from facesearch.store.vectors.exact import as_matrix
+from facesearch.store.vectors.ranges import range_pairs_knn
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class MilvusVectors:
         self.load()
         if self._fallback is not None:
             return self._fallback.search(xq, k)
-        xq = ops.as_matrix(xq, self.source.dim)
+        xq = as_matrix(xq, self.source.dim)
         if k <= 0 or not len(xq):
             return np.full((len(xq), max(k, 0)), np.inf, np.float32), np.full((len(xq), max(k, 0)), -1, np.int64)
         D2, I = self._knn(xq, min(k, MAX_TOPK), self.source.count())
@@ -115,7 +116,7 @@ class MilvusVectors:
             D2[gone], I[gone] = np.inf, -1
             return D2, I
 
-        return ops.range_pairs_knn(knn, X, ids, tau, k_cap)
+        return range_pairs_knn(knn, X, ids, tau, k_cap)
 
     def apply(self, removed, ids, X: np.ndarray | None) -> None:
         """Mirror one commit: delete, insert, then stamp the generation (a failure leaves it behind)."""
