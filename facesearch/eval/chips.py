@@ -16,7 +16,6 @@ skipped and listed on stderr.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from facesearch.core.atomic import atomic_path
+from facesearch.core.pool import worker_pool
 from facesearch.faces.detect import create_detector
 from facesearch.core.errors import BadImageError
 from facesearch.faces.chips import largest_face
@@ -109,8 +109,7 @@ def cache_set(set_dir: Path, dest: Path, detector: str, workers: int, min_side: 
         print(f"{set_dir.name}: no photos, skipped", file=sys.stderr)
         return
     t0 = time.perf_counter()
-    # spawn, not fork: the caller may hold torch threads, and YuNet runs torch in the workers
-    with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(detector, min_side)) as pool:
+    with worker_pool(workers, _init, (detector, min_side)) as pool:  # one thread each: YuNet runs torch
         results = pool.map(_one, paths, chunksize=32)
     ok = np.array([r is not None for r in results])
     for p, r in zip(paths, results):
@@ -129,9 +128,6 @@ def cache_set(set_dir: Path, dest: Path, detector: str, workers: int, min_side: 
 
 def _init(detector: str, min_side: int | None = None) -> None:
     global _detector, _min_side
-    import torch
-
-    torch.set_num_threads(1)  # the workers are the parallelism
     _detector, _min_side = create_detector(detector), min_side
 
 

@@ -7,13 +7,12 @@ Ray through :func:`detect_batch` (its worker processes are reused across tasks).
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
-import signal
 from contextlib import contextmanager
 from typing import Iterator
 
 from facesearch.core.errors import BadImageError, first_line
+from facesearch.core.pool import worker_pool
 from facesearch.faces.chips import extract_faces
 from facesearch.faces.detect import create_detector
 from facesearch.indexing.work import IndexOptions, Result, Work
@@ -28,7 +27,8 @@ _WORKER_ARGS: tuple | None = None  # what _init_worker last set this process up 
 
 def _init_worker(detector: str, min_face: int | None, policy: str, align: str) -> None:
     global _DETECTOR, _ALIGN, _WORKER_ARGS
-    # One thread per worker: the workers themselves are the parallelism.
+    # One OpenMP thread in this process (Ray's workers, or this one after its model has loaded):
+    # the workers themselves are the parallelism. Pool workers are held to one by worker_pool.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     _DETECTOR = create_detector(detector, min_face=min_face, policy=policy)
     _ALIGN = align
@@ -41,13 +41,6 @@ def detect_batch(todo: list[Work], init_args: tuple) -> list[Result]:
     if _WORKER_ARGS != tuple(init_args):
         _init_worker(*init_args)
     return [_detect_one(w) for w in todo]
-
-
-def _init_pool_worker(*args) -> None:
-    # Ctrl-C goes to the whole process group: only the parent handles it (it stops the pool);
-    # workers that also raised KeyboardInterrupt printed tracebacks and could hang the pool.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init_worker(*args)
 
 
 def _detect_one(work: Work) -> Result:
@@ -75,8 +68,7 @@ def detections(todo: list[Work], opts: IndexOptions, align: str) -> Iterator[Ite
     if workers < 1 or len(todo) < 8:
         yield _in_process(todo, init_args)
         return
-    ctx = mp.get_context("spawn")  # no fork of a process holding torch threads
-    with ctx.Pool(workers, initializer=_init_pool_worker, initargs=init_args) as pool:
+    with worker_pool(workers, _init_worker, init_args) as pool:
         yield pool.imap(_detect_one, todo, chunksize=4)
 
 
