@@ -229,19 +229,19 @@ def network_precision(precision: str | None) -> Iterator[None]:
     """YuNet built at ``precision`` (``$FACESEARCH_PRECISION``, read when the model is built) for the
     duration (None: as the environment says); the setting and the cached model put back
     afterwards. Both networks read it when they are built (the embedder per EmbeddingEngine)."""
-    from facesearch.faces import detect
+    from facesearch.faces import tiling
 
     asked = os.environ.get("FACESEARCH_PRECISION")
     if precision:
         os.environ["FACESEARCH_PRECISION"] = precision
-    detect._yunet_model.cache_clear()
+    tiling.yunet_model.cache_clear()
     try:
         yield
     finally:
         os.environ.pop("FACESEARCH_PRECISION", None)
         if asked is not None:
             os.environ["FACESEARCH_PRECISION"] = asked
-        detect._yunet_model.cache_clear()
+        tiling.yunet_model.cache_clear()
 
 
 @contextmanager

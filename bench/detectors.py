@@ -142,16 +142,16 @@ def bench_alignment(images: list[np.ndarray]) -> dict:
     """align_face vs dlib.get_face_chip on HOG faces, at 1x and 4x (pyramid path)."""
     import dlib
 
-    from facesearch.faces.detect import _hog_model, _shape_predictor
+    from facesearch.faces.backends import hog_model, shape_predictor
 
     diffs, maxdiff, ours_ms, dlib_ms = [], 0, 0.0, 0.0
     for img in images:
         for scale in (1, 4):
             im = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR) if scale > 1 else img
-            rects = _hog_model()(im, 0)
+            rects = hog_model()(im, 0)
             if not rects:
                 continue
-            shape = _shape_predictor()(im, rects[0])
+            shape = shape_predictor()(im, rects[0])
             lm = np.array([(p.x, p.y) for p in shape.parts()], float)
             t0 = time.perf_counter()
             ref = dlib.get_face_chip(im, shape, 150, 0.25)

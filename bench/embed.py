@@ -214,9 +214,9 @@ def dlib_model():
     try:
         import dlib
 
-        from facesearch.models.dlib_dat import packaged_model_path
+        from facesearch.core.modelfiles import dlib_model_path
 
-        return dlib.face_recognition_model_v1(str(packaged_model_path("dlib_face_recognition_resnet_model_v1.dat")))
+        return dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")))
     except Exception:  # no dlib / no face_recognition_models: the peer is skipped, not an error
         return None
 

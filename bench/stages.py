@@ -169,10 +169,12 @@ def _detect_all(photos, det, align: str, clock: Clock) -> list:
 
 @contextmanager
 def _timed_helpers(clock: Clock):
-    """Clock detect's per-face helpers where they are called (module globals, looked up per call)."""
-    from facesearch.faces import detect
+    """Clock the detectors' per-face helpers where they are called (module globals, looked up per
+    call): YuNet's in faces.tiling, dlib's detectors' in faces.backends."""
+    from facesearch.faces import backends, tiling
 
-    real = {"dlib box": ("_hog_box", detect._hog_box), "landmarks": ("_landmarks", detect._landmarks)}
+    real = [("dlib box", tiling, "hog_box"), ("landmarks", tiling, "landmarks"), ("landmarks", backends, "landmarks")]
+    saved = [getattr(module, name) for _, module, name in real]
 
     def wrap(stage, fn):
         def timed(*a, **k):
@@ -180,13 +182,13 @@ def _timed_helpers(clock: Clock):
                 return fn(*a, **k)
         return timed
 
-    for stage, (name, fn) in real.items():
-        setattr(detect, name, wrap(stage, fn))
+    for (stage, module, name), fn in zip(real, saved):
+        setattr(module, name, wrap(stage, fn))
     try:
         yield
     finally:
-        for name, fn in real.values():
-            setattr(detect, name, fn)
+        for (_, module, name), fn in zip(real, saved):
+            setattr(module, name, fn)
 
 
 def _embed_all(engine, chips: list, clock: Clock) -> None:

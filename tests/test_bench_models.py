@@ -188,10 +188,10 @@ def test_pipeline_quick(tmp_path):
 @pytest.mark.slow
 @needs_dev
 def test_stages_quick(tmp_path, monkeypatch):
-    from facesearch.faces import detect
+    from facesearch.faces import backends, tiling
 
     monkeypatch.delenv("FACESEARCH_PRECISION", raising=False)
-    helpers = (detect._hog_box, detect._landmarks)
+    helpers = (tiling.hog_box, tiling.landmarks, backends.landmarks)
     assert bench_stages.main(["--quick", "--out", str(tmp_path)]) == 0
     r = _read(tmp_path / "stages.json")
     prev, new = r["runs"]["previous default"], r["runs"]["default"]
@@ -204,4 +204,4 @@ def test_stages_quick(tmp_path, monkeypatch):
     assert set(new["embed_parts_ms_per_face"]) == {"base", "sface"} and prev["embed_parts_ms_per_face"] == {}
     assert prev["setup"]["weights"] == "dlib_ft" and new["model_id"].startswith("fused-")
     # The clocks come off again, and the process's precision setting is as it was.
-    assert (detect._hog_box, detect._landmarks) == helpers and "FACESEARCH_PRECISION" not in os.environ
+    assert (tiling.hog_box, tiling.landmarks, backends.landmarks) == helpers and "FACESEARCH_PRECISION" not in os.environ

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facesearch.faces import detect
+from facesearch.faces import backends
 from facesearch.faces.align import TEMPLATES, align_face, crop_box, estimate_similarity
 from facesearch.faces.detect import FaceDetector, create_detector, faces_to_chips
 from facesearch.core.errors import BadImageError, FacesearchError
@@ -187,7 +187,7 @@ class StubBackend:
 @pytest.fixture
 def stub(monkeypatch):
     backend = StubBackend([(0, 0, 30, 30), (10, 10, 110, 110), (200, 50, 260, 110)], [2.0, 0.5, 1.0])
-    monkeypatch.setitem(detect._BACKENDS, "stub", backend)
+    monkeypatch.setitem(backends._BACKENDS, "stub", backend)
     return backend
 
 
@@ -227,8 +227,8 @@ def test_auto_upsample_only_for_small_images(stub):
 
 def test_fallback_runs_only_when_nothing_found(monkeypatch):
     empty, found = StubBackend([], []), StubBackend([(0, 0, 100, 100)], [1.0])
-    monkeypatch.setitem(detect._BACKENDS, "empty", empty)
-    monkeypatch.setitem(detect._BACKENDS, "found", found)
+    monkeypatch.setitem(backends._BACKENDS, "empty", empty)
+    monkeypatch.setitem(backends._BACKENDS, "found", found)
     img = np.zeros((800, 1000, 3), np.uint8)
     faces = FaceDetector("x", "empty", fallback="found", fallback_side=400, with_landmarks=False).detect(img)
     assert len(faces) == 1 and faces[0].box == pytest.approx((0, 0, 250, 250))
@@ -261,8 +261,8 @@ def test_detectors_pickle_without_models(name, resolved):
 def test_align_matches_dlib_get_face_chip_on_real_faces():
     import dlib
 
-    det = detect._hog_model()
-    pred = detect._shape_predictor()
+    det = backends.hog_model()
+    pred = backends.shape_predictor()
     diffs = []
     for i, img in enumerate(yale_images(12)):
         if i % 3 == 0:  # exercise dlib's pyramid path: a face much larger than the chip
@@ -323,7 +323,7 @@ def test_large_image_boxes_scale_with_the_image():
     (small_face,), (big_face,) = det.detect(img), det.detect(big)
     # Oracle 1: dlib run by hand on the 1280-px copy the detector works on, scaled back.
     copy = cv2.resize(big, (1280, round(big.shape[0] * 1280 / 4000)), interpolation=cv2.INTER_AREA)
-    (rect,) = detect._hog_model()(copy, 0)
+    (rect,) = backends.hog_model()(copy, 0)
     fx, fy = 1280 / 4000, copy.shape[0] / big.shape[0]
     expected = (rect.left() / fx, rect.top() / fy, (rect.right() + 1) / fx, (rect.bottom() + 1) / fy)
     np.testing.assert_allclose(big_face.box, expected, rtol=1e-9)

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from facesearch.faces import detect
-from facesearch.faces.detect import (YUNET_MIN_VISIBLE, YuNetFaceDetector, _dlib_box, _merge, _tiles,
-                               create_detector)
+from facesearch.faces import backends, detect, reconcile, tiling
+from facesearch.faces.align import to_rgb_uint8
+from facesearch.faces.detect import create_detector
+from facesearch.faces.face import iou
+from facesearch.faces.reconcile import dlib_box
+from facesearch.faces.tiling import YUNET_MIN_VISIBLE, YuNetFaceDetector, _merge, _tiles
 from facesearch.photos.load import load_array
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,7 +50,7 @@ def test_merge_keeps_one_row_per_face():
 
 
 def test_dlib_box_is_the_fitted_map():
-    x0, y0, x1, y1 = _dlib_box((10.0, 20.0, 110.0, 220.0))
+    x0, y0, x1, y1 = dlib_box((10.0, 20.0, 110.0, 220.0))
     assert x0 < 10 and y0 > 20 and x1 > 110 and y1 < 220  # wider, starts at the brows, ends at the chin
 
 
@@ -110,15 +113,13 @@ class _ShyModel:
 
 @pytest.mark.parametrize("side,retried", [(300, True), (900, False)])
 def test_small_photos_without_a_face_get_a_second_look(monkeypatch, side, retried):
-    import facesearch.faces.detect as detect
-
     model = _ShyModel()
-    monkeypatch.setattr(detect, "_yunet_model", lambda: model)
-    monkeypatch.setattr(detect, "_landmarks", lambda rgb, box: np.zeros((5, 2)))
-    monkeypatch.setattr(detect, "_hog_box", lambda rgb, box, cnn=True: None)
+    monkeypatch.setattr(tiling, "yunet_model", lambda: model)
+    monkeypatch.setattr(tiling, "landmarks", lambda rgb, box: np.zeros((5, 2)))
+    monkeypatch.setattr(tiling, "hog_box", lambda rgb, box, cnn=True: None)
     faces = YuNetFaceDetector().detect(np.zeros((side, side), np.uint8))
-    assert [s for _, s in model.calls] == ([detect.YUNET_SCORE, detect.YUNET_RETRY_SCORE] if retried
-                                           else [detect.YUNET_SCORE])
+    assert [s for _, s in model.calls] == ([tiling.YUNET_SCORE, tiling.YUNET_RETRY_SCORE] if retried
+                                           else [tiling.YUNET_SCORE])
     assert len(faces) == int(retried)
 
 
@@ -126,19 +127,19 @@ def test_small_photos_without_a_face_get_a_second_look(monkeypatch, side, retrie
 @pytest.mark.skipif(not YALE_DARK.is_file(), reason="../shared/data not present")
 def test_a_dark_face_hog_misses_gets_landmarks_from_dlibs_cnn_box(monkeypatch):
     used = []
-    real = detect._landmarks
-    monkeypatch.setattr(detect, "_landmarks", lambda rgb, box: used.append(box) or real(rgb, box))
+    real = backends.landmarks
+    monkeypatch.setattr(tiling, "landmarks", lambda rgb, box: used.append(box) or real(rgb, box))
     img = load_array(YALE_DARK)
     (face,) = create_detector("auto").detect(img)
-    rgb, mapped = detect.to_rgb_uint8(img), _dlib_box(face.box)
-    assert detect._window_box(rgb, mapped, detect._hog_rects, detect.HOG_FACE, detect.HOG_CONTEXT) is None
+    rgb, mapped = to_rgb_uint8(img), dlib_box(face.box)
+    assert reconcile._window_box(rgb, mapped, reconcile._hog_rects, reconcile.HOG_FACE, reconcile.HOG_CONTEXT) is None
     (box,) = used
     assert not np.allclose(box, mapped, atol=1.0)  # not YuNet's box mapped to dlib's convention
     # Oracle: dlib's CNN run by hand on the photo at the window's scale finds the same face.
-    f = detect.CNN_FACE / max(mapped[2] - mapped[0], mapped[3] - mapped[1])
-    rects = [d.rect for d in detect._cnn_model()(detect._resize(rgb, f), 0)]
+    f = reconcile.CNN_FACE / max(mapped[2] - mapped[0], mapped[3] - mapped[1])
+    rects = [d.rect for d in backends.cnn_model()(tiling._resize(rgb, f), 0)]
     by_hand = [(r.left() / f, r.top() / f, (r.right() + 1) / f, (r.bottom() + 1) / f) for r in rects]
-    assert max(detect._iou(box, b) for b in by_hand) > 0.8
+    assert max(iou(box, b) for b in by_hand) > 0.8
     np.testing.assert_allclose(face.landmarks, real(rgb, box))
 
 
@@ -150,17 +151,17 @@ def test_the_cnn_runs_only_for_the_largest_faces_of_a_photo(monkeypatch):
         rows[k, :4] = (90 * k, 10, 45 + 3 * k, 45 + 3 * k)  # 30-52 px in the photo
         rows[k, 14] = 0.9
     model.detect_batch = lambda images, score, nms: [rows.copy() for _ in images]
-    monkeypatch.setattr(detect, "_yunet_model", lambda: model)
-    monkeypatch.setattr(detect, "_landmarks", lambda rgb, box: np.zeros((5, 2)))
-    monkeypatch.setattr(detect, "_hog_rects", lambda small: [])
-    monkeypatch.setattr(detect, "_cnn_rects", lambda small: [])
-    real = detect._window_box
-    monkeypatch.setattr(detect, "_window_box", lambda rgb, t, find, face, ctx: (
-        sides.append(t[2] - t[0]) if find is detect._cnn_rects else None) or real(rgb, t, find, face, ctx))
+    monkeypatch.setattr(tiling, "yunet_model", lambda: model)
+    monkeypatch.setattr(tiling, "landmarks", lambda rgb, box: np.zeros((5, 2)))
+    monkeypatch.setattr(reconcile, "_hog_rects", lambda small: [])
+    monkeypatch.setattr(reconcile, "_cnn_rects", lambda small: [])
+    real = reconcile._window_box
+    monkeypatch.setattr(reconcile, "_window_box", lambda rgb, t, find, face, ctx: (
+        sides.append(t[2] - t[0]) if find is reconcile._cnn_rects else None) or real(rgb, t, find, face, ctx))
     faces = YuNetFaceDetector(min_face=20).detect(np.zeros((300, 900), np.uint8))
-    assert len(faces) == 12 and len(sides) == detect.CNN_MAX_FACES < 12
-    widest = sorted((f.width for f in faces), reverse=True)[:detect.CNN_MAX_FACES]
-    expected = [w * detect.YUNET_TO_DLIB_BOX[2] for w in widest]  # the mapped boxes of the largest faces
+    assert len(faces) == 12 and len(sides) == reconcile.CNN_MAX_FACES < 12
+    widest = sorted((f.width for f in faces), reverse=True)[:reconcile.CNN_MAX_FACES]
+    expected = [w * reconcile.YUNET_TO_DLIB_BOX[2] for w in widest]  # the mapped boxes of the largest faces
     np.testing.assert_allclose(sorted(sides, reverse=True), expected, rtol=1e-5)
 
 
@@ -179,6 +180,6 @@ def test_the_cnn_is_asked_only_for_near_frontal_faces():
     frontal = np.array([[30, 40], [70, 40], [50, 60], [35, 80], [65, 80]], float)
     profile = np.array([[30, 40], [45, 40], [20, 60], [25, 80], [40, 80]], float)  # nose past the eyes
     tilted = frontal @ np.array([[0.8, -0.6], [0.6, 0.8]])  # the frontal face rolled 37 degrees
-    assert detect._turn(frontal) == 0 and detect._turn(profile) > 1 and detect._turn(tilted) < 1e-9
+    assert reconcile._turn(frontal) == 0 and reconcile._turn(profile) > 1 and reconcile._turn(tilted) < 1e-9
     faces = [detect.Face((0, 0, 100, 100), 0.9, points5=p) for p in (frontal, profile, tilted)]
-    assert detect._cnn_faces(faces) == {0, 2}
+    assert reconcile.cnn_faces(faces) == {0, 2}

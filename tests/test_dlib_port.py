@@ -290,10 +290,10 @@ def make_chips() -> np.ndarray:
     import dlib
     from PIL import Image
 
-    from facesearch.models.dlib_dat import packaged_model_path
+    from facesearch.core.modelfiles import dlib_model_path
 
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(str(packaged_model_path("shape_predictor_5_face_landmarks.dat")))
+    predictor = dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat")))
     chips = []
     for name, n in CHIP_SOURCES.items():
         for f in _spread(sorted(p for p in (DATA / "dev" / name).rglob("*") if p.is_file()), n):
@@ -307,9 +307,9 @@ def make_chips() -> np.ndarray:
 def _dlib_descriptors(chips: np.ndarray) -> np.ndarray:
     import dlib
 
-    from facesearch.models.dlib_dat import packaged_model_path
+    from facesearch.core.modelfiles import dlib_model_path
 
-    facerec = dlib.face_recognition_model_v1(str(packaged_model_path("dlib_face_recognition_resnet_model_v1.dat")))
+    facerec = dlib.face_recognition_model_v1(str(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat")))
     return np.array([np.array(d) for d in facerec.compute_face_descriptor(list(chips))])
 
 

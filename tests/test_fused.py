@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from facesearch.faces.align import TEMPLATES, align_face
-from facesearch.faces.detect import Face
+from facesearch.faces.face import Face
 from facesearch.models.embed import EmbeddingEngine
 from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.faces.chips import YUNET_POINTS_IN_DLIB_CHIP, make_chips, yunet_points_from_dlib
 from facesearch.models.weights import load_weights
-from facesearch.models.weights_meta import resolve_weights, shipped_weights_dir
+from facesearch.core.modelfiles import shipped_weights_dir
+from facesearch.models.weights_meta import resolve_weights
 
 
 @pytest.fixture(scope="module")

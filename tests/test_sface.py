@@ -13,15 +13,8 @@ import pytest
 import torch
 
 from facesearch.core.errors import FacesearchError
-from facesearch.models.sface import (
-    ARCFACE_TEMPLATE,
-    SFace,
-    align_sface,
-    chips_to_tensor,
-    dequantize,
-    load_sface,
-    sface_transform,
-)
+from facesearch.faces.align import ARCFACE_TEMPLATE, align_sface, sface_transform
+from facesearch.models.sface import SFace, chips_to_tensor, dequantize, load_sface
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "weights" / "sface.safetensors"
@@ -161,7 +154,7 @@ def test_missing_weights_raise(tmp_path):
 def test_corrupt_weights_raise(tmp_path):
     from safetensors.torch import save_file
 
-    from facesearch.models.weights_meta import sha256_file
+    from facesearch.core.modelfiles import sha256_file
 
     st, js = tmp_path / "sface.safetensors", tmp_path / "sface.json"
     st.write_bytes(b"not a safetensors file")

@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from facesearch.core.errors import FacesearchError
-from facesearch.models import weights_meta
+from facesearch.core import modelfiles
 from facesearch.faces import yunet
 from facesearch.faces.yunet import STRIDES, YuNetDetector, batched_nms, decode, load_yunet, nms
 
@@ -241,12 +241,12 @@ def test_shipped_weights_store_int8_with_scales():
     q = tensors["backbone.model3.conv1.conv1.weight"]
     assert q.dtype == torch.int8 and tensors["backbone.model3.conv1.conv1.weight.scale"].dtype == torch.float32
     meta = json.loads(SHIPPED.with_suffix(".json").read_text())
-    assert meta["sha256"] == weights_meta.sha256_file(SHIPPED) and meta["strides"] == [8, 16, 32]
+    assert meta["sha256"] == modelfiles.sha256_file(SHIPPED) and meta["strides"] == [8, 16, 32]
     assert isinstance(load_yunet(), yunet.YuNet)
 
 
 def test_missing_weights_raise_facesearch_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights_meta, "weights_dirs", lambda: [tmp_path / "a", tmp_path / "b"])
+    monkeypatch.setattr(modelfiles, "weights_dirs", lambda: [tmp_path / "a", tmp_path / "b"])
     with pytest.raises(FacesearchError) as e:
         load_yunet()
     assert "missing" in str(e.value) and "convert_yunet" in e.value.hint
@@ -269,7 +269,7 @@ def test_corrupt_weights_raise_facesearch_error(tmp_path):
         load_yunet(st)
     # Truncated, with a checksum that matches the damage: the tensor file itself is refused.
     st.write_bytes(bytes(data[: len(data) // 2]))
-    js.write_text(json.dumps({**json.loads(js.read_text()), "sha256": weights_meta.sha256_file(st)}))
+    js.write_text(json.dumps({**json.loads(js.read_text()), "sha256": modelfiles.sha256_file(st)}))
     with pytest.raises(FacesearchError):
         load_yunet(tmp_path)
     js.write_text("{not json")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from facesearch.core.atomic import atomic_path  # noqa: E402
 from facesearch.photos.load import load_array  # noqa: E402
-from facesearch.models.dlib_dat import packaged_model_path  # noqa: E402
+from facesearch.core.modelfiles import dlib_model_path  # noqa: E402
 from facesearch.models.dlib_resnet import (  # noqa: E402
     describe_chips,
     DlibResNet29,
@@ -42,7 +42,7 @@ def face_chips(n: int) -> np.ndarray:
     if not files:
         return np.random.default_rng(0).integers(0, 256, (n, 150, 150, 3), dtype=np.uint8)
     detector = dlib.get_frontal_face_detector()
-    predictor = dlib.shape_predictor(str(packaged_model_path("shape_predictor_5_face_landmarks.dat")))
+    predictor = dlib.shape_predictor(str(dlib_model_path("shape_predictor_5_face_landmarks.dat")))
     chips = []
     for i in np.linspace(0, len(files) - 1, n).round().astype(int):
         img = load_array(files[i])

@@ -28,7 +28,7 @@ from facesearch.core.atomic import atomic_path
 from facesearch.core.pool import worker_pool
 from facesearch.faces.detect import create_detector
 from facesearch.core.errors import BadImageError
-from facesearch.faces.chips import largest_face
+from facesearch.faces.chips import assemble_chips, largest_face
 from facesearch.photos.load import load_array
 from facesearch.photos.scan import scan_images
 
@@ -63,10 +63,7 @@ def model_inputs(cached: dict, align: str) -> list:
     """What ``EmbeddingEngine.embed`` takes for a model with this ``align``: the chips, or one
     ``{template: chip}`` dict per face for a fused model."""
     arrays = {"dlib5_150_p25": cached["chips"], "arcface_112": cached["chips_arcface"]}
-    names = align.split("+")
-    if len(names) == 1:
-        return list(arrays[names[0]])
-    return [{n: arrays[n][k] for n in names} for k in range(len(cached["chips"]))]
+    return assemble_chips(arrays, align.split("+"))
 
 
 def resolved_detector(name: str) -> str:

@@ -28,6 +28,9 @@ What dlib does, and so what :func:`align_face` does:
    chip: plain bilinear sampling of a much larger image would alias.
 3. Sample every chip pixel bilinearly; values are truncated to uint8 (not
    rounded) and samples whose 2x2 neighbourhood leaves the image are black.
+
+The 112 px ArcFace chip (``arcface_112``, what SFace sees) is OpenCV's instead:
+:func:`align_sface` replays ``cv2.FaceRecognizerSF.alignCrop`` from YuNet's 5 points.
 """
 
 from __future__ import annotations
@@ -38,14 +41,18 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from facesearch.core.errors import BadImageError
+from facesearch.core.errors import BadImageError, FacesearchError
 
 __all__ = [
+    "ARCFACE_TEMPLATE",
+    "INPUT_SIZE",
     "TEMPLATES",
     "Template",
     "align_face",
+    "align_sface",
     "crop_box",
     "estimate_similarity",
+    "sface_transform",
     "to_rgb_uint8",
 ]
 
@@ -277,3 +284,65 @@ def _sample_bilinear(img, origin, ex, ey, size: int) -> np.ndarray:
     out = np.clip(val, 0, 255).astype(np.uint8)  # dlib truncates: static_cast
     out[~inside] = 0
     return out
+
+
+# --------------------------------------------------------------------------------------
+# The ArcFace chip SFace sees: OpenCV's FaceRecognizerSF.alignCrop, replayed.
+
+INPUT_SIZE = 112  # the ArcFace chip's side, SFace's input
+# The 5 points (right eye, left eye, nose tip, right and left mouth corner, as seen in the
+# image) that OpenCV's alignCrop maps a face onto: InsightFace's ArcFace template for 112x112.
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float32,
+)
+# OpenCV hard-codes the template mean rounded to 4 decimals (the true mean differs by ~2e-5);
+# using its constant keeps our transform equal to alignCrop's.
+_TEMPLATE_MEAN = np.array([56.0262, 71.9008], dtype=np.float32)
+
+
+def _rotation(a: np.ndarray) -> tuple[np.ndarray, float]:
+    """Umeyama's rotation for covariance ``a`` and its trace(S D), as OpenCV picks them."""
+    u, s, vt = np.linalg.svd(a)
+    d = np.array([1.0, -1.0 if np.linalg.det(a) < 0 else 1.0])  # no reflections
+    rank = int(np.sum(s > s.max() * 2 * np.finfo(np.float32).tiny))
+    if rank == 1:
+        # OpenCV's degenerate branch (collinear landmarks): a reflection only if U V^T is one.
+        flip = np.linalg.det(u) * np.linalg.det(vt) <= 0
+        return u @ np.diag([1.0, -1.0 if flip else 1.0]) @ vt, float(s @ d)
+    return u @ np.diag(d) @ vt, float(s @ d)
+
+
+def sface_transform(landmarks5: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity transform (float64) that alignCrop warps with: landmarks -> template.
+
+    Replays OpenCV's ``getSimilarityTransformMatrix`` (Umeyama least squares), including its
+    float32 means and products, so the matrix matches OpenCV's to ~1e-15 and the warped chips
+    come out equal.
+    """
+    src = np.asarray(landmarks5, dtype=np.float32).reshape(5, 2)
+    # Sequential float32 sums, as the C++ writes them (numpy's pairwise sum may round differently).
+    src_mean = (src[0] + src[1] + src[2] + src[3] + src[4]) / np.float32(5)
+    src_d, dst_d = src - src_mean, ARCFACE_TEMPLATE - _TEMPLATE_MEAN
+    # float32 products accumulated in double, divided by 5 in double: OpenCV's A and variances.
+    a = (dst_d[:, :, None] * src_d[:, None, :]).astype(np.float64).sum(axis=0) / 5
+    var = (src_d * src_d).astype(np.float64).sum() / 5
+    rot, trace_sd = _rotation(a)
+    scale = 1.0 / var * trace_sd if var > 0 else 0.0  # OpenCV: 1/(var1+var2) * trace(S D)
+    shift = _TEMPLATE_MEAN.astype(np.float64) - scale * (rot @ src_mean.astype(np.float64))
+    return np.hstack([scale * rot, shift[:, None]])
+
+
+def align_sface(image_rgb: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
+    """The 112 x 112 x 3 uint8 RGB chip OpenCV's ``FaceRecognizerSF.alignCrop`` cuts.
+
+    ``landmarks5`` is (5, 2) x, y in YuNet/OpenCV order: right eye, left eye, nose tip, right
+    mouth corner, left mouth corner (right/left as seen in the image). Greyscale and RGBA
+    input give the chip of their RGB equivalent.
+    """
+    pts = np.asarray(landmarks5, dtype=np.float64)
+    if pts.shape != (5, 2) or not np.isfinite(pts).all():
+        raise FacesearchError(f"align_sface wants 5 finite (x, y) landmarks, got shape {pts.shape}")
+    # cv2's fixed-point bilinear warp is what alignCrop uses: only it gives the same pixels.
+    return cv2.warpAffine(to_rgb_uint8(image_rgb), sface_transform(pts), (INPUT_SIZE, INPUT_SIZE),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

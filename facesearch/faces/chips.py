@@ -7,7 +7,7 @@ whose chip is then a dict ``{template: chip}``:
 
 ``dlib5_150_p25``  dlib's 150 px chip from dlib's 5 points (:mod:`facesearch.faces.align`);
 ``arcface_112``    the 112 px ArcFace chip from YuNet's 5 points (OpenCV's
-                   ``alignCrop``, :func:`facesearch.models.sface.align_sface`).
+                   ``alignCrop``, :func:`facesearch.faces.align.align_sface`).
                    Faces found by the dlib detectors have no YuNet points: theirs
                    are placed where YuNet's fall on average in dlib's chip.
 """
@@ -15,12 +15,12 @@ whose chip is then a dict ``{template: chip}``:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from facesearch.faces.align import TEMPLATES, crop_box, estimate_similarity
-from facesearch.faces.detect import Detector, Face, faces_to_chips
+from facesearch.faces.align import INPUT_SIZE, TEMPLATES, align_face, align_sface, crop_box, estimate_similarity
+from facesearch.faces.face import Detector, Face
 
 CHIP_SIZE = 150  # the canonical chip; the model's preprocessing resizes it to input_size
 ARCFACE = "arcface_112"
@@ -49,14 +49,41 @@ def make_chips(img: np.ndarray, faces: list[Face], align: str) -> list[Chip]:
     names = align.split("+")
     per = {n: (_arcface_chips(img, faces) if n == ARCFACE else faces_to_chips(img, faces, template=n, size=CHIP_SIZE))
            for n in names}
+    return assemble_chips(per, names)
+
+
+def assemble_chips(per_template: Mapping[str, Sequence[np.ndarray]], names: Sequence[str]) -> list[Chip]:
+    """What a model whose ``align`` names ``names`` takes, from each template's chips of the same
+    faces (``per_template[name][k]``: face k's chip): the chips themselves for one template, else one
+    ``{template: chip}`` dict per face (a fused model). Templates not in ``names`` are ignored."""
     if len(names) == 1:
-        return per[names[0]]
-    return [{n: per[n][k] for n in names} for k in range(len(faces))]
+        return list(per_template[names[0]])
+    return [{n: per_template[n][k] for n in names} for k in range(len(per_template[names[0]]))]
+
+
+def faces_to_chips(
+    img: np.ndarray,
+    faces: list[Face],
+    template: str = "dlib5_150_p25",
+    size: int | None = None,
+) -> list[np.ndarray]:
+    """One ``size`` x ``size`` x 3 uint8 chip per face.
+
+    Faces with landmarks are aligned to ``template`` (:func:`align_face`); faces
+    without (the ``none`` detector) are square-cropped from their box
+    (:func:`crop_box`). ``size`` defaults to the template's own size.
+    """
+    if template not in TEMPLATES:
+        raise ValueError(f"unknown alignment template {template!r}; known: {sorted(TEMPLATES)}")
+    size = TEMPLATES[template].size if size is None else size
+    return [
+        align_face(img, f.landmarks, template, size) if f.landmarks is not None
+        else crop_box(img, f.box, size)
+        for f in faces
+    ]
 
 
 def _arcface_chips(img: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
-    from facesearch.models.sface import INPUT_SIZE, align_sface
-
     out = []
     for f in faces:
         pts = f.points5 if f.points5 is not None else yunet_points_from_dlib(f.landmarks)

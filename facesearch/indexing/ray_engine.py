@@ -28,6 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
+from facesearch.faces.chips import assemble_chips
 from facesearch.faces.detect import Face
 from facesearch.core.errors import FacesearchError
 from facesearch.models.weights_meta import resolve_weights
@@ -235,12 +236,9 @@ def _chip_cell(chip: np.ndarray) -> dict:
 
 def _chips_of(table, names: list[str]) -> list:
     """Every face's chip in the table, in row order: an array, or ``{template: array}`` for a fused model."""
-    per = {n: [[np.frombuffer(c["data"], np.uint8).reshape(c["h"], c["w"], -1) for c in cell]
-               for cell in table.column(f"chip_{n}").to_pylist()] for n in names}
-    rows = range(table.num_rows)
-    if len(names) == 1:
-        return [c for i in rows for c in per[names[0]][i]]
-    return [{n: per[n][i][k] for n in names} for i in rows for k in range(len(per[names[0]][i]))]
+    per = {n: [np.frombuffer(c["data"], np.uint8).reshape(c["h"], c["w"], -1)
+               for cell in table.column(f"chip_{n}").to_pylist() for c in cell] for n in names}
+    return assemble_chips(per, names)
 
 
 def _with_embeddings(table, emb: np.ndarray, model_id: str):

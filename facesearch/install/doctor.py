@@ -15,12 +15,12 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from facesearch.core import modelfiles
 from facesearch.core.errors import FacesearchError
 
 log = logging.getLogger(__name__)
 
 MIN_PYTHON = (3, 10)
-HAAR_FILE = "haarcascade_frontalface_default.xml"
 Outcome = tuple[bool, str, "str | None"]  # (ok, detail, hint)
 
 
@@ -145,18 +145,15 @@ def _dlib_hog() -> Outcome:
 
 
 def _packaged(filename: str) -> Outcome:
-    from facesearch.models.dlib_dat import packaged_model_path  # numpy only, no torch
-
-    path = packaged_model_path(filename)
+    path = modelfiles.dlib_model_path(filename)  # the very file detection loads
     return True, f"{path} ({path.stat().st_size / 1e6:.1f} MB)", None
 
 
 def _opencv_haar() -> Outcome:
     cv2 = _module("cv2", "pip install opencv-python-headless")
-    folder = getattr(getattr(cv2, "data", None), "haarcascades", None)
-    path = Path(folder) / HAAR_FILE if folder else None
-    if path is None or not path.is_file():
-        return False, f"OpenCV {cv2.__version__} has no {HAAR_FILE}", \
+    path = modelfiles.haar_cascade_path()  # the very file the opencv-haar detector loads
+    if path is None:
+        return False, f"OpenCV {cv2.__version__} has no CascadeClassifier or no {modelfiles.HAAR_FILE}", \
             "this OpenCV build ships no Haar cascade files; use --detector dlib-hog or auto"
     return True, f"OpenCV {cv2.__version__}, {path}", None
 
@@ -173,7 +170,7 @@ def _yunet() -> Outcome:
 
 def _weights(spec: str | None, meta_out: dict) -> Outcome:
     """The weights JSON resolves, its tensor file exists and matches the recorded SHA-256."""
-    from facesearch.models.weights import read_meta, resolve_weights, sha256_file
+    from facesearch.models.weights_meta import read_meta, resolve_weights
 
     js = resolve_weights(spec)
     meta = read_meta(js)
@@ -187,7 +184,7 @@ def _weights(spec: str | None, meta_out: dict) -> Outcome:
     st = js.with_suffix(".safetensors")
     if not st.is_file():
         return False, f"{js} has no tensor file {st.name}", "copy the .safetensors beside its .json"
-    recorded, actual = meta.get("sha256"), sha256_file(st)
+    recorded, actual = meta.get("sha256"), modelfiles.sha256_file(st)
     if recorded and recorded != actual:
         return False, f"{st.name} sha256 {actual[:12]}… != recorded {recorded[:12]}…", \
             "the .json and .safetensors come from different trainings; copy the matching pair"

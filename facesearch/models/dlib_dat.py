@@ -25,7 +25,6 @@ from the network's C++ definition. ``repeat`` layers are not supported.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
@@ -292,21 +291,3 @@ def read_dlib_net(path: str | os.PathLike) -> DlibNet:
     if not path.is_file():
         raise FacesearchError(f"dlib model file not found: {path}")
     return parse_dlib_net(path.read_bytes())
-
-
-def packaged_model_path(filename: str) -> Path:
-    """Path of a model file shipped in the ``face_recognition_models`` package.
-
-    Located without importing the package: its ``__init__`` needs ``pkg_resources``,
-    which recent setuptools no longer ship.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise FacesearchError(
-            "the face-recognition-models package is not installed",
-            hint="pip install face-recognition-models",
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
-    if not path.is_file():
-        raise FacesearchError(f"{filename} is missing from face_recognition_models ({path.parent})")
-    return path

@@ -33,7 +33,8 @@ from torch import nn
 
 from facesearch.core.atomic import atomic_path
 from facesearch.core.errors import FacesearchError, ModelMismatchError
-from facesearch.models.dlib_dat import DlibLayer, DlibNet, packaged_model_path, read_dlib_net
+from facesearch.core.modelfiles import dlib_model_path
+from facesearch.models.dlib_dat import DlibLayer, DlibNet, read_dlib_net
 
 __all__ = [
     "DLIB_MEAN",
@@ -213,7 +214,7 @@ def load_pretrained(model: DlibResNet29) -> DlibResNet29:
 
 def default_dat_path() -> Path:
     """The dlib model file shipped in the installed ``face-recognition-models`` package."""
-    return packaged_model_path(DAT_NAME)
+    return dlib_model_path(DAT_NAME)
 
 
 def cache_dir() -> Path:

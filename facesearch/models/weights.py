@@ -16,11 +16,12 @@ from safetensors.torch import load_file, save_file
 
 from facesearch.core.atomic import atomic_path, atomic_write_json
 from facesearch.core.errors import FacesearchError, ModelMismatchError
+from facesearch.core.modelfiles import (  # noqa: F401  (re-exported)
+    DEFAULT_WEIGHTS_NAME, sha256_file, shipped_weights_dir, weights_dirs)
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.factory import Embedder, create_embedder
 from facesearch.models.fused import FUSED, load_fused
-from facesearch.models.weights_meta import (  # noqa: F401  (re-exported)
-    DEFAULT_WEIGHTS_NAME, model_id, read_meta, resolve_weights, sha256_file, shipped_weights_dir, weights_dirs)
+from facesearch.models.weights_meta import model_id, read_meta, resolve_weights  # noqa: F401  (re-exported)
 
 
 def save_weights(model: Embedder, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:

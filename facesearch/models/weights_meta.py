@@ -6,48 +6,17 @@ re-index, dedupe, info) start in well under a second.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from facesearch.core.errors import FacesearchError, ModelMismatchError
-from facesearch.core.paths import home
+# Where weights files are and their checksum live in core.modelfiles (shared with detection and
+# doctor); the names stay importable from here for the callers that always found them here.
+from facesearch.core.modelfiles import (  # noqa: F401  (re-exported)
+    DEFAULT_WEIGHTS_NAME, find_pair, sha256_file, shipped_weights_dir, weights_dirs)
 from facesearch.models.config import EmbedderConfig
-
-DEFAULT_WEIGHTS_NAME = "default"
-
-
-def shipped_weights_dir() -> Path:
-    """The weights that ship with facesearch.
-
-    In an installed package they are package data (``facesearch/weights/``, mapped
-    from the repo's ``weights/`` by ``pyproject.toml``); in a source checkout or an
-    editable install they are the repo's ``weights/`` beside the package.
-    """
-    package = Path(__file__).resolve().parents[1]
-    installed = package / "weights"
-    return installed if (installed / f"{DEFAULT_WEIGHTS_NAME}.json").is_file() else package.parent / "weights"
-
-
-def weights_dirs() -> list[Path]:
-    """Where a weights *name* is looked up, first match wins: ``$FACESEARCH_HOME/weights``
-    (a user's own trainings), then the shipped weights."""
-    user_home = home()
-    return ([user_home / "weights"] if user_home else []) + [shipped_weights_dir()]
-
-
-def find_pair(name: str, hint: str) -> tuple[Path, Path]:
-    """``(safetensors, json)`` of the weights ``name`` in the first of :func:`weights_dirs` holding
-    both (torch-free: commands check a network's files before paying for torch)."""
-    for d in weights_dirs():
-        st, js = d / f"{name}.safetensors", d / f"{name}.json"
-        if st.is_file() and js.is_file():
-            return st, js
-    dirs = ", ".join(str(d) for d in weights_dirs())
-    raise FacesearchError(f"{name} weights not found (looked for {name}.safetensors and {name}.json in {dirs})",
-                          hint=hint)
 
 
 def resolve_weights(spec: str | os.PathLike | None = None, model: str | None = None) -> Path:
@@ -85,14 +54,6 @@ def _find_model(model: str) -> Path | None:
             except FacesearchError:
                 continue  # not a weights file (or a damaged one): not the model asked for
     return None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def model_id(config: EmbedderConfig, tensor_sha256: str) -> str:
