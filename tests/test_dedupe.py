@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facesearch.search.dedupe import DedupeOptions, find_duplicates, keeper_key, keeper_reason, plan_actions
-from facesearch.store.vectors.ops import connected_components, keeper_groups
+from facesearch.store.vectors.components import connected_components, keeper_groups
 from facesearch.store.face_index import FaceIndex, FaceRecord
 
 DIM = 16

@@ -21,7 +21,7 @@ from facesearch.core.atomic import atomic_write_bytes
 from facesearch.core.errors import FacesearchError
 from facesearch.eval.tau import GIVEN, TauPolicy, tau_or_policy
 from facesearch.photos.load import hamming64
-from facesearch.store.vectors.ops import keeper_groups
+from facesearch.store.vectors.components import keeper_groups
 from facesearch.store.face_index import FaceIndex
 from facesearch.core.journal import MoveJournal
 from facesearch.core.journal_file import latest_journal
