@@ -21,6 +21,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from facesearch.core.modelfiles import haar_cascade_path  # noqa: E402
 from facesearch.photos.synthetic import compose_photo, make_identities, render_face  # noqa: E402
 
 
@@ -55,9 +56,10 @@ def detection_rates(n: int = 100, size: int = 150, seed: int = 0, per_photo: int
 
 
 def _haar_or_none():
-    if not hasattr(cv2, "CascadeClassifier"):
+    path = haar_cascade_path()  # the cascade the product's opencv-haar detector loads
+    if path is None:
         return None
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    cascade = cv2.CascadeClassifier(str(path))
 
     def detect(rgb: np.ndarray):
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)

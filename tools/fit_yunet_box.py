@@ -6,7 +6,7 @@ predictor's points shift and the default model (trained on chips aligned from
 them) loses accuracy. This tool finds faces where both dlib's HOG detector and
 YuNet see exactly one face and averages dlib's box in YuNet box units:
 ``(x offset, y offset, width, height)``, which is
-``facesearch.faces.detect.YUNET_TO_DLIB_BOX``.
+``facesearch.faces.reconcile.YUNET_TO_DLIB_BOX``.
 
 It also reports where YuNet's own 5 points fall in dlib's 150 px chip, the
 alternative that was measured and rejected (see ``docs/benchmarks.md``).
