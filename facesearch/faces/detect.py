@@ -23,8 +23,8 @@ Every backend returns :class:`Face` objects in original-image pixels. Landmarks
 come from dlib's 5-point shape predictor run on each box of the full-resolution
 image (for YuNet, on dlib's own box for that face, found by HOG or else dlib's CNN in a
 small window around it, or failing both on YuNet's box converted to dlib's box convention:
-the predictor was trained on dlib's boxes; see :mod:`facesearch.faces.reconcile`); their order is the one documented in
-:mod:`facesearch.faces.align`. YuNet's own 5 points are kept too (``Face.points5``).
+the predictor was trained on dlib's boxes; see :mod:`facesearch.faces.reconcile`); their
+order is the one documented in :mod:`facesearch.faces.align`. YuNet's own 5 points are kept too (``Face.points5``).
 
 Detectors are plain dataclasses holding settings only: they pickle cheaply to
 worker processes, and the models load lazily, once per process, on first use.
