@@ -31,15 +31,17 @@ async def json_object(request: Request, example: str) -> dict:
     """The body as a JSON object: 415 unless sent as ``application/json``, 400 unless it parses to an object."""
     if media_type(request) != "application/json":
         raise HTTPException(415, f"send {example} as application/json")
-    raw = await request.body()
-    if len(raw) > MAX_JSON:
-        raise HTTPException(413, f"a JSON body larger than {MAX_JSON // 2**20} MB")
+    raw = b""
+    async for chunk in request.stream():  # counted as it comes: a huge body is refused, not held
+        raw += chunk
+        if len(raw) > MAX_JSON:
+            raise HTTPException(413, f"a JSON body larger than {MAX_JSON // 2**20} MB")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise DataError(f"the body is not valid JSON ({e})", hint=f"send {example}") from None
     if not isinstance(body, dict):
-        raise DataError(f"the body is JSON but not an object", hint=f"send {example}")
+        raise DataError("the body is JSON but not an object", hint=f"send {example}")
     return body
 
 

@@ -46,3 +46,9 @@ def test_upload_file_names_follow_the_rule_for_names(live, filename):
         assert "\x1b" not in body["error"] and "file name" in body["error"]
         json_error(c.post("/api/index", **raw_multipart(filename, photo, {"label": "Ann"})), 400)
         assert not (live.index / "uploads" / "Ann").exists()
+
+
+def test_a_huge_json_body_is_413(live):
+    with live.client() as c:
+        json_error(c.post("/api/people/1/name", content=b'{"name": "' + b"x" * (2 * 2**20) + b'"}',
+                          headers={"Content-Type": "application/json"}), 413)
