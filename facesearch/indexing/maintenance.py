@@ -15,7 +15,9 @@ from facesearch.core.atomic import atomic_path
 from facesearch.core.errors import FacesearchError
 from facesearch.core.names import check_name
 from facesearch.store.lock import WriterLock
+from facesearch.store import swap
 from facesearch.store.face_index import FaceIndex
+from facesearch.store.transfer import read_words, write_words
 from facesearch.core.paths import canonical, journal_dir
 from facesearch.indexing.run import IndexOptions, index_collection
 
@@ -90,21 +92,16 @@ def rebuild(index: os.PathLike, weights: str | None = None, index_type: str | No
     with WriterLock(index):
         with FaceIndex.open(index, readonly=True) as store:
             files = store.file_paths(status="ok")
-            labels = store.labels_by_path()
-        tmp = index.with_name(index.name + ".rebuild")
+            words = read_words(store)
+        tmp = swap.staging(index)
         shutil.rmtree(tmp, ignore_errors=True)
         summary = index_collection(IndexOptions(paths=files, index=tmp, weights=weights,
                                                 index_type=index_type or "auto", **kw))
         with FaceIndex.open(tmp) as new:
-            for path, name in labels.items():
-                new.set_label(path, name)
+            write_words(new, words)  # labels and people follow faces, not files
         if journal_dir(index).is_dir():  # dedupe journals: undo must survive a rebuild
             shutil.copytree(journal_dir(index), journal_dir(tmp), dirs_exist_ok=True)
-        old = index.with_name(index.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(index, old)
-        os.replace(tmp, index)
-        shutil.rmtree(old, ignore_errors=True)
+        swap.swap_in(index)
     return {"rebuilt": "embeddings", "summary": {**summary.to_dict(), "index": str(index)}}
 
 

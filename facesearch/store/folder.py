@@ -20,8 +20,8 @@ from pathlib import Path
 
 from facesearch import __version__
 from facesearch.core.atomic import atomic_write_json, read_json_dict
-from facesearch.core.errors import FacesearchError, IndexMissingError, ModelMismatchError
-from facesearch.store import sqlite
+from facesearch.core.errors import FacesearchError, IndexMissingError, ModelMismatchError, os_reason
+from facesearch.store import sqlite, swap
 from facesearch.store.lock import WriterLock
 from facesearch.store.vectors import ops
 from facesearch.store.vectors.base import check_backend
@@ -29,6 +29,7 @@ from facesearch.store.vectors.base import check_backend
 MANIFEST = "manifest.json"
 DB = "meta.sqlite"
 FORMAT = 1
+KIND = "facesearch-index"  # the manifest's marker: this folder is a facesearch index
 
 
 @dataclass
@@ -43,9 +44,46 @@ class Opened:
 
 
 def exists(folder: str | os.PathLike) -> bool:
-    """True when ``folder`` holds an index (manifest and database)."""
+    """True when ``folder`` holds an index (manifest and database), after finishing or undoing a
+    rebuild that a crash interrupted (:func:`facesearch.store.swap.recover`)."""
     folder = Path(folder)
+    try:
+        swap.recover(folder, is_index)
+    except OSError:
+        pass  # a folder we may not write: look at what is there
+    return is_index(folder)
+
+
+def is_index(folder: Path) -> bool:
+    """True when ``folder`` holds an index's manifest and database."""
     return (folder / MANIFEST).is_file() and (folder / DB).is_file()
+
+
+# What an index folder may hold besides its manifest (an interrupted create leaves some of these).
+OURS = (DB, DB + "-wal", DB + "-shm", "lock", "faces.faiss", "faces.faiss.json", "milvus.db", "milvus.json",
+        "journal", "shards", "uploads", "people", swap.COMPLETE)
+
+
+def check_ours(folder: Path) -> None:
+    """Refuse to make an index in a folder that holds something else: it is not ours to overwrite.
+
+    An empty folder, a missing one, or one with only an index's own files (an interrupted create)
+    is fine; a manifest counts as ours only when it says it is a facesearch index.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise FacesearchError(f"{folder} is a file, not a folder", hint="--index takes a name or a folder path")
+    foreign = sorted(p.name for p in folder.iterdir()
+                     if not (p.name in OURS or p.name.startswith(MANIFEST) and _our_manifest(p))) \
+        if folder.is_dir() else []
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FacesearchError(f"{folder} is not empty and holds no facesearch index (it has {shown})",
+                              hint="choose a new or empty folder for the index; nothing was changed")
+
+
+def _our_manifest(path: Path) -> bool:
+    data = read_json_dict(path) if path.is_file() else None
+    return data is not None and (data.get("kind") == KIND or {"model_id", "dim", "metric"} <= data.keys())
 
 
 def read_manifest(folder: Path) -> dict:
@@ -88,7 +126,8 @@ def create(folder: str | os.PathLike, model_id: str, model_config: dict, dim: in
     if exists(folder) and not overwrite:
         raise FacesearchError(f"an index already exists at {folder}",
                               hint="open it instead, or choose another folder")
-    folder.mkdir(parents=True, exist_ok=True)
+    check_ours(folder)
+    _make_folder(folder)
     lock = WriterLock(folder).acquire()
     try:
         # Manifest first: an interrupted create leaves a folder that exists() rejects.
@@ -104,9 +143,17 @@ def create(folder: str | os.PathLike, model_id: str, model_config: dict, dim: in
     return Opened(folder, db, manifest, False, lock)
 
 
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FacesearchError(f"cannot create the index folder {folder}: {os_reason(e)}",
+                              hint="choose a folder you can write (--index NAME|PATH)") from None
+
+
 def _new_manifest(model_id: str, model_config: dict, dim: int, index_type: str, vectors: str) -> dict:
     return {
-        "format": FORMAT, "model_id": model_id, "model_config": model_config, "metric": "l2",
+        "kind": KIND, "format": FORMAT, "model_id": model_id, "model_config": model_config, "metric": "l2",
         "dim": int(dim), "facesearch_version": __version__, "index_type": index_type,
         "vectors": vectors,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -12,7 +12,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from facesearch.core.errors import IndexLockedError
+from facesearch.core.errors import FacesearchError, IndexLockedError, os_reason
 
 LOCK_NAME = "lock"
 
@@ -26,7 +26,12 @@ class WriterLock:
 
     def acquire(self) -> "WriterLock":
         """Take the lock now or raise: a second writer must not wait silently."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only folder or mount, another user's index
+            raise FacesearchError(f"cannot write to the index {self.path.parent}: {os_reason(e)}",
+                                  hint="this index is read-only to you; query, info and dedupe (report only) "
+                                       "still work") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
