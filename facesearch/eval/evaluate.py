@@ -20,7 +20,8 @@ from facesearch.models.embed import EmbeddingEngine
 from facesearch.core.errors import DataError, FacesearchError
 from facesearch.eval.embedding import embed_files
 from facesearch.photos.folders import IdentityFolder
-from facesearch.eval.pairs import make_pairs, pair_distances
+from facesearch.eval.pairs import make_pairs
+from facesearch.store.vectors.exact import pair_distances
 from facesearch.eval.protocol import verification_report
 from facesearch.models.weights import load_weights
 
@@ -60,7 +61,7 @@ def evaluate(opts: EvalOptions, on_progress: Callable[[int, int], None] | None =
     if same.all() or not same.any():
         raise DataError("need both genuine and impostor pairs to evaluate",
                         hint="use folders of at least two people with two or more photos each")
-    dist = pair_distances(emb, i, j)
+    dist = pair_distances(emb, i, j, dtype=np.float64)
     report = verification_report(dist, same, tau=opts.tau, folds=opts.folds, seed=opts.seed)
     report.update({"model_id": model.model_id, "n_images": len(paths), "bad_files": bad,
                    "data": [str(d) for d in opts.data], "detector": opts.detector})

@@ -51,11 +51,3 @@ def _enumerate_pairs(n_partners: np.ndarray, first_partner: np.ndarray, cap: int
     s = np.searchsorted(cum, ks, side="right") - 1
     return s, first_partner[s] + (ks - cum[s])
 
-
-def pair_distances(emb: np.ndarray, i: np.ndarray, j: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:
-    """L2 distance of each pair ``(emb[i[n]], emb[j[n]])``, float64, in bounded memory."""
-    out = np.empty(len(i), dtype=np.float64)
-    for a in range(0, len(i), chunk):
-        d = emb[i[a:a + chunk]].astype(np.float64) - emb[j[a:a + chunk]]
-        out[a:a + chunk] = np.sqrt(np.einsum("ij,ij->i", d, d))
-    return out

@@ -15,7 +15,8 @@ import numpy as np
 
 from facesearch.eval.metrics import check_pairs, confusion_at, cv_threshold, eer, roc_auc, tar_at_far
 from facesearch.eval.openset import openset_scores, rank1
-from facesearch.eval.pairs import make_pairs, pair_distances
+from facesearch.eval.pairs import make_pairs
+from facesearch.store.vectors.exact import pair_distances
 
 # The benchmarks' keys for the report's numbers (bench/accuracy.py's JSON, tools/finetune_default.py).
 _SCORE_KEYS = {"n_genuine": "genuine_pairs", "n_impostor": "impostor_pairs", "roc_auc": "roc_auc", "eer": "eer",
@@ -27,7 +28,7 @@ def protocol_distances(emb: np.ndarray, labels, seed: int = 0,
                        max_impostors: int | None = 50_000) -> tuple[np.ndarray, np.ndarray]:
     """``(dist, same)``: the protocol's pairs of one labelled set of embeddings and their L2 distances."""
     i, j, same = make_pairs(labels, seed=seed, max_impostors=max_impostors)
-    return pair_distances(emb, i, j), same
+    return pair_distances(emb, i, j, dtype=np.float64), same
 
 
 def verification_report(dist, same, tau: float | None = None, folds: int = 10, seed: int = 0) -> dict:
