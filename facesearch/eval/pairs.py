@@ -1,4 +1,4 @@
-"""The verification protocol's pairs: which photo pairs are scored, and their distances.
+"""The verification protocol's pairs: which photo pairs are scored (their distances: ``store.vectors.exact.pair_distances``).
 
 Every caller (training's validation, ``evaluate``, calibration, the benchmarks)
 draws pairs here, so their numbers are comparable.
