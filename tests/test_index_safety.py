@@ -179,3 +179,12 @@ def test_a_running_rebuild_is_left_alone(tmp_path):
     with WriterLock(idx):  # the rebuild holds the live index's lock while it builds
         assert FaceIndex.exists(idx)
     assert swap.staging(idx).exists()  # the lock was held: not taken for a leftover
+
+
+def test_pipes_and_broken_links_inside_a_collection_are_listed_with_a_reason(tmp_path, collection):
+    os.mkfifo(collection / "person_00" / "pipe.jpg")
+    (collection / "person_00" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    s = index_collection(IndexOptions(paths=[str(collection)], index=tmp_path / "idx", detector="none", workers=0))
+    reasons = {Path(b["path"]).name: b["error"] for b in s.bad_files}
+    assert "not a regular file" in reasons["pipe.jpg"] and "broken link" in reasons["gone.png"]
+    assert s.faces == 16 and s.bad == 2

@@ -27,6 +27,9 @@ IMAGE_EXTS: frozenset[str] = frozenset(
 )
 """File extensions (lower-case, with dot) that :func:`scan_images` collects."""
 
+COMPANION_EXTS: frozenset[str] = frozenset({".xmp"})
+"""Files that belong to a photo (XMP sidecars): neither collected nor reported as unreadable."""
+
 
 # --------------------------------------------------------------------------- files
 
@@ -83,8 +86,8 @@ def scan_images(
     Files named directly are always included, whatever their extension. Inside
     folders, files match ``exts`` case-insensitively; entries whose name starts
     with ``.`` (``.git``, ``.facesearch``, macOS ``._x.jpg``) are skipped, as are
-    broken symlinks and unreadable folders (logged, and listed in ``skipped`` as
-    ``{"path", "error"}`` when a list is given); other files inside folders are counted
+    unreadable folders, and photo names on broken links, pipes, devices and sockets (listed in
+    ``skipped`` as ``{"path", "error"}`` when a list is given); other files inside folders are counted
     by extension in ``unsupported``. Symlinked folders are
     followed when ``follow_symlinks`` and each real folder is walked once, so
     symlink loops terminate; a file reached twice through symlinks is listed once.
@@ -165,18 +168,25 @@ class _Walker:
                 subdirs.append(folder / entry.name)
             elif kind == "file" and os.path.splitext(entry.name)[1].lower() in self.exts:
                 self.add(folder / entry.name)
+            elif kind == "file" and os.path.splitext(entry.name)[1].lower() in COMPANION_EXTS:
+                continue  # read with its photo (facesearch.photos.xmp), not a photo of its own
             elif kind == "file":  # said in the summary, not silently passed over
                 self.unsupported[os.path.splitext(entry.name)[1].lower() or "(none)"] += 1
+            elif kind is not None and os.path.splitext(entry.name)[1].lower() in self.exts:
+                # A photo's name on a pipe, device, socket or broken link: listed, never opened.
+                self.skipped.append({"path": str(folder / entry.name), "error": kind})
         return subdirs
 
     def _kind(self, entry: os.DirEntry) -> str | None:
-        """'dir', 'file' or None (broken link, skipped symlinked dir, socket, ...)."""
+        """'dir', 'file', None (a symlinked folder not followed) or why the entry cannot be a photo
+        (a broken link, a pipe, device or socket, an entry that cannot be read)."""
         try:
             is_link = entry.is_symlink()
             mode = entry.stat(follow_symlinks=True).st_mode
-        except OSError:
-            log.debug("skipping broken or unreadable entry %s", entry.path)
-            return None
+        except FileNotFoundError:
+            return "broken link (its target does not exist)"
+        except OSError as exc:
+            return f"unreadable: {one_line(exc)}"
         if stat.S_ISDIR(mode):
             return "dir" if self.follow_symlinks or not is_link else None
-        return "file" if stat.S_ISREG(mode) else None
+        return "file" if stat.S_ISREG(mode) else "not a regular file (a pipe, device or socket)"
