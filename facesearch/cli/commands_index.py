@@ -27,6 +27,8 @@ def index_cmd(
     policy: str = typer.Option("all", callback=check_policy, help="Faces per photo: all | largest."),
     batch_size: int = typer.Option(64, "--batch-size", min=1), device: str = DEVICE,
     label_from_folder: bool = typer.Option(False, "--label-from-folder", help="Label faces with their folder's name."),
+    xmp: bool = typer.Option(True, "--xmp/--no-xmp", help="Read names from XMP face regions (MWG, Microsoft) in "
+                                                         "the photo and its .xmp sidecars."),
     prune: bool = typer.Option(False, "--prune", help="Drop entries of files that no longer exist."),
     workers: Optional[int] = typer.Option(None, help="Detection worker processes (0: in-process). [default: one per core]"),
     index_type: str = typer.Option("auto", "--index-type", callback=check_index_type,
@@ -49,7 +51,7 @@ def index_cmd(
     opts = IndexOptions(paths=[str(p) for p in paths], index=resolve_index(index), weights=weights,
                         detector=detector, min_face=min_face, policy=policy, batch_size=batch_size,
                         device=device, label_from_folder=label_from_folder, prune=prune, workers=workers,
-                        index_type=index_type, backend=backend, engine=engine, address=address)
+                        index_type=index_type, backend=backend, engine=engine, address=address, xmp=xmp)
     with out.progress(quiet or json_out) as bar:
         task = bar.add_task("indexing", total=None, status="")
 
@@ -79,9 +81,25 @@ def index_cmd(
         for key, title in (("bad_files", "bad files (skipped)"), ("failed_files", "failed (retried next run)")):
             if summary[key]:
                 out.stdout().print(out.table(title, ["path", "error"], [(b["path"], b["error"]) for b in summary[key]]))
+        _xmp_report(summary, quiet)
     if summary["failed"]:  # not the files' fault: say so with the exit code too
         out.fail(f"{summary['failed']} files failed for a reason other than the file itself",
                  "they were not recorded and are retried by the next `facesearch index`; FACESEARCH_DEBUG=1 shows why")
+
+
+def _xmp_report(summary: dict, quiet: bool) -> None:
+    """What the XMP face regions did, and every disagreement they brought: said, never settled silently."""
+    if summary["xmp_regions"] or summary["xmp_failed"] or summary["xmp_conflicts"]:
+        out.info(f"XMP regions: {summary['xmp_regions']} named, {summary['xmp_labelled']} faces labelled, "
+                 f"{summary['xmp_added']} faces added from region boxes", quiet)
+    if summary["xmp_conflicts"]:
+        rows = [(c["path"], " vs ".join(c["names"]), c["resolution"]) for c in summary["xmp_conflicts"]]
+        out.stdout().print(out.table("XMP name conflicts", ["path", "names", "what was done"], rows))
+    if summary["xmp_failed"]:
+        rows = [(f["path"], f["name"], f["error"]) for f in summary["xmp_failed"]]
+        out.stdout().print(out.table("XMP regions not embedded", ["path", "name", "why"], rows))
+    for w in summary["xmp_warnings"]:
+        out.warn(w, quiet)
 
 
 def _require_ray() -> None:

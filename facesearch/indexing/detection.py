@@ -15,6 +15,7 @@ from facesearch.core.errors import BadImageError, first_line
 from facesearch.core.pool import worker_pool
 from facesearch.faces.chips import extract_faces
 from facesearch.faces.detect import create_detector
+from facesearch.indexing.regions import import_regions
 from facesearch.indexing.work import IndexOptions, Result, Work
 from facesearch.photos.load import dhash, load_array
 
@@ -47,7 +48,8 @@ def _detect_one(work: Work) -> Result:
     try:
         img = load_array(work.path)
         crops = extract_faces(img, _DETECTOR, _ALIGN)
-        return Result(work, faces=[c.face for c in crops], chips=[c.chip for c in crops], dhash=dhash(img))
+        res = Result(work, faces=[c.face for c in crops], chips=[c.chip for c in crops], dhash=dhash(img))
+        return _with_regions(res, img) if work.xmp else res
     except BadImageError as e:
         return Result(work, error=e.message)
     except RuntimeError as e:  # dlib/OpenCV refusing odd content (1x1, 100000x10): the file's fault
@@ -55,6 +57,26 @@ def _detect_one(work: Work) -> Result:
     except Exception as e:  # not the file's fault: report it, keep the batch going, retry next run
         log.warning("failed on %s: %s", work.path, first_line(e), exc_info=log.isEnabledFor(logging.DEBUG))
         return Result(work, failed=f"{type(e).__name__}: {first_line(e)}")
+
+
+def _with_regions(res: Result, img) -> Result:
+    """``res`` with the faces labelled, and faces added, by the photo's XMP regions; unreadable XMP is
+    reported and the photo indexed all the same."""
+    try:
+        imp = import_regions(res.work.path, img, res.faces, _ALIGN, res.work.label)
+    except Exception as e:  # the metadata's fault, never the photo's: its faces are kept
+        res.regions = _report(0, 0, 0, [], [], [f"{res.work.path}: XMP regions not read ({first_line(e)})"])
+        return res
+    res.labels = imp.labels + imp.added_labels
+    res.faces, res.chips = res.faces + imp.added, res.chips + imp.added_chips
+    res.regions = _report(imp.named, sum(lab is not None for lab in imp.labels), len(imp.added), imp.failed,
+                          imp.conflicts, imp.warnings)
+    return res
+
+
+def _report(named: int, labelled: int, added: int, failed: list, conflicts: list, warnings: list) -> dict:
+    return {"named": named, "labelled": labelled, "added": added, "failed": failed, "conflicts": conflicts,
+            "warnings": warnings}
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from facesearch.indexing.detection import detections
 from facesearch.indexing.work import ENGINES, Committer, IndexOptions, IndexSummary, ProgressFn, Work
 from facesearch.models.weights_meta import read_meta, resolve_weights
 from facesearch.photos.scan import content_hash, scan_images, stat_file
+from facesearch.photos.xmp import sidecar_signature
 from facesearch.store.face_index import FaceIndex
 from facesearch.store.vectors.base import DEFAULT_BACKEND
 
@@ -107,8 +108,9 @@ def _engine(opts: IndexOptions, weights: Path):
 
 
 def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: IndexSummary) -> list[Work]:
-    """Skip files whose size+mtime (then content hash) are unchanged since the last run."""
+    """Skip files whose size+mtime (then content hash), and XMP sidecars, are unchanged since the last run."""
     todo = []
+    xmp = opts.xmp and opts.engine == "local"  # the Ray engine's result tables carry no region names yet
     for path in files:
         try:
             st = stat_file(path)
@@ -119,15 +121,18 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
         rec = store.lookup_file(canonical(path))
         # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
         label = printable(path.parent.name) if opts.label_from_folder else None
-        if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns:
+        # Names edited in another tool change the sidecar, not the photo: its size+mtime count too.
+        sidecars = sidecar_signature(path) if xmp else None
+        same_sidecars = rec is None or sidecars is None or sidecars == store.catalogue.sidecar_signature(rec.path)
+        if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns and same_sidecars:
             summary.unchanged += 1
             continue
         digest = _safe_hash(path)
-        if rec is not None and digest is not None and rec.hash == digest:
+        if rec is not None and digest is not None and rec.hash == digest and same_sidecars:
             store.touch_file(canonical(path), st.size, st.mtime_ns)  # touched, not changed
             summary.unchanged += 1
             continue
-        todo.append(Work(canonical(path), st.size, st.mtime_ns, digest, label))
+        todo.append(Work(canonical(path), st.size, st.mtime_ns, digest, label, xmp, sidecars))
         if rec is None:
             summary.new += 1
         else:

@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from facesearch.store.face_index import FaceIndex
+from facesearch.store.records import FaceRecord
 
 WRITE_EVERY = 64  # files per SQLite transaction
 ENGINES = ("local", "ray")
@@ -34,6 +35,7 @@ class IndexOptions:
     backend: str | None = None  # vector store of a new index (facesearch.store.vectors.base); None: faiss
     engine: str = "local"  # local: a process pool here | ray: Ray Data stages (facesearch.indexing.ray_engine)
     address: str | None = None  # ray: the cluster to join (auto, ray://host:10001); None starts one here
+    xmp: bool = True  # read XMP face regions (embedded and sidecars): names other photo tools gave faces
 
 
 @dataclass
@@ -53,6 +55,14 @@ class IndexSummary:
     unsupported: dict[str, int] = field(default_factory=dict)  # files in the folders we cannot read, by extension
     failed: int = 0  # files an unexpected error stopped: not recorded, so the next run retries them
     failed_files: list[dict] = field(default_factory=list)
+    # XMP face regions (facesearch.indexing.regions): named regions read, faces they labelled, faces
+    # embedded from a region's box, regions that could not be embedded, disagreements, unreadable XMP
+    xmp_regions: int = 0
+    xmp_labelled: int = 0
+    xmp_added: int = 0
+    xmp_failed: list[dict] = field(default_factory=list)
+    xmp_conflicts: list[dict] = field(default_factory=list)
+    xmp_warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,14 +70,16 @@ class IndexSummary:
 
 @dataclass
 class Work:
-    """One file to index: where it is, what it was when planned, and its folder label."""
-
+    """One file to index: where it is, what it was when planned, its folder label, and whether its XMP
+    regions are read (``sidecars``: their signature when planned)."""
 
     path: str
     size: int
     mtime_ns: int
     hash: str | None
     label: str | None
+    xmp: bool = False
+    sidecars: str | None = None
 
 
 @dataclass
@@ -82,6 +94,8 @@ class Result:
     faces: list = field(default_factory=list)  # list[Face]
     chips: list = field(default_factory=list)  # list[np.ndarray]
     embeddings: np.ndarray | None = None  # (len(faces), dim) once embedded
+    labels: list = field(default_factory=list)  # per face: a name from an XMP region, or None
+    regions: dict | None = None  # what the XMP regions did (facesearch.indexing.regions), when read
 
 
 ProgressFn = Callable[[str, dict], None]
@@ -143,7 +157,9 @@ def commit_results(store: FaceIndex, results: list[Result], summary: IndexSummar
         status = "bad" if r.error else ("ok" if n else "noface")
         # A file without faces needs no embeddings: the store records an empty (0, dim) block.
         items.append(dict(path=w.path, size=w.size, mtime_ns=w.mtime_ns, hash=w.hash, status=status,
-                          error=r.error, faces=r.faces, embeddings=r.embeddings, label=w.label, dhash=r.dhash))
+                          error=r.error, faces=_records(r), embeddings=r.embeddings, label=w.label, dhash=r.dhash,
+                          sidecars=w.sidecars))
+        _count_regions(r.regions, summary)
         if r.error:
             summary.bad += 1
             summary.bad_files.append({"path": w.path, "error": r.error})
@@ -151,3 +167,20 @@ def commit_results(store: FaceIndex, results: list[Result], summary: IndexSummar
             summary.noface += 1
         summary.faces += n
     store.write_batch(items)
+
+
+def _records(r: Result) -> list[FaceRecord]:
+    """The faces to store, each with its XMP region's name as its label (None: none)."""
+    labels = r.labels or [None] * len(r.faces)
+    return [FaceRecord(tuple(f.box), f.score, f.landmarks, lab) for f, lab in zip(r.faces, labels)]
+
+
+def _count_regions(regions: dict | None, summary: IndexSummary) -> None:
+    if not regions:
+        return
+    summary.xmp_regions += regions["named"]
+    summary.xmp_labelled += regions["labelled"]
+    summary.xmp_added += regions["added"]
+    summary.xmp_failed += regions["failed"]
+    summary.xmp_conflicts += regions["conflicts"]
+    summary.xmp_warnings += regions["warnings"]

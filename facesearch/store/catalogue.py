@@ -104,6 +104,22 @@ class Catalogue:
         row = self.db.execute(f"SELECT {FILE_COLS} FROM files WHERE path = ?", (to_db(path),)).fetchone()
         return FileRecord(row[0], from_db(row[1]), *row[2:]) if row else None
 
+    def sidecar_signature(self, path: str | os.PathLike) -> str:
+        """The signature of ``path``'s XMP sidecars when last indexed ("" for none, or never read)."""
+        try:
+            row = self.db.execute("SELECT s.signature FROM sidecars s JOIN files f ON f.id = s.file_id "
+                                  "WHERE f.path = ?", (to_db(path),)).fetchone()
+        except sqlite3.OperationalError:  # an older index opened read-only: no table yet
+            return ""
+        return row[0] if row else ""
+
+    def set_sidecar_signature(self, path: str | os.PathLike, signature: str) -> None:
+        """Record the signature of ``path``'s XMP sidecars (if ``path`` is indexed)."""
+        with self.write_transaction() as db:
+            row = db.execute("SELECT id FROM files WHERE path = ?", (to_db(path),)).fetchone()
+            if row:
+                replace_sidecars(db, row[0], signature)
+
     def file_paths(self, status: str | None = None) -> list[str]:
         """Indexed paths (optionally only those with ``status``), sorted."""
         if status is None:
@@ -116,10 +132,26 @@ class Catalogue:
         """``(path, status)`` of every indexed file, by path."""
         return [(from_db(p), s) for p, s in self.db.execute("SELECT path, status FROM files ORDER BY path")]
 
-    def touch_file(self, path: str | os.PathLike, size: int, mtime_ns: int) -> None:
-        """Update the size/mtime of an unchanged file (same hash) without touching its faces."""
+    def touch_file(self, path: str | os.PathLike, size: int, mtime_ns: int, hash: str | None = None) -> None:
+        """Update the size/mtime (and, given one, the hash) of a file whose faces did not change."""
         with self.write_transaction() as db:
-            db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, to_db(path)))
+            db.execute("UPDATE files SET size = ?, mtime_ns = ?, hash = COALESCE(?, hash) WHERE path = ?",
+                       (size, mtime_ns, hash, to_db(path)))
+
+    def move_file(self, old: str | os.PathLike, new: str | os.PathLike, size: int, mtime_ns: int) -> bool:
+        """Give the file ``old`` the path ``new`` (it was moved or renamed), keeping its faces, labels and
+        people; False when ``old`` is not indexed or ``new`` already is."""
+        with self.write_transaction() as db:
+            if db.execute("SELECT 1 FROM files WHERE path = ?", (to_db(new),)).fetchone():
+                return False
+            cur = db.execute("UPDATE files SET path = ?, size = ?, mtime_ns = ? WHERE path = ?",
+                             (to_db(new), size, mtime_ns, to_db(old)))
+            return cur.rowcount == 1
+
+    def paths_with_hash(self, digest: str) -> list[str]:
+        """Indexed paths whose content hash is ``digest``."""
+        return [from_db(r[0]) for r in self.db.execute("SELECT path FROM files WHERE hash = ? ORDER BY path",
+                                                       (digest,))]
 
     def file_ids_under(self, path: str | os.PathLike) -> list[int]:
         """Ids of the file ``path`` and of every file under the folder ``path``."""
@@ -261,6 +293,13 @@ class Catalogue:
                      "JOIN files fi ON fi.id = fa.file_id WHERE COALESCE(fa.label, fi.label) IS NOT NULL").fetchone()
         return {"files": sum(by_status.values()), "files_by_status": by_status, "faces": self.count(),
                 "labelled_faces": labelled[0], "labels": labelled[1]}
+
+
+def replace_sidecars(db: sqlite3.Connection, file_id: int, signature: str) -> None:
+    """Record the signature of a file's XMP sidecars ("" when it has none: no row)."""
+    db.execute("DELETE FROM sidecars WHERE file_id = ?", (file_id,))
+    if signature:
+        db.execute("INSERT INTO sidecars(file_id, signature) VALUES (?, ?)", (file_id, signature))
 
 
 def _update_labels(db: sqlite3.Connection, column: str, ids: list[int], label: str | None) -> int:

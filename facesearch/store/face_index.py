@@ -199,9 +199,9 @@ class FaceIndex:
         """Record ``path`` as unreadable (dropping any faces it had), so unchanged bad files are skipped."""
         self.upsert_file(path, size, mtime_ns, None, "bad", error, [], None)
 
-    def touch_file(self, path: str | os.PathLike, size: int, mtime_ns: int) -> None:
-        """Update the size/mtime of an unchanged file (same hash) without touching its faces."""
-        self.catalogue.touch_file(path, size, mtime_ns)
+    def touch_file(self, path: str | os.PathLike, size: int, mtime_ns: int, hash: str | None = None) -> None:
+        """Update the size/mtime (and, given one, the hash) of a file whose faces did not change."""
+        self.catalogue.touch_file(path, size, mtime_ns, hash)
 
     def write_batch(self, items: Iterable[FileUpdate | dict]) -> list[list[int]]:
         """Store many files in one transaction; the new face ids of each, in order.

@@ -54,6 +54,7 @@ class FileUpdate:
     embeddings: Any = None  # (len(faces), dim) float32
     label: str | None = None  # file-level label; None keeps the existing one
     dhash: int | None = None  # the whole photo's difference hash (imageio.dhash), for near-duplicate photos
+    sidecars: str | None = None  # its XMP sidecars' size+mtime (photos.xmp.sidecar_signature); None keeps the stored
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,11 @@ CREATE TABLE IF NOT EXISTS face_people(
     person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
     pinned INTEGER NOT NULL DEFAULT 0, not_people TEXT);
 CREATE INDEX IF NOT EXISTS face_people_person ON face_people(person_id);
+CREATE TABLE IF NOT EXISTS sidecars(
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE, signature TEXT NOT NULL);
 """
 # Added after format 1 shipped: writers create them on open, readers of an older index see no
-# hashes and no people (facesearch.store.people).
+# hashes, no people (facesearch.store.people) and no sidecars (a photo without one reads as such).
 PHOTO_HASHES = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS photo_hashes"):]
 
 

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from facesearch.store import carry
-from facesearch.store.catalogue import Catalogue
+from facesearch.store.catalogue import Catalogue, replace_sidecars
 from facesearch.store.records import STATUSES, FaceRecord, FileUpdate, as_face
 from facesearch.store.sqlite import chunks, placeholders as qs, to_db
 from facesearch.store.vectors import ops
@@ -35,7 +35,7 @@ def validated(u: FileUpdate, dim: int) -> FileUpdate:
         raise ValueError(f"{u.path}: {len(faces)} faces but {len(emb)} embeddings")
     status = "noface" if u.status == "ok" and not faces else u.status
     return FileUpdate(os.fspath(u.path), u.size, u.mtime_ns, u.hash, status, u.error, faces, emb, u.label,
-                      u.dhash)
+                      u.dhash, u.sidecars)
 
 
 def write_files(cat: Catalogue, updates: Sequence[FileUpdate]) -> tuple[list[int], list[list[int]]]:
@@ -72,6 +72,8 @@ def _write_file(db: sqlite3.Connection, u: FileUpdate, next_id: int, run_id: int
     """Upsert one file and replace its faces; (old face ids, new face ids)."""
     file_id = _upsert_file(db, u, run_id)
     _replace_photo_hash(db, file_id, u.dhash)
+    if u.sidecars is not None:
+        replace_sidecars(db, file_id, u.sidecars)
     old = carry.read_old(db, file_id)
     db.execute("DELETE FROM faces WHERE file_id = ?", (file_id,))
     ids = list(range(next_id, next_id + len(u.faces)))
