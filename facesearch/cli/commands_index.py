@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.text import Text
 
-from facesearch.cli import output as out
+from facesearch.cli import answers, output as out
 from facesearch.cli.app import (DETECTOR, DEVICE, ENGINES, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app,
                                  check_backend, check_engine, check_index_type, check_keep, check_policy,
                                  check_scope, check_tau)
@@ -41,7 +40,7 @@ def index_cmd(
                                help=" | ".join(ENGINES) + ": this machine's process pool, or Ray Data stages."),
     address: Optional[str] = typer.Option(None, "--address",
                                           help="Ray cluster to join (auto, ray://HOST:10001). [default: start one here]"),
-    json_out: bool = JSON, quiet: bool = QUIET,
+    json_out: bool = JSON, quiet: bool = QUIET, verbose: bool = answers.VERBOSE,
 ) -> None:
     """Find, align and embed every face under PATHS into an index (incremental)."""
     from facesearch.indexing.run import IndexOptions, index_collection
@@ -72,15 +71,7 @@ def index_cmd(
     if json_out:
         out.emit_json(summary)
     else:
-        keys = ["scanned", "new", "updated", "unchanged", "bad", "noface", "failed", "faces", "pruned", "seconds",
-                "files_per_s"]
-        out.stdout().print(out.table(f"index {summary['index']}", ["", "count"], [(k, summary[k]) for k in keys]))
-        if summary["unsupported"]:
-            out.info(out.plain("not read (no decoder for these kinds of file): "
-                               + ", ".join(f"{ext} {n}" for ext, n in summary["unsupported"].items())), quiet)
-        for key, title in (("bad_files", "bad files (skipped)"), ("failed_files", "failed (retried next run)")):
-            if summary[key]:
-                out.stdout().print(out.table(title, ["path", "error"], [(b["path"], b["error"]) for b in summary[key]]))
+        answers.print_index(summary, verbose, quiet)
         _xmp_report(summary, quiet)
     if summary["failed"]:  # not the files' fault: say so with the exit code too
         out.fail(f"{summary['failed']} files failed for a reason other than the file itself",
@@ -124,13 +115,15 @@ def query_cmd(
     sheet: Optional[Path] = typer.Option(None, "--sheet", help="Write a PNG contact sheet."),
     quality_gate: bool = typer.Option(True, "--quality-gate/--no-quality-gate",
                                       help="Leave faces the model cannot read (dark, profile, blurred) unnamed."),
-    json_out: bool = JSON, quiet: bool = QUIET,
+    json_out: bool = JSON, quiet: bool = QUIET, verbose: bool = answers.VERBOSE,
 ) -> None:
     """One-shot identification: the nearest indexed faces for every face in each photo."""
     from facesearch.search.query import QueryOptions, query
 
-    answer = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
-                                                          tau=tau, detector=detector, device=device,
+    # One more match for the table: an indexed query photo finds itself first, and is not listed.
+    answer = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights,
+                                                          top=top if json_out else top + 1, tau=tau,
+                                                          detector=detector, device=device,
                                                           quality_gate=quality_gate))
     results = answer["results"]
     for w in answer["warnings"]:
@@ -139,31 +132,7 @@ def query_cmd(
     if json_out:
         meta = {k: v for k, v in answer.items() if k != "results"}
         return out.emit_json({**results[0], **meta} if len(results) == 1 else answer)
-    con = out.stdout()
-    out.info(f"τ {answer['tau']:.3f}: {answer['tau_source']}", quiet)
-    for r in results:
-        if r.get("error"):
-            out.warn(f"skipped {r['query']}: {r['error']}", quiet)
-        for n, f in enumerate(r["faces"]):
-            rows = [(m["path"], m["label"], m["distance"], m["similarity"], m["box"]) for m in f["matches"]]
-            con.print(out.table(_face_title(r["query"], n, f), ["path", "label", "distance", "cosine", "box"], rows))
-            if not f["identity"] and f["same_person"]:
-                con.print(out.plain(f"same person as: {', '.join(f['same_person'])}"))
-
-
-def _face_title(path: str, n: int, f: dict) -> Text:
-    """``photo face 0 [box] → name (d, FAR, margin)``; ``unknown`` names the nearest candidate."""
-    if f["identity"]:
-        far = "—" if f["far"] is None else f"{'≤' if f['far_is_bound'] else ''}{f['far']:.0e}"
-        who = f"{f['identity']} (d {f['distance']:.3f}, FAR {far}, margin {f['margin']})"
-    elif not f.get("quality_ok", True):
-        who = (f"unknown (face too hard to read to name: quality {f['quality']:.1f} below the gate"
-               + (f"; nearest named: {f['candidate']} at d {f['distance']:.3f})" if f["candidate"] else ")"))
-    elif f["candidate"]:
-        who = f"unknown (nearest named: {f['candidate']} at d {f['distance']:.3f}, beyond τ)"
-    else:
-        who = "unknown (no labelled faces near)"
-    return out.plain(f"{path} face {n} {f['box']} → {who}")
+    answers.print_query(answer, top, verbose, quiet)
 
 
 @app.command("dedupe")
@@ -363,6 +332,9 @@ def serve_cmd(
     allow_index_root: Optional[List[Path]] = typer.Option(
         None, "--allow-index-root", help="A folder POST /api/index may read; repeatable. Default: none "
                                          "(uploaded photos only)."),
+    allow_move_root: Optional[List[Path]] = typer.Option(
+        None, "--allow-move-root", help="A folder the page may move duplicate photos into (under it); repeatable. "
+                                        "Default: none (the page cannot move files)."),
     quiet: bool = QUIET,
 ) -> None:
     """Serve the index: an HTTP API (query, people, dedupe, index jobs) and a web page at /."""
@@ -378,7 +350,8 @@ def serve_cmd(
     from facesearch.service.state import ServeOptions
 
     opts = ServeOptions(index=resolve_index(index), weights=weights, detector=detector, device=device, token=token,
-                        host=host, allow_hosts=tuple(allow_host or ()), index_roots=tuple(allow_index_root or ()))
+                        host=host, allow_hosts=tuple(allow_host or ()), index_roots=tuple(allow_index_root or ()),
+                        move_roots=tuple(allow_move_root or ()))
     app_ = create_app(opts)
     out.info(f"serving {opts.index} on http://{host}:{port}/ (Ctrl-C stops)", quiet)
     uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")

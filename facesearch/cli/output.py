@@ -16,6 +16,7 @@ import sys
 from typing import Any, Callable, Iterable, Sequence
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -55,9 +56,12 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def table(title: str | Text | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    """A Rich table; title and cells are plain text (paths and labels are never read as markup)."""
-    t = Table(title=plain(title) if title is not None else None, show_lines=False)
+def table(title: str | Text | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+          compact: bool = False) -> Table:
+    """A Rich table; title and cells are plain text (paths and labels are never read as markup).
+    ``compact``: no side borders, so that more of an 80-column terminal is left to the cells."""
+    t = Table(title=plain(title) if title is not None else None, show_lines=False,
+              box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact)
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:

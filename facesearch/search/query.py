@@ -30,6 +30,7 @@ from facesearch.photos.load import load_array
 from facesearch.store.face_index import FaceIndex
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.weights_meta import resolve_weights
+from facesearch.search.verdict import add_verdicts
 
 IDENTIFY_K = 50  # neighbours scanned for the nearest labelled faces
 
@@ -108,9 +109,10 @@ class Searcher:
                          k=min(max(top, IDENTIFY_K), max(n_faces, 1)))
             names = names or [str(p) for p in images]
             results = [_query_safe(im, name, ctx, single=len(images) == 1) for im, name in zip(images, names)]
-        return {"results": results, "tau": round(th.name, 4), "tau_same": round(th.same, 4), "tau_source": th.source,
-                "gallery": {"labelled_faces": n_labelled, "faces": n_faces}, "quality_min": self.policy.quality_min,
-                "warnings": [th.warning] if th.warning else []}
+        answer = {"results": results, "tau": round(th.name, 4), "tau_same": round(th.same, 4), "tau_source": th.source,
+                  "gallery": {"labelled_faces": n_labelled, "faces": n_faces}, "quality_min": self.policy.quality_min,
+                  "warnings": [th.warning] if th.warning else []}
+        return add_verdicts(answer, self.policy)  # the answer in words too (verdict.py), numbers unchanged
 
 
 @dataclass
