@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from facesearch.cli import output as out
-from facesearch.cli.app import INDEX, JSON, QUIET, app
+from facesearch.cli.app import INDEX, JSON, QUIET, app, one_of
 from facesearch.cli.output import handle_errors
 from facesearch.core.paths import resolve_index
 
@@ -108,3 +108,44 @@ def remove_face_cmd(ctx: typer.Context, face: int = typer.Argument(..., help="Fa
 
     r = remove_face(_index(ctx, index), face)
     _done(r, json_out, f"face {face} is no longer in person {r['removed_from']}, and will not rejoin it", quiet)
+
+
+@people_app.command("assign")
+@handle_errors
+def assign_cmd(ctx: typer.Context, person: int = typer.Argument(..., help="Person id the faces belong to."),
+               faces: List[int] = typer.Argument(..., help="Face ids (unassigned, or someone else's)."),
+               index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET) -> None:
+    """Sort faces into a person by hand; they stay there (and take the person's name)."""
+    from facesearch.people.persons import assign_faces
+
+    r = assign_faces(_index(ctx, index), person, faces)
+    _done(r, json_out, f"{r['assigned']} faces are now person {person}" + (f" ({r['name']!r})" if r["name"] else ""),
+          quiet)
+
+
+@people_app.command("write-xmp")
+@handle_errors
+def write_xmp_cmd(
+    ctx: typer.Context,
+    person: Optional[List[int]] = typer.Option(None, "--person", help="Only this person (repeatable). "
+                                                                      "[default: every named person]"),
+    embed: bool = typer.Option(False, "--embed/--sidecar",
+                               help="Write into the photos themselves, or (default) into .xmp sidecars beside them."),
+    sidecar_name: str = typer.Option("full", "--sidecar-name", callback=one_of(("full", "stem")),
+                                     help="full: photo.jpg.xmp (digiKam, darktable) | stem: photo.xmp (Lightroom)."),
+    index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET,
+) -> None:
+    """Write named people as XMP face regions (MWG + Microsoft) other photo tools read; `facesearch undo` reverts."""
+    from facesearch.people.xmp_export import XmpExportOptions, write_xmp
+
+    r = write_xmp(XmpExportOptions(index=_index(ctx, index), persons=list(person or []), embed=embed,
+                                   sidecar_name=sidecar_name))
+    for s in r["skipped"]:
+        out.warn(f"skipped {s['path']}: {s['error']}", quiet)
+    for c in r["renamed"]:
+        out.warn(f"{c['path']}: the region named {c['from']!r} is now {c['to']!r}", quiet)
+    message = (f"{r['faces']} faces of {r['people']} people: {r['files_written']} files written "
+               f"({r['files_created']} new), {r['unchanged']} already up to date")
+    if r["journal"]:
+        message += f"; undo: facesearch undo {r['journal']}"
+    _done(r, json_out, message, quiet)

@@ -167,3 +167,38 @@ def remove_face(index: os.PathLike, face_id: int) -> dict:
         if name:
             catalogue.unlabel(db, [int(face_id)], name)
     return {"face_id": int(face_id), "removed_from": person}
+
+
+def assign_faces(index: os.PathLike, person: int, face_ids: list[int]) -> dict:
+    """Sort faces into ``person`` by hand (unassigned ones, or faces of someone else): pinned there, named
+    with its name, and no longer marked "not this person" for it (the user has now said they are)."""
+    moved = sorted({int(f) for f in face_ids})
+    if not moved:
+        raise DataError("no faces to assign", hint="give one or more face ids (facesearch people --json lists them)")
+    with FaceIndex.open(index) as store:
+        try:
+            store.faces(moved)
+        except KeyError:
+            raise DataError(f"faces {moved} are not all in this index", hint="`facesearch people --json` lists them") \
+                from None
+        with store.write_transaction() as db:
+            name = catalogue.check_person(db, person)
+            for face in moved:
+                _leave_for(db, face, int(person))
+            catalogue.pin(db, moved, person)
+            if name:
+                catalogue.relabel(db, moved, name)
+    return {"person": int(person), "name": name, "assigned": len(moved)}
+
+
+def _leave_for(db, face: int, person: int) -> None:
+    """A face leaves its person (and its name) for ``person``, which it is no longer "not"."""
+    try:
+        old, nots = catalogue.not_people(db, face)
+    except DataError:  # never clustered: no row to change yet
+        return
+    if old is not None and old != person:
+        old_name = catalogue.check_person(db, old)
+        if old_name:
+            catalogue.unlabel(db, [face], old_name)
+    catalogue.set_not_people(db, face, nots - {person})

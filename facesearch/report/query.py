@@ -43,30 +43,39 @@ def _query_block(result: dict, n: int, cache: ImageCache) -> str:
 
 
 def _face_row(face: dict, k: int, qpath: str, cache: ImageCache) -> str:
+    """A face's crop with its answer in words (``verdict.py``); the raw figures behind a details toggle."""
     crop, _ = face_thumb(cache, qpath, face.get("box"))
     ident = face.get("identity")
     badge = (f"<span class=\"badge ident\">{esc(str(ident))}</span>" if ident
              else "<span class=\"badge unknown\">unknown</span>")
-    info = (f"detector score {fmt(face.get('score'))}<br>margin {fmt(face.get('margin'))}"
-            f"<br>τ {fmt(face.get('tau'))}<br>quality {fmt(face.get('quality'))}")
-    if not face.get("quality_ok", True):
-        info += "<br><span class=\"err\">too hard to read to name</span>"
+    words = esc(face.get("verdict_text") or (str(ident) if ident else "unknown"))
+    numbers = (f"distance {fmt(face.get('distance'))}<br>FAR {fmt(face.get('far'))}<br>margin {fmt(face.get('margin'))}"
+               f"<br>detector score {fmt(face.get('score'))}<br>quality {fmt(face.get('quality'))}")
+    info = (f"<span class=\"verdict\">{words}</span><br><span class=\"muted\">{esc(face.get('error_rate') or '')}"
+            f"</span><details><summary>numbers</summary>{numbers}</details>")
     colour = BOX_COLOURS[(k - 1) % len(BOX_COLOURS)]  # the colour of its box on the photo
     head = (f"<div class=\"cell\">{img_tag(crop, cls='face', alt=f'face {k}', border=colour)}"
             f"<b>face {k}</b> {badge}<br>{info}</div>")
-    matches = face.get("matches") or []
+    me = os.path.realpath(qpath)  # an indexed query photo finds itself: not a match worth showing
+    matches = [m for m in face.get("matches") or [] if os.path.realpath(str(m.get("path", ""))) != me]
     cells = [_match_cell(m, r, cache) for r, m in enumerate(matches, 1)]
     if not cells:
         cells = ["<div class=\"muted\">no indexed faces</div>"]
     return f"<h3>Face {k}</h3><div class=\"row face-row\">{head}{''.join(cells)}</div>"
 
 
+MATCH_WORDS = {"very likely": "very likely the same", "likely": "likely the same", "": "probably not"}
+
+
 def _match_cell(m: dict, rank: int, cache: ImageCache) -> str:
     thumb, err = face_thumb(cache, m.get("path", ""), m.get("box"))
     label = m.get("label")
     mpath = str(m.get("path", ""))
-    caption = (f"#{rank} d={fmt(m.get('distance'))}<br>sim={fmt(m.get('similarity'))}"
-               f"<br>{esc(str(label)) if label else '<span class=muted>no label</span>'}"
+    words = MATCH_WORDS.get(m.get("verdict") or "", "")
+    caption = (f"#{rank} {esc(str(label)) if label else '<span class=muted>no label</span>'}"
+               + (f"<br>{words}" if "verdict" in m else "")
+               + f"<br><details><summary>numbers</summary>d={fmt(m.get('distance'))}<br>"
+                 f"sim={fmt(m.get('similarity'))}</details>"
                f"<br><span title=\"{esc(mpath, quote=True)}\">{esc(short_path(mpath))}</span>")
     if err:
         caption += f"<br><span class=\"err\">{esc(err)}</span>"

@@ -5,7 +5,8 @@ the index read-only, so faces a CLI ``index`` run commits meanwhile are found wi
 Answers are the library's own JSON (``POST /api/query`` is ``query --json`` for one photo).
 
 The app is assembled here from its parts: ``routes_query`` (page, health, query, thumbnails),
-``routes_people`` (people, naming, duplicates), ``routes_index`` (index jobs, run one at a time by
+``routes_people`` (people and their corrections), ``routes_dedupe`` (duplicates, moving copies
+away, undo), ``routes_index`` (index jobs, run one at a time by
 ``jobs``), request bodies and uploads in ``bodies``, and in front of them all ``security``: the
 ``Host`` allow-list, the token, same-origin and content-type checks (``docs/security.md``). The
 CLI binds 127.0.0.1 unless told otherwise, and refuses any other address without a token. Errors
@@ -18,7 +19,7 @@ from fastapi import FastAPI
 
 from facesearch.core.errors import DataError
 from facesearch.search.query import Searcher
-from facesearch.service import routes_index, routes_people, routes_query, security
+from facesearch.service import routes_dedupe, routes_index, routes_people, routes_query, security
 from facesearch.service.state import ServeOptions, Service
 
 
@@ -36,6 +37,6 @@ def create_app(opts: ServeOptions, searcher: Searcher | None = None) -> FastAPI:
     # Bound to every address (behind a token, check_bind): any IP literal names us; DNS names must be listed.
     any_ip = opts.host.strip("[]") in security.WILDCARD
     security.install(app, security.host_names(opts.host, opts.allow_hosts), any_ip, opts.token)
-    for module in (routes_query, routes_people, routes_index):
+    for module in (routes_query, routes_people, routes_dedupe, routes_index):
         app.include_router(module.router)
     return app

@@ -1,109 +1,59 @@
-"""The page ``facesearch serve`` shows at ``/``: drop a photo, see its faces boxed and their matches;
-browse people; review duplicate groups. Plain HTML and a little JavaScript, no CDN, no fetch
-beyond this server. User text is inserted with ``textContent``, never as markup."""
+"""The page ``facesearch serve`` shows at ``/``: a full client of the service, with a URL per view.
 
-PAGE = r"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>facesearch</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
+- ``/#search`` (and ``/#face=ID``): drop a photo, see its faces boxed and the answer in words;
+- ``/#people``: everyone, merge two, sort the unassigned faces;
+- ``/#person=ID``: one person's photos: name, split faces off, "not this person", merge;
+- ``/#duplicates``: duplicate photos side by side, choose per group, move (after a confirmation), undo.
+
+Plain HTML and JavaScript (``page_js.py``), no CDN, no fetch beyond this server. User text is inserted
+with ``textContent``, never as markup. A token given as ``/?token=…`` travels with every call (the
+hash of a view's URL leaves the query string alone). Everything is reachable by keyboard: views are
+links (``accesskey`` s, p, d), faces are checkboxes, forms submit on Enter.
+"""
+
+from facesearch.service.page_js import SCRIPT
+
+STYLE = r"""
 body{font:14px system-ui,sans-serif;margin:0;background:#f6f6f4;color:#222}
 header{background:#223;color:#fff;padding:10px 16px}header b{font-size:18px}
-nav button{margin-right:6px}main{padding:16px}
+nav a{color:#fff;margin-right:14px;text-decoration:none;padding:2px 6px;border-radius:4px}
+nav a[aria-current=page]{background:#556}main{padding:16px}
+:focus-visible{outline:3px solid #f90;outline-offset:2px}
 #drop{border:2px dashed #889;border-radius:8px;padding:28px;text-align:center;background:#fff;cursor:pointer}
-#drop.over{background:#eef}.muted{color:#777}.err{color:#b00}
+#drop.over{background:#eef}.muted{color:#666}.err{color:#b00}.ok{color:#070}
 .wrap{position:relative;display:inline-block;margin-top:12px}.wrap img{max-width:640px;max-height:480px;display:block}
 .box{position:absolute;border:2px solid #e33;box-sizing:border-box}
 .box span{position:absolute;left:0;top:-18px;background:#e33;color:#fff;font-size:12px;padding:0 3px;white-space:nowrap}
-.face{background:#fff;border-radius:8px;padding:10px;margin:10px 0}.row{display:flex;flex-wrap:wrap;gap:8px}
-.cell{font-size:12px;width:120px;overflow:hidden}.cell img{width:112px;height:112px;object-fit:cover;border-radius:4px}
-</style></head><body>
-<header><b>facesearch</b> <span id="health" class="muted"></span>
-<nav style="margin-top:6px"><button data-tab="search">Search</button><button data-tab="people">People</button>
-<button data-tab="dedupe">Duplicates</button></nav></header>
-<main>
-<section id="search"><div id="drop">Drop a photo here, or click to choose one
-<input id="file" type="file" accept="image/*" hidden></div>
-<div id="status" class="muted"></div><div id="result"></div></section>
-<section id="people" hidden><div id="people-list" class="muted">loading…</div></section>
-<section id="dedupe" hidden><div id="dedupe-list" class="muted">loading…</div></section>
-</main>
-<script>
-const token = new URLSearchParams(location.search).get("token");
-const auth = token ? {"Authorization": "Bearer " + token} : {};
-const withToken = u => token ? u + (u.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token) : u;
-const el = (tag, text, cls) => { const e = document.createElement(tag); if (text !== undefined) e.textContent = text;
-  if (cls) e.className = cls; return e; };
-async function api(path, opts) {
-  const r = await fetch(path, Object.assign({headers: auth}, opts || {}));
-  const body = await r.json();
-  if (!r.ok) throw new Error(body.error + (body.hint ? " (" + body.hint + ")" : ""));
-  return body;
-}
-function thumb(faceId) { const i = el("img"); i.src = withToken("/api/faces/" + faceId + "/thumb"); i.alt = "face " + faceId;
-  i.title = "search with this face"; i.style.cursor = "pointer"; i.onclick = () => searchFace(faceId); return i; }
-async function searchFace(faceId) {  // an indexed face as the query photo: "who else is this?"
-  const r = await fetch(withToken("/api/faces/" + faceId + "/thumb?size=320"));
-  if (!r.ok) { document.getElementById("status").textContent = "no face " + faceId; return; }
-  show("search"); search(new File([await r.blob()], "face " + faceId + ".jpg", {type: "image/jpeg"}));
-}
-api("/api/health").then(h => { document.getElementById("health").textContent =
-  h.faces + " faces, " + h.labelled_faces + " named"; }).catch(e => { document.getElementById("health").textContent = e.message; });
-const drop = document.getElementById("drop"), file = document.getElementById("file");
-drop.onclick = () => file.click();
-drop.ondragover = e => { e.preventDefault(); drop.classList.add("over"); };
-drop.ondragleave = () => drop.classList.remove("over");
-drop.ondrop = e => { e.preventDefault(); drop.classList.remove("over"); if (e.dataTransfer.files[0]) search(e.dataTransfer.files[0]); };
-file.onchange = () => { if (file.files[0]) search(file.files[0]); };
-async function search(f) {
-  const status = document.getElementById("status"), out = document.getElementById("result");
-  status.textContent = "searching…"; out.replaceChildren();
-  const form = new FormData(); form.append("image", f); form.append("top", "5");
-  let r;
-  try { r = await api("/api/query", {method: "POST", body: form}); }
-  catch (e) { status.textContent = ""; out.append(el("p", e.message, "err")); return; }
-  status.textContent = r.faces.length + " face(s); τ " + r.tau + " (" + r.tau_source + ")";
-  const wrap = el("div", undefined, "wrap"), img = el("img"); img.src = URL.createObjectURL(f); wrap.append(img); out.append(wrap);
-  img.onload = () => r.faces.forEach((face, k) => {
-    const s = img.width / img.naturalWidth, b = face.box, box = el("div", undefined, "box");
-    Object.assign(box.style, {left: b[0] * s + "px", top: b[1] * s + "px", width: (b[2] - b[0]) * s + "px", height: (b[3] - b[1]) * s + "px"});
-    box.append(el("span", (k + 1) + ": " + (face.identity || "unknown"))); wrap.append(box); });
-  r.faces.forEach((face, k) => {
-    const card = el("div", undefined, "face face-result");
-    let who = face.identity ? face.identity + " (d " + face.distance + ")" :
-      (face.quality_ok === false ? "unknown: too hard to read to name" : "unknown" + (face.candidate ? " (nearest named: " + face.candidate + ")" : ""));
-    card.append(el("b", "face " + (k + 1) + " → " + who));
-    const row = el("div", undefined, "row");
-    face.matches.forEach(m => { const c = el("div", undefined, "cell"); c.append(thumb(m.face_id), el("div", (m.label || "—") + " · d " + m.distance));
-      c.append(el("div", m.path.split("/").pop(), "muted")); row.append(c); });
-    card.append(row); out.append(card); });
-  document.body.dataset.faces = String(r.faces.length);  // for a headless browser: the answer arrived
-}
-async function loadPeople() {
-  const box = document.getElementById("people-list");
-  try { const r = await api("/api/people"); box.replaceChildren(); box.className = "";
-    r.people.forEach(p => { const card = el("div", undefined, "face"), h = el("b", "person " + p.id + ": " + (p.name || "unnamed") + " · " + p.faces.length + " faces");
-      const row = el("div", undefined, "row"); p.faces.slice(0, 12).forEach(f => row.append(thumb(f.face_id)));
-      card.append(h, row); box.append(card); });
-    box.append(el("p", r.unassigned.length + " unassigned faces", "muted")); }
-  catch (e) { box.textContent = e.message; box.className = "err"; }
-}
-async function loadDedupe() {
-  const box = document.getElementById("dedupe-list");
-  try { const r = await api("/api/dedupe"); box.replaceChildren(); box.className = "";
-    box.append(el("p", r.n_groups + " groups at τ " + r.tau + " (report only)", "muted"));
-    r.groups.slice(0, 100).forEach((g, n) => { const card = el("div", undefined, "face"), row = el("div", undefined, "row");
-      card.append(el("b", "group " + (n + 1) + ": keep " + (g.keeper || "").split("/").pop()));
-      g.members.forEach(m => { const c = el("div", undefined, "cell"); if (m.face_id !== undefined) c.append(thumb(m.face_id));
-        c.append(el("div", (m.path || "").split("/").pop())); row.append(c); });
-      card.append(row); box.append(card); }); }
-  catch (e) { box.textContent = e.message; box.className = "err"; }
-}
-function show(tab) {
-  document.querySelectorAll("main section").forEach(s => s.hidden = s.id !== tab);
-  if (tab === "people") loadPeople(); if (tab === "dedupe") loadDedupe();
-}
-document.querySelectorAll("nav button").forEach(b => b.onclick = () => show(b.dataset.tab));
-const link = location.hash.match(/^#face=(\d+)$/);  // /#face=ID: search with an indexed face
-if (link) searchFace(link[1]);
-</script></body></html>
+.card{background:#fff;border-radius:8px;padding:10px;margin:10px 0}.row{display:flex;flex-wrap:wrap;gap:8px}
+.cell,.tile{font-size:12px;width:120px;overflow:hidden;word-break:break-all}
+.cell img,.tile img{width:112px;height:112px;object-fit:cover;border-radius:4px;display:block}
+.tile{position:relative;cursor:pointer;border:2px solid transparent;border-radius:6px;padding:2px}
+.tile input{position:absolute;left:6px;top:6px;width:18px;height:18px}
+.tile:has(input:checked){border-color:#36c;background:#eef}
+.dup{display:flex;gap:12px;flex-wrap:wrap}.dup label{width:250px;cursor:pointer;border:2px solid #ddd;border-radius:6px;
+ padding:4px;font-size:12px;word-break:break-all}.dup label:has(input:checked){border-color:#070;background:#efe}
+.dup img{width:240px;height:180px;object-fit:contain;background:#eee;display:block}
+.keep{background:#070;color:#fff;border-radius:3px;padding:0 4px}
+.verdict{font-size:16px}.tools{margin:8px 0;display:flex;gap:8px;flex-wrap:wrap;align-items:center}
+#confirm{position:fixed;left:50%;top:30%;transform:translateX(-50%);background:#fff;border:2px solid #223;
+ border-radius:8px;padding:16px 20px;box-shadow:0 6px 30px #0005;max-width:560px;z-index:9}
+button{font:inherit;padding:3px 10px}details{margin-top:4px}
 """
+
+BODY = r"""<header><b>facesearch</b> <span id="health" class="muted"></span>
+<nav style="margin-top:6px"><a href="#search" accesskey="s">Search</a><a href="#people" accesskey="p">People</a>
+<a href="#duplicates" accesskey="d">Duplicates</a></nav></header>
+<main>
+<section id="search"><div id="drop" tabindex="0" role="button">Drop a photo here, or click to choose one
+<input id="file" type="file" accept="image/*" hidden></div>
+<div id="status" class="muted" aria-live="polite"></div><div id="result"></div></section>
+<section id="people" hidden><div id="people-list" class="muted">loading…</div></section>
+<section id="person" hidden><div id="person-view" class="muted">loading…</div></section>
+<section id="duplicates" hidden><div id="dup-list" class="muted">loading…</div></section>
+<div id="confirm" role="dialog" aria-modal="true" hidden><p id="confirm-text"></p>
+<button id="confirm-yes">Yes, do it</button> <button id="confirm-no">Cancel</button></div>
+</main>"""
+
+PAGE = ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>facesearch</title>\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<style>" + STYLE + "</style></head>"
+        "<body>\n" + BODY + "\n<script>" + SCRIPT + "</script></body></html>\n")

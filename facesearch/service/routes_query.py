@@ -28,7 +28,8 @@ def page() -> str:
 def health(s: Service = Depends(service)) -> dict:
     with FaceIndex.open(s.index, readonly=True) as store:
         return {"status": "ok", "model_id": s.searcher.model_id, "index": str(s.index),
-                "faces": store.count(), "labelled_faces": store.count_labelled()}
+                "faces": store.count(), "labelled_faces": store.count_labelled(),
+                "move_roots": [str(r) for r in s.opts.move_roots]}  # where the page may move duplicates
 
 
 @router.post("/api/query")
@@ -60,6 +61,25 @@ def thumb(face_id: int, size: int = 160, s: Service = Depends(service)) -> Respo
     return Response(thumbnail(s.index, face_id, min(max(size, 16), 512)), media_type="image/jpeg")
 
 
+@router.get("/api/photos/thumb")
+def photo_thumb(path: str, size: int = 240, s: Service = Depends(service)) -> Response:
+    """A JPEG of a whole indexed photo (duplicate photos are compared whole); any other path is 404."""
+    from facesearch.photos.load import load_image
+    from facesearch.report.html import fit
+
+    with FaceIndex.open(s.index, readonly=True) as store:
+        known = "\x00" not in path and bool(store.file_info(path))
+    if not known:
+        raise HTTPException(404, "no such photo in the index")
+    return Response(_jpeg(fit(load_image(path), min(max(size, 16), 640))), media_type="image/jpeg")
+
+
+def _jpeg(img) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
 def thumbnail(index, face_id: int, size: int) -> bytes:
     """A JPEG crop of an indexed face; nothing that is not a face of the index is ever read."""
     from facesearch.photos.load import load_image
@@ -72,7 +92,4 @@ def thumbnail(index, face_id: int, size: int) -> bytes:
             row = store.faces([face_id])[0]
         except KeyError:
             raise HTTPException(404, f"no face {face_id} in the index") from None
-    img = fit(crop_face(load_image(row.path), row.box), size)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
+    return _jpeg(fit(crop_face(load_image(row.path), row.box), size))

@@ -31,6 +31,7 @@ class ServeOptions:
     host: str = "127.0.0.1"  # the bound address: a name the service answers to besides loopback's
     allow_hosts: tuple[str, ...] = ()  # more Host names to answer to (a LAN name, a proxy's)
     index_roots: tuple[os.PathLike, ...] = ()  # folders POST /api/index may read; none: uploads only
+    move_roots: tuple[os.PathLike, ...] = ()  # folders POST /api/dedupe/apply may move copies into; none: no moves
 
 
 class Service:
