@@ -1,4 +1,4 @@
-"""Write-ahead journal for file moves: every destructive batch can be undone.
+"""Write-ahead journal for file moves and rewrites: every destructive batch can be undone.
 
 ``dedupe`` moves duplicate photos away, or replaces them by a symlink to their
 keeper. Each move is recorded in the journal (:mod:`facesearch.core.journal_file`,
@@ -25,6 +25,9 @@ from facesearch.core.errors import FacesearchError, os_reason
 from facesearch.core.journal_file import append, create_journal, read_journal
 from facesearch.core.safe_move import (
     check_move, is_regular, missing_dirs, part_path, remove, same_content, transfer,
+)
+from facesearch.core.safe_write import (
+    backup_path, check_writable, digest, digest_bytes, keep_backup, replace_bytes, undo_write,
 )
 
 
@@ -84,6 +87,29 @@ class MoveJournal:
         self._link(n, path, target, backup)
         self._append({"type": "done", "n": n, "via": via})
         return {"path": str(path), "target": str(target), "backup": str(backup), "n": n, "via": via}
+
+    def write(self, path: os.PathLike, data: bytes) -> dict:
+        """Replace the file ``path`` by ``data`` (or create it), so that :func:`undo` puts its old bytes
+        back (or removes the file this created). The old bytes are first copied, verified, beside the
+        journal (:func:`~facesearch.core.safe_write.backup_path`). Returns ``{"path", "n", "created"}``.
+        """
+        path = _abspath(path)
+        check_writable(path)
+        n, self._n = self._n, self._n + 1
+        old = digest(path)
+        backup = backup_path(self._path, n) if old is not None else None
+        self._append({"type": "intent", "n": n, "kind": "write", "src": str(path), "dst": backup and str(backup),
+                      "old": old, "new": digest_bytes(data)})
+        try:
+            if backup is not None:
+                keep_backup(path, backup)
+            replace_bytes(path, data)
+        except OSError as e:
+            self._failed(n, e)
+            raise FacesearchError(f"could not write {path}: {os_reason(e)}",
+                                  hint=f"{path} is unchanged; {self._undo_hint()}") from e
+        self._append({"type": "done", "n": n})
+        return {"path": str(path), "n": n, "created": old is None}
 
     def _intent(self, kind: str, src: Path, dst: Path, **extra) -> tuple[int, Path]:
         """Journal what is about to happen, durably, before anything on disk changes."""
@@ -163,6 +189,8 @@ def undo(journal_path: os.PathLike) -> dict:
 
 def _undo_intent(rec: dict, jid: str, tally: dict) -> None:
     """Revert one intent, whatever stage it reached; an I/O error becomes a conflict, not a stop."""
+    if rec.get("kind") == "write":
+        return _undo_write(rec, tally)
     src, dst = Path(rec["src"]), Path(rec["dst"])
     back = part_path(src, f"undo-{jid}-{rec['n']}")  # the return trip's part file, beside src
     try:
@@ -175,6 +203,17 @@ def _undo_intent(rec: dict, jid: str, tally: dict) -> None:
                 os.rmdir(folder)
     except OSError as e:
         _conflict(tally, rec, f"could not restore: {os_reason(e)}")
+
+
+def _undo_write(rec: dict, tally: dict) -> None:
+    try:
+        outcome, reason = undo_write(rec)
+    except OSError as e:
+        outcome, reason = "conflict", f"could not restore: {os_reason(e)}"
+    if outcome == "conflict":
+        _conflict(tally, rec, reason)
+    else:
+        tally[outcome] += 1
 
 
 def _remove_link(rec: dict, tally: dict) -> bool:

@@ -60,6 +60,9 @@ def merge_regions(data: bytes, frame: Frame, faces: list[NamedFace], same_face: 
     _merge_mwg(keys, frame, faces, same_face, changes, result)
     if microsoft:
         _merge_mp(keys, frame, faces, same_face, changes)
+    # Only what differs: exiv2 may order a packet's properties anew, so a rewrite that changes no value
+    # would still change bytes (and make a journal entry, and a sidecar that looks edited).
+    changes = {k: v for k, v in changes.items() if keys.get(k) != v}
     if not changes:
         return result
     img = pyexiv2.ImageData(data)

@@ -171,3 +171,19 @@ def listing(store: FaceIndex) -> dict:
             people.setdefault(pid, {"id": pid, "name": name, "faces": []})["faces"].append(face)
     ordered = sorted(people.values(), key=lambda p: (-len(p["faces"]), p["name"] is None, p["id"]))
     return {"people": ordered, "unassigned": unassigned}
+
+
+def named_faces(store: FaceIndex, persons: list[int] | None = None) -> list[tuple[str, tuple, int, str]]:
+    """``(path, box, person_id, name)`` of every face of a named person (of ``persons`` only, when given),
+    by path; DataError for an unknown or unnamed person in ``persons``."""
+    if persons:
+        with store.read_transaction() as db:
+            for p in persons:
+                if check_person(db, p) is None:
+                    raise DataError(f"person {p} has no name to write",
+                                    hint=f"name it first: facesearch people name {p} NAME")
+    rows = _read(store, "SELECT fi.path, fa.x1, fa.y1, fa.x2, fa.y2, p.id, p.name FROM faces fa "
+                        "JOIN files fi ON fi.id = fa.file_id JOIN face_people fp ON fp.face_id = fa.id "
+                        "JOIN people p ON p.id = fp.person_id WHERE p.name IS NOT NULL ORDER BY fi.path, fa.id")
+    wanted = set(persons or ())
+    return [(from_db(r[0]), tuple(r[1:5]), r[5], r[6]) for r in rows if not wanted or r[5] in wanted]
