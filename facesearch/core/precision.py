@@ -1,46 +1,80 @@
 """The arithmetic a network runs in: one rule for the embedder and the detector.
 
 ``precision`` (an argument, else ``$FACESEARCH_PRECISION``, else ``auto``):
-``auto`` autocasts to fp16 on CUDA and to bf16 on a CPU with native bf16
-(AVX512-BF16 or AMX, where it is faster rather than emulated); ``fp32`` never
-autocasts; ``bf16`` always does. What each network gains and how far its outputs
-move is measured in ``docs/benchmarks.md``.
+``auto`` runs fp16 on CUDA and bf16 on a CPU with native bf16 (AVX512-BF16 or AMX, where it
+is faster rather than emulated), fp32 elsewhere; ``fp32`` always runs fp32; ``bf16`` asks
+for bf16 (a runtime without native bf16 falls back to fp32). What each network gains and how
+far its outputs move is measured in ``docs/benchmarks.md``.
+
+Torch-free at import: the CPU inference path (:mod:`facesearch.core.runtime`) asks
+:func:`cpu_precision` without loading torch; the torch helpers (:func:`autocast_dtype`,
+:func:`autocast`) import it when called, for the CUDA and training paths.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-
-import torch
+import sys
 
 from facesearch.core.errors import FacesearchError
 
 PRECISIONS = ("auto", "fp32", "bf16")
+# The /proc/cpuinfo flags of native bf16 maths (torch checks the same two).
+BF16_FLAGS = ("avx512_bf16", "amx_tile")
 
 
+def requested_precision(precision: str | None = None) -> str:
+    """``precision``, else ``$FACESEARCH_PRECISION``, else ``auto``; a clear error for anything else."""
+    precision = precision or os.environ.get("FACESEARCH_PRECISION") or "auto"
+    if precision not in PRECISIONS:
+        raise FacesearchError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+@functools.cache
 def cpu_has_bf16() -> bool:
-    """Native bf16 matrix maths on this CPU (where bf16 autocast is faster, not emulated)."""
+    """Native bf16 matrix maths on this CPU (where bf16 is faster, not emulated)."""
+    if sys.platform.startswith("linux"):
+        try:
+            with open("/proc/cpuinfo") as f:
+                flags = next((line for line in f if line.startswith("flags")), "").split()
+            return any(flag in flags for flag in BF16_FLAGS)
+        except OSError:
+            pass
+    if "torch" not in sys.modules:
+        return False  # elsewhere only torch can tell, and the CPU path must not import it to ask
+    import torch
+
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None) or getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(check and check())
 
 
-def autocast_dtype(device: torch.device, precision: str | None = None) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` (default ``$FACESEARCH_PRECISION``, else auto) on ``device``."""
-    precision = precision or os.environ.get("FACESEARCH_PRECISION") or "auto"
-    if precision not in PRECISIONS:
-        raise FacesearchError(f"unknown precision {precision!r}", hint=f"use one of {', '.join(PRECISIONS)}")
+def cpu_precision(precision: str | None = None) -> str:
+    """``bf16`` or ``fp32``: what a network on this CPU runs in under ``precision``."""
+    precision = requested_precision(precision)
+    return "bf16" if precision == "bf16" or (precision == "auto" and cpu_has_bf16()) else "fp32"
+
+
+def autocast_dtype(device, precision: str | None = None):
+    """The torch autocast dtype for ``precision`` on ``device`` (None: no autocast)."""
+    import torch
+
+    precision = requested_precision(precision)
     if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return None
     if device.type == "cuda":
         return torch.float16 if precision == "auto" else torch.bfloat16
-    return torch.bfloat16 if precision == "bf16" or cpu_has_bf16() else None
+    return torch.bfloat16 if cpu_precision(precision) == "bf16" else None
 
 
-def precision_name(dtype: torch.dtype | None) -> str:
+def precision_name(dtype) -> str:
     """``bf16``, ``fp16`` or ``fp32`` for an autocast dtype (None: no autocast)."""
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+    return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(dtype), "fp32")
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None):
+def autocast(device, dtype):
     """A context that autocasts to ``dtype`` on ``device`` (does nothing for None)."""
+    import torch
+
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)

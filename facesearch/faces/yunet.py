@@ -1,4 +1,5 @@
-"""YuNet face detector (OpenCV Zoo ``face_detection_yunet_2023mar_int8bq``) in PyTorch.
+"""YuNet face detector (OpenCV Zoo ``face_detection_yunet_2023mar_int8bq``): ported to PyTorch, run
+by the inference runtime on a CPU (:func:`open_yunet`).
 
 YuNet (Shiqi Yu et al., libfacedetection) is a tiny anchor-free detector: a
 depthwise-separable backbone, a 3-level FPN neck and per-level heads giving a
@@ -29,33 +30,42 @@ threshold 0.9 drops some clear faces, 0.6 (the default here) keeps them.
 from __future__ import annotations
 
 import os
+from importlib import import_module
 
 import numpy as np
-import torch
 
 from facesearch.core.errors import FacesearchError
-from facesearch.core.precision import autocast, autocast_dtype
 from facesearch.faces.yunet_decode import batched_nms, decode, nms, postprocess  # noqa: F401  (re-exported)
-from facesearch.faces.yunet_net import (  # noqa: F401  (re-exported)
-    DIVISOR, STRIDES, WEIGHTS_NAME, YuNet, dequantize_state, find_yunet_weights, load_yunet)
+from facesearch.faces.yunet_runtime import (  # noqa: F401  (re-exported)
+    DIVISOR, OUTPUTS, STRIDES, WEIGHTS_NAME, find_yunet_weights, open_network)
 
-# The network (yunet_net) and its decoding (yunet_decode) live beside this module; their public
-# names are importable from here, the one entry point to YuNet.
+# The network's contract and runtime (yunet_runtime), its decoding (yunet_decode) and its torch
+# module (yunet_net, loaded only when asked for) live beside this module; their public names are
+# importable from here, the one entry point to YuNet.
 __all__ = [
     "DIVISOR",
     "STRIDES",
     "WEIGHTS_NAME",
     "YuNet",
     "YuNetDetector",
+    "YuNetRuntimeDetector",
     "batched_nms",
     "decode",
     "dequantize_state",
     "find_yunet_weights",
     "load_yunet",
     "nms",
+    "open_yunet",
     "pad_to_divisor",
     "postprocess",
 ]
+_TORCH_NAMES = ("YuNet", "dequantize_state", "load_yunet")
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:  # the torch network: imported on first use, never on the CPU path
+        return getattr(import_module("facesearch.faces.yunet_net"), name)
+    raise AttributeError(f"module 'facesearch.faces.yunet' has no attribute {name!r}")
 
 
 def pad_to_divisor(n: int) -> int:
@@ -88,19 +98,18 @@ def _canvas(images: list[np.ndarray]) -> tuple[np.ndarray, list[tuple[int, int]]
     return canvas, sizes
 
 
-class YuNetDetector:
-    """``cv2.FaceDetectorYN`` in PyTorch: same rows (see the module docstring) from an RGB image."""
+def open_yunet(weights: str | os.PathLike | None = None, precision: str | None = None, device: str = "cpu",
+               runtime: str | None = None):
+    """The product's YuNet: on a CPU its exported network on the runtime (no torch), else torch."""
+    if device == "cpu":
+        net = open_network(weights, precision, runtime)
+        if net is not None:
+            return YuNetRuntimeDetector(net)
+    return YuNetDetector(weights, device, precision)
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-                 precision: str | None = "fp32"):
-        """``precision`` (:mod:`facesearch.core.precision`; None: ``$FACESEARCH_PRECISION`` or auto):
-        fp32, the default, is OpenCV's arithmetic; bf16 on a 1024 px photo is ~2x faster on a CPU
-        with native bf16 and finds the same faces, boxes within ~1 % of their width
-        (docs/benchmarks.md)."""
-        self.device = torch.device(device)
-        self.autocast = autocast_dtype(self.device, precision)
-        # Channels-last (NHWC) suits the depthwise convs and is the layout the pixels arrive in.
-        self.model = load_yunet(weights).to(self.device, memory_format=torch.channels_last)
+
+class _Rows:
+    """What both detectors share: images to a padded BGR canvas, outputs to OpenCV's rows."""
 
     def detect(self, image_rgb: np.ndarray, score_threshold: float = 0.6, nms_threshold: float = 0.3,
                top_k: int = 5000) -> np.ndarray:
@@ -109,11 +118,10 @@ class YuNetDetector:
 
     def detect_batch(self, images: list[np.ndarray], score_threshold: float = 0.6, nms_threshold: float = 0.3,
                      top_k: int = 5000) -> list[np.ndarray]:
-        """Faces in several images with one forward pass; the same rows as :meth:`detect` on each.
+        """Faces in several images; the same rows as :meth:`detect` on each.
 
         Every image is zero-padded bottom/right onto one canvas (the largest padded size); each
-        keeps its own padded extent (see ``YuNet.forward``'s ``sizes``), so nothing leaks between
-        the canvas and the image.
+        keeps its own padded extent, so nothing leaks between the canvas and the image.
         """
         bgr = [_to_bgr(im) for im in images]
         live = [i for i, a in enumerate(bgr) if a.shape[0] and a.shape[1]]  # OpenCV returns nothing for empty
@@ -121,14 +129,70 @@ class YuNetDetector:
         if not live:
             return result
         canvas, sizes = _canvas([bgr[i] for i in live])
+        rows, owner = decode(self.outputs(canvas, sizes), canvas.shape[1:3], score_threshold, sizes)
+        per_image = postprocess(rows, owner, len(live), score_threshold, nms_threshold, top_k)
+        for j, i in enumerate(live):
+            result[i] = per_image[j]
+        return result
+
+    def outputs(self, canvas: np.ndarray, sizes: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class YuNetRuntimeDetector(_Rows):
+    """YuNet's exported network on the inference runtime (:func:`open_yunet`): no torch."""
+
+    def __init__(self, net):
+        self.net = net
+        self.precision = net.precision
+
+    def outputs(self, canvas: np.ndarray, sizes: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+        """Head outputs for the whole canvas. Images of one padded size share a forward pass; each
+        size runs apart, so every image sees exactly the zero padding it sees alone."""
+        B, H, W = canvas.shape[:3]
+        out = {}
+        for size in dict.fromkeys(sizes):
+            idx = [b for b, s in enumerate(sizes) if s == size]
+            x = canvas[idx, : size[0], : size[1]].transpose(0, 3, 1, 2).astype(np.float32)
+            for name, y in zip(OUTPUTS, self.net(x)):
+                full = out.setdefault(name, np.zeros((B, H // _stride(name), W // _stride(name), y.shape[-1]),
+                                                     np.float32))
+                full[idx, : size[0] // _stride(name), : size[1] // _stride(name)] = y.reshape(
+                    len(idx), size[0] // _stride(name), size[1] // _stride(name), y.shape[-1])
+        return {k: v.reshape(B, -1, v.shape[-1]) for k, v in out.items()}
+
+
+def _stride(output: str) -> int:
+    return int(output.rsplit("_", 1)[1])
+
+
+class YuNetDetector(_Rows):
+    """``cv2.FaceDetectorYN`` in PyTorch: same rows (see the module docstring) from an RGB image."""
+
+    def __init__(self, weights: str | os.PathLike | None = None, device="cpu", precision: str | None = "fp32"):
+        """``precision`` (:mod:`facesearch.core.precision`; None: ``$FACESEARCH_PRECISION`` or auto):
+        fp32, the default, is OpenCV's arithmetic; bf16 on a 1024 px photo is ~2x faster on a CPU
+        with native bf16 and finds the same faces, boxes within ~1 % of their width
+        (docs/benchmarks.md)."""
+        import torch
+
+        from facesearch.core.precision import autocast_dtype
+        from facesearch.faces.yunet_net import load_yunet
+
+        self.device = torch.device(device)
+        self.autocast = autocast_dtype(self.device, precision)
+        # Channels-last (NHWC) suits the depthwise convs and is the layout the pixels arrive in.
+        self.model = load_yunet(weights).to(self.device, memory_format=torch.channels_last)
+
+    def outputs(self, canvas: np.ndarray, sizes: list[tuple[int, int]]) -> dict[str, np.ndarray]:
+        """One forward pass over the canvas (``YuNet.forward``'s ``sizes`` hide the padding)."""
+        import torch
+
+        from facesearch.core.precision import autocast
+
         x = torch.from_numpy(canvas).to(self.device).permute(0, 3, 1, 2).float()  # NCHW view of NHWC memory
         with torch.inference_mode():
             with autocast(self.device, self.autocast):
                 out = self.model(x, sizes)
             # Decoding in float32: exp() of the box sizes and the score threshold want full precision.
-            rows, owner = decode({k: v.float() for k, v in out.items()}, canvas.shape[1:3], score_threshold, sizes)
-        per_image = postprocess(rows.cpu().numpy(), owner.cpu().numpy(), len(live), score_threshold,
-                                nms_threshold, top_k)
-        for j, i in enumerate(live):
-            result[i] = per_image[j]
-        return result
+            return {k: v.float().cpu().numpy() for k, v in out.items()}

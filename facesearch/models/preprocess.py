@@ -1,9 +1,10 @@
 """The one preprocessing function, shared by training and inference.
 
 A face image (already aligned/cropped, any size, greyscale or colour) becomes a
-normalised CHW float tensor of the model's input size. Greyscale is replicated
-to three channels so greyscale datasets (Yale, ORL) and colour photos share a
-model.
+normalised CHW float array of the model's input size: numpy for the inference runtime
+(:func:`preprocess_array`), a torch tensor for training and the CUDA path (:func:`preprocess`).
+Greyscale is replicated to three channels so greyscale datasets (Yale, ORL) and colour photos
+share a model.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from facesearch.models.config import EmbedderConfig
@@ -33,14 +33,21 @@ def _to_rgb_array(img: ImageLike, size: int) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def preprocess(images: Sequence[ImageLike], config: EmbedderConfig) -> torch.Tensor:
-    """Turn face images into a normalised (N, 3, S, S) float32 tensor for ``config``."""
+def preprocess_array(images: Sequence[ImageLike], config: EmbedderConfig) -> np.ndarray:
+    """Turn face images into a normalised (N, 3, S, S) float32 array for ``config`` (no torch)."""
     size = config.input_size
     batch = np.stack([_to_rgb_array(im, size) for im in images]).astype(np.float32) / 255.0
     mean = np.asarray(config.mean, dtype=np.float32)
     std = np.asarray(config.std, dtype=np.float32)
     batch = (batch - mean) / std
-    return torch.from_numpy(batch.transpose(0, 3, 1, 2).copy())
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+def preprocess(images: Sequence[ImageLike], config: EmbedderConfig):
+    """:func:`preprocess_array` as a torch tensor (training, the torch inference path)."""
+    import torch
+
+    return torch.from_numpy(preprocess_array(images, config))
 
 
 def brighten_dark(chip: np.ndarray, below: float, mean: float) -> np.ndarray:
@@ -60,6 +67,6 @@ def brighten_dark(chip: np.ndarray, below: float, mean: float) -> np.ndarray:
     return lut[chip]
 
 
-def preprocess_one(image: ImageLike, config: EmbedderConfig) -> torch.Tensor:
+def preprocess_one(image: ImageLike, config: EmbedderConfig):
     """Preprocess a single image to (3, S, S); used inside training datasets."""
     return preprocess([image], config)[0]

@@ -12,24 +12,32 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from facesearch.core.atomic import atomic_path, atomic_write_json
 from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.core.modelfiles import (  # noqa: F401  (re-exported)
     DEFAULT_WEIGHTS_NAME, sha256_file, shipped_weights_dir, weights_dirs)
 from facesearch.models.config import EmbedderConfig
-from facesearch.models.factory import Embedder, create_embedder
-from facesearch.models.fused import FUSED, load_fused
+from facesearch.models.fusion import FUSED
 from facesearch.models.weights_meta import model_id, read_meta, resolve_weights  # noqa: F401  (re-exported)
 
+if TYPE_CHECKING:
+    from facesearch.models.factory import Embedder
 
-def save_weights(model: Embedder, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
+# Torch, safetensors' torch reader and the model builders load inside the functions that build
+# torch modules: the inference runtime (models.runtime) checks weights through this module
+# without them.
+
+
+def save_weights(model: "Embedder", path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write ``path``.safetensors and ``path``.json atomically; return the JSON path.
 
     The tensors are written first and the JSON (which names their checksum) last,
     so an interrupted save never leaves a JSON pointing at half-written tensors.
     """
+    from safetensors.torch import save_file
+
     stem = Path(path)
     if stem.suffix in (".json", ".safetensors"):
         stem = stem.with_suffix("")
@@ -45,16 +53,21 @@ def save_weights(model: Embedder, path: str | os.PathLike, extra: dict[str, Any]
 
 
 
-def load_weights(spec: str | os.PathLike | None = None, expect: EmbedderConfig | None = None) -> Embedder:
+def load_weights(spec: str | os.PathLike | None = None, expect: EmbedderConfig | None = None) -> "Embedder":
     """Load an embedder from its safetensors + JSON, checking checksum and config.
 
     ``expect`` (e.g. from an index manifest) must match the file's embedding
     identity, else :class:`ModelMismatchError`.
     """
+    from safetensors.torch import load_file
+
+    from facesearch.models.factory import create_embedder
+    from facesearch.models.fused import load_fused
+
     js = resolve_weights(spec)
     meta = read_meta(js)
     config = EmbedderConfig.from_dict(meta["config"])
-    _check_expected(js, config, expect)
+    check_expected(js, config, expect)
     if config.backbone == FUSED:
         return load_fused(js, meta, load_weights)
     st = js.with_suffix(".safetensors")
@@ -80,7 +93,8 @@ def load_weights(spec: str | os.PathLike | None = None, expect: EmbedderConfig |
     return model.eval()
 
 
-def _check_expected(js: Path, config: EmbedderConfig, expect: EmbedderConfig | None) -> None:
+def check_expected(js: Path, config: EmbedderConfig, expect: EmbedderConfig | None) -> None:
+    """ModelMismatchError unless ``expect`` (e.g. an index's model) has the same embedding identity."""
     if expect is not None and expect.identity() != config.identity():
         raise ModelMismatchError(
             f"weights {js.name} ({config.backbone}, dim {config.embedding_dim}) do not match the expected model "

@@ -1,0 +1,147 @@
+"""The inference runtime: the one seam through which the detector and the embedders run on a CPU.
+
+Torch stays the training framework, the export source (``tools/export_onnx.py``) and the CUDA
+path; on a CPU the shipped networks run as ONNX files in a runtime chosen by measurement
+(``weights/README.md``, "Runtime"): OpenVINO for the embedders and ONNX Runtime for the
+detector, each falling back to the other (:data:`PREFERRED`). Neither imports torch, so
+``index``, ``query``, ``dedupe``, ``people``, ``serve`` and the detection workers start without
+it. Pre- and post-processing are numpy.
+
+An exported network is ``<weights dir>/onnx/NAME.onnx`` beside ``NAME.json``, which records the
+ONNX file's SHA-256 and that of the safetensors it was exported from; :func:`load_network`
+checks both, so a stale or swapped export is a clear error. Lives in ``core`` because both the
+detector (``faces``) and the embedders (``models``) run through it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facesearch.core.errors import FacesearchError, ModelMismatchError
+from facesearch.core.modelfiles import sha256_file
+
+__all__ = ["ONNX_DIR", "OPSET", "RUNTIMES", "Network", "choose_runtime", "find_onnx", "load_network",
+           "onnx_threads"]
+
+log = logging.getLogger(__name__)
+
+ONNX_DIR = "onnx"
+OPSET = 17
+RUNTIMES = ("auto", "openvino", "onnxruntime", "torch")
+EXPORT_HINT = "run `python tools/export_onnx.py` to re-export weights/onnx/ from the shipped safetensors"
+# One intra-op thread per network: the product parallelises across photos (detection workers)
+# and a second thread on a busy 2-core machine was slower, not faster (bench/embed.py).
+DEFAULT_THREADS = 1
+
+
+def onnx_threads() -> int:
+    """Intra-op threads per network: ``$FACESEARCH_THREADS``, else :data:`DEFAULT_THREADS`."""
+    value = os.environ.get("FACESEARCH_THREADS", "")
+    return max(1, int(value)) if value.isdigit() else DEFAULT_THREADS
+
+
+# Which runtime runs which kind of network when both are installed, fastest first, as measured
+# on the networks themselves (weights/README.md, "Runtime"): OpenVINO runs the embedders ~2x
+# faster than ONNX Runtime (SFace's per-channel PReLU), ONNX Runtime runs YuNet ~3x faster than
+# OpenVINO (a photo's shape changes from call to call).
+PREFERRED = {"embedder": ("openvino", "onnxruntime"), "detector": ("onnxruntime", "openvino")}
+
+
+def choose_runtime(asked: str | None = None, kind: str = "embedder") -> str:
+    """``openvino``, ``onnxruntime`` or ``torch`` for a ``kind`` (embedder | detector) of network:
+    ``asked`` (else ``$FACESEARCH_RUNTIME``, else auto: the fastest installed, else torch)."""
+    name = asked or os.environ.get("FACESEARCH_RUNTIME") or "auto"
+    if name not in RUNTIMES:
+        raise FacesearchError(f"unknown runtime {name!r}", hint=f"use one of {', '.join(RUNTIMES)}")
+    if name != "auto":
+        if name != "torch" and importlib.util.find_spec(name) is None:
+            raise FacesearchError(f"runtime {name} is not installed", hint=f"pip install {name}")
+        return name
+    return next((c for c in PREFERRED[kind] if importlib.util.find_spec(c) is not None), "torch")
+
+
+def find_onnx(weights_dir: Path, name: str) -> tuple[Path, Path] | None:
+    """``(NAME.onnx, NAME.json)`` exported beside the weights in ``weights_dir``, or None."""
+    onnx, js = weights_dir / ONNX_DIR / f"{name}.onnx", weights_dir / ONNX_DIR / f"{name}.json"
+    return (onnx, js) if onnx.is_file() and js.is_file() else None
+
+
+def check_export(onnx: Path, js: Path, source_sha256: str) -> dict:
+    """The export's JSON, after checking that it names ``source_sha256`` and the ONNX's own bytes."""
+    try:
+        meta = json.loads(js.read_text())
+        recorded, source = meta["sha256"], meta["source"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise FacesearchError(f"unreadable export record {js}: {e}", hint=EXPORT_HINT) from e
+    if source != source_sha256:
+        raise ModelMismatchError(f"{onnx.name} was exported from {meta['source'].get('file')} {source[:12]}…, "
+                                 f"but the installed weights are {source_sha256[:12]}…", hint=EXPORT_HINT)
+    if sha256_file(onnx) != recorded:
+        raise ModelMismatchError(f"{onnx} does not match the sha256 in {js.name}", hint=EXPORT_HINT)
+    return meta
+
+
+class Network:
+    """A compiled network: ``net(x)`` -> its outputs as float32 arrays, in the export's order."""
+
+    def __init__(self, run: Callable[[np.ndarray], list[np.ndarray]], runtime: str, precision: str, meta: dict):
+        self._run, self.runtime, self.precision, self.meta = run, runtime, precision, meta
+        self.outputs: list[str] = list(meta.get("outputs", []))
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return self._run(np.ascontiguousarray(x, dtype=np.float32))
+
+
+def load_network(onnx: Path, js: Path, source_sha256: str, runtime: str, precision: str,
+                 threads: int | None = None) -> Network:
+    """``onnx`` compiled in ``runtime`` (openvino | onnxruntime) at ``precision`` (fp32 | bf16)."""
+    meta = check_export(onnx, js, source_sha256)
+    threads = threads or onnx_threads()
+    loader = _openvino if runtime == "openvino" else _onnxruntime
+    return Network(loader(str(onnx), precision, threads), runtime, precision, meta)
+
+
+def _onnxruntime(path: str, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.log_severity_level = 3
+    # ONNX Runtime's CPU provider has no bf16 kernels for these convs: it always runs fp32.
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})
+
+
+def _openvino(path: str, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+    compiled = _ov_compile(path, precision, threads)
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        request.infer({0: x})
+        return [np.array(request.get_output_tensor(i).data, dtype=np.float32) for i in range(len(compiled.outputs))]
+
+    return run
+
+
+def _ov_compile(path: str, precision: str, threads: int):
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+    return _ov_core().compile_model(path, "CPU", config)
+
+
+@functools.cache
+def _ov_core():
+    import openvino as ov
+
+    return ov.Core()
