@@ -8,6 +8,7 @@ batch already written, and the next run skips those files and resumes.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -101,10 +102,16 @@ def _check_same_backend(store: FaceIndex, backend: str | None) -> None:
 
 
 def _engine(opts: IndexOptions, weights: Path):
-    from facesearch.models.embed import EmbeddingEngine
-    from facesearch.models.weights import load_weights
+    return _loaded_engine(str(weights), weights.stat().st_mtime_ns, opts.device, opts.batch_size)
 
-    return EmbeddingEngine(load_weights(weights), device=opts.device, batch_size=opts.batch_size)
+
+@functools.lru_cache(maxsize=1)
+def _loaded_engine(weights: str, _mtime_ns: int, device: str, batch_size: int):
+    """The model, loaded once for a process that indexes again and again (``watch``, ``serve``): a
+    reload costs seconds per batch. Keyed by the weights file's mtime too, so new weights are seen."""
+    from facesearch.models.embed import open_engine
+
+    return open_engine(Path(weights), device=device, batch_size=batch_size)
 
 
 def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: IndexSummary) -> list[Work]:

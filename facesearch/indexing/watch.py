@@ -1,0 +1,201 @@
+"""``facesearch watch``: keep an index current from file-system events.
+
+Events come from ``watchfiles`` (inotify, FSEvents, ReadDirectoryChangesW) and are taken in batches
+once the folders have been quiet for ``settle`` seconds, so a photo still being copied is indexed
+once, whole. Each batch, in order:
+
+1. **moves**: a photo that appeared with the content hash of an indexed photo that is gone (renamed,
+   moved to another folder, a whole folder moved) takes over its record -- faces, labels, people,
+   nothing re-embedded;
+2. **deletions**: indexed photos that are gone are forgotten;
+3. **new and changed photos**, and photos whose XMP sidecar changed, are indexed
+   (:func:`~facesearch.indexing.run.index_collection`, incremental as ever) in runs of at most
+   ``batch`` files.
+
+The writer lock is taken for each step and let go between batches, so ``query`` and ``serve`` (and a
+``people`` correction) get in while the watcher waits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from facesearch.core.errors import FacesearchError, IndexLockedError, IndexMissingError
+from facesearch.core.paths import canonical
+from facesearch.indexing.run import index_collection
+from facesearch.indexing.work import IndexOptions
+from facesearch.photos.scan import IMAGE_EXTS, content_hash, scan_images, stat_file
+from facesearch.photos.xmp import is_sidecar, sidecar_signature
+from facesearch.store.face_index import FaceIndex
+
+EventFn = Callable[[dict], None]
+LOCK_TRIES = 30  # seconds a batch waits for another writer before it is reported and left for later
+
+
+@dataclass
+class WatchOptions:
+    """What to watch and how to index it: ``index`` carries the paths, the index and every indexing
+    option (detector, weights, workers, labels from folders, XMP)."""
+
+    index: IndexOptions
+    settle: float = 1.0  # seconds without events before a batch is taken
+    batch: int = 64  # files per indexing run
+    catch_up: bool = True  # index what changed while nobody watched before waiting for events
+
+
+def watch(opts: WatchOptions, on_event: EventFn, stop: threading.Event | None = None) -> dict:
+    """Watch ``opts.index.paths`` until ``stop`` is set (or Ctrl-C, which raises KeyboardInterrupt);
+    every change is reported to ``on_event`` as a dict with an ``event`` key. Returns the totals."""
+    import watchfiles
+
+    totals = {"batches": 0, "indexed": 0, "faces": 0, "moved": 0, "pruned": 0, "errors": 0}
+    if not opts.catch_up and not FaceIndex.exists(opts.index.index):
+        raise IndexMissingError(f"no face index at {opts.index.index}", hint="let watch index the folders first "
+                                                                          "(without --no-catch-up)")
+    if opts.catch_up:
+        _index(opts, [str(p) for p in opts.index.paths], on_event, totals, "catch-up")
+    on_event({"event": "ready", "paths": [str(p) for p in opts.index.paths], **totals})
+    index_dir = os.path.abspath(opts.index.index)
+    ms = max(1, int(opts.settle * 1000))
+    for changes in watchfiles.watch(*opts.index.paths, watch_filter=lambda _c, p: _wanted(p, index_dir),
+                                    step=ms, debounce=max(ms * 10, 5000), stop_event=stop,
+                                    raise_interrupt=True, rust_timeout=1000, yield_on_timeout=False):
+        handle_batch(opts, {p for _, p in changes}, on_event, totals)
+    return totals
+
+
+def _wanted(path: str, index_dir: str) -> bool:
+    """Photos, sidecars and folders (a deleted path's kind is unknown); not hidden files (our own temp
+    files are hidden) and nothing inside the index folder."""
+    if os.path.basename(path).startswith(".") or path == index_dir or path.startswith(index_dir + os.sep):
+        return False
+    ext = os.path.splitext(path)[1].lower()
+    return ext in IMAGE_EXTS or is_sidecar(path) or ext == "" or os.path.isdir(path)
+
+
+def handle_batch(opts: WatchOptions, paths: set[str], on_event: EventFn, totals: dict) -> None:
+    """One batch of changed paths: moves, then deletions, then indexing (see the module docstring)."""
+    t0 = time.perf_counter()
+    totals["batches"] += 1
+    present, gone = _expand(paths)
+    try:
+        moved, pruned = _when_unlocked(lambda: _moves_and_deletions(opts.index.index, present, gone, on_event))
+    except FacesearchError as e:  # the photos are indexed below all the same; moves become new + pruned later
+        totals["errors"] += 1
+        on_event({"event": "error", "error": e.message})
+        moved, pruned = {}, 0
+    totals["moved"] += len(moved)
+    totals["pruned"] += pruned
+    if pruned:
+        on_event({"event": "pruned", "files": pruned})
+    todo = sorted(p for p in present if p not in moved)
+    for i in range(0, len(todo), opts.batch):
+        _index(opts, todo[i:i + opts.batch], on_event, totals, "batch", t0)
+
+
+def _moves_and_deletions(index: Path, present: set[str], gone: set[str], on_event: EventFn
+                         ) -> tuple[dict[str, str], int]:
+    with FaceIndex.open(index) as store:
+        gone_indexed = {p for g in gone for p in _indexed_under(store, g) if not os.path.exists(p)}
+        moved = _moves(store, present, gone_indexed, on_event)
+        pruned = store.remove_paths(sorted(gone_indexed - set(moved.values()))) if gone_indexed else 0
+    return moved, pruned
+
+
+def _when_unlocked(fn: Callable, tries: int = LOCK_TRIES):
+    """``fn()``, tried again while another process (a ``people`` correction, an ``index`` run) writes."""
+    for n in range(tries):
+        try:
+            return fn()
+        except IndexLockedError:
+            if n == tries - 1:
+                raise
+            time.sleep(1.0)
+
+
+def _expand(paths: set[str]) -> tuple[set[str], set[str]]:
+    """The photos to look at (files in new folders, the photos of changed sidecars) and the paths gone."""
+    present, gone = set(), set()
+    for p in paths:
+        if os.path.isdir(p):
+            present |= {canonical(f) for f in scan_images([p])}
+        elif not os.path.exists(p):
+            gone.add(canonical(p))
+        elif is_sidecar(p):
+            present |= _photos_of_sidecar(Path(p))
+        elif os.path.splitext(p)[1].lower() in IMAGE_EXTS:
+            present.add(canonical(p))
+    return present, gone
+
+
+def _photos_of_sidecar(sidecar: Path) -> set[str]:
+    """``photo.jpg.xmp`` belongs to ``photo.jpg``; ``photo.xmp`` to every ``photo.<image ext>`` beside it."""
+    full = sidecar.with_suffix("")
+    if full.suffix.lower() in IMAGE_EXTS:
+        return {canonical(full)} if full.is_file() else set()
+    return {canonical(full.with_suffix(ext)) for ext in IMAGE_EXTS if full.with_suffix(ext).is_file()}
+
+
+def _indexed_under(store: FaceIndex, path: str) -> list[str]:
+    """Indexed photos at ``path`` or under it (a folder that went away takes its photos with it)."""
+    prefix = path.rstrip(os.sep) + os.sep
+    return [p for p in store.file_paths() if p == path or p.startswith(prefix)]
+
+
+def _moves(store: FaceIndex, present: set[str], gone: set[str], on_event: EventFn) -> dict[str, str]:
+    """New path -> old path for each photo that is an indexed one moved: same content hash, old path gone."""
+    moved: dict[str, str] = {}
+    for new in sorted(present):
+        if store.lookup_file(new) is not None:
+            continue
+        try:
+            digest, st = content_hash(new), stat_file(new)
+        except OSError:
+            continue
+        old = next((q for q in store.catalogue.paths_with_hash(digest)
+                    if q not in moved.values() and (q in gone or not os.path.exists(q))), None)
+        if old is not None and _move(store, old, new, st):
+            moved[new] = old
+            on_event({"event": "moved", "from": old, "to": new})
+    return moved
+
+
+def _move(store: FaceIndex, old: str, new: str, st) -> bool:
+    """Hand ``old``'s record to ``new``; its sidecars count as read when they moved with it unchanged."""
+    before = store.catalogue.sidecar_signature(old)
+    if not store.catalogue.move_file(old, new, st.size, st.mtime_ns):
+        return False
+    after = sidecar_signature(new)
+    if _stamps(before) == _stamps(after):
+        store.catalogue.set_sidecar_signature(new, after)
+    return True
+
+
+def _stamps(signature: str) -> list[str]:
+    """A sidecar signature without the file names (a renamed photo's sidecar is renamed too)."""
+    return sorted(part.split(":", 1)[1] for part in signature.split(";") if ":" in part)
+
+
+def _index(opts: WatchOptions, paths: list[str], on_event: EventFn, totals: dict, kind: str,
+           t0: float | None = None) -> None:
+    """Index ``paths`` (incrementally) and report it; an error is reported and the watch goes on."""
+    t0 = time.perf_counter() if t0 is None else t0
+    try:
+        s = _when_unlocked(lambda: index_collection(dataclasses.replace(opts.index, paths=paths, prune=False)))
+    except Exception as e:  # a locked index, a full disk: said, and the next batch tries again
+        totals["errors"] += 1
+        on_event({"event": "error", "error": f"{type(e).__name__}: {getattr(e, 'message', e)}", "files": len(paths)})
+        return
+    changed = s.new + s.updated
+    totals["indexed"] += changed
+    totals["faces"] += s.faces
+    if changed or s.bad or kind == "catch-up":
+        on_event({"event": "indexed", "kind": kind, "files": changed, "faces": s.faces, "bad": s.bad,
+                  "unchanged": s.unchanged, "xmp_labelled": s.xmp_labelled, "xmp_conflicts": len(s.xmp_conflicts),
+                  "seconds": round(time.perf_counter() - t0, 3)})

@@ -1,0 +1,149 @@
+"""``facesearch watch``: real file operations in a temp dir are seen within seconds -- create, modify,
+move (no re-embedding: embedding calls are counted), delete, a sidecar edit -- and the writer lock is
+free between batches."""
+
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from facesearch.indexing.watch import WatchOptions, watch
+from facesearch.indexing.work import IndexOptions
+from facesearch.models import embed as embed_module
+from facesearch.store.face_index import FaceIndex
+
+TIMEOUT = 20.0  # seconds an event may take (the settle time is 0.3 s; CI machines are slow)
+
+
+class Watcher:
+    """``watch`` in a thread; its events in a queue; the number of chips embedded."""
+
+    def __init__(self, folder: Path, index: Path, monkeypatch):
+        self.events: queue.Queue = queue.Queue()
+        self.embedded = 0
+        real = embed_module.EmbeddingEngine.embed
+
+        def counting(engine, chips, *a, **kw):
+            self.embedded += len(chips)
+            return real(engine, chips, *a, **kw)
+
+        monkeypatch.setattr(embed_module.EmbeddingEngine, "embed", counting)
+        self.stop = threading.Event()
+        opts = WatchOptions(IndexOptions(paths=[str(folder)], index=index, detector="none", workers=0), settle=0.3)
+        self.thread = threading.Thread(target=watch, args=(opts, self.events.put, self.stop), daemon=True)
+        self.thread.start()
+        self.wait("ready")
+
+    def wait(self, kind: str, **match) -> tuple[dict, float]:
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < TIMEOUT:
+            try:
+                e = self.events.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if e["event"] == kind and all(e.get(k) == v for k, v in match.items()):
+                return e, time.perf_counter() - t0
+            assert e["event"] != "error", e
+        raise AssertionError(f"no {kind} event {match} within {TIMEOUT} s")
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def watcher(collection, tmp_path, monkeypatch):
+    w = Watcher(collection, tmp_path / "idx", monkeypatch)
+    yield w
+    w.close()
+
+
+def test_create_modify_move_delete(watcher, collection, tmp_path):
+    idx = tmp_path / "idx"
+    latencies = {}
+    src = sorted((collection / "person_00").iterdir())[0]
+    new = collection / "person_00" / "new.png"
+    shutil.copy(src, new)
+    e, latencies["create"] = watcher.wait("indexed", files=1)
+    assert e["faces"] == 1
+    Image.open(sorted((collection / "person_01").iterdir())[0]).save(new)  # new content, same name
+    _, latencies["modify"] = watcher.wait("indexed", files=1)
+    with FaceIndex.open(idx) as store:  # the lock is free between batches: label the face meanwhile
+        store.set_label(str(new), "Zoe")
+    before = watcher.embedded
+    moved = collection / "person_03" / "renamed.png"
+    new.rename(moved)
+    e, latencies["move"] = watcher.wait("moved")
+    assert e["from"].endswith("new.png") and e["to"].endswith("renamed.png")
+    assert watcher.embedded == before  # not re-embedded
+    with FaceIndex.open(idx, readonly=True) as store:
+        assert store.file_info(str(moved))["label"] == "Zoe" and store.file_info(str(new)) == {}
+        n_faces = store.count()
+    moved.unlink()
+    _, latencies["delete"] = watcher.wait("pruned", files=1)
+    with FaceIndex.open(idx, readonly=True) as store:
+        assert store.count() == n_faces - 1
+    print("watch latency (s):", json.dumps({k: round(v, 2) for k, v in latencies.items()}))
+    assert max(latencies.values()) < TIMEOUT
+
+
+def test_folder_move_keeps_faces_without_embedding(watcher, collection, tmp_path):
+    before = watcher.embedded
+    (collection / "person_02").rename(collection / "renamed_person")
+    for _ in range(4):
+        watcher.wait("moved")
+    assert watcher.embedded == before
+    with FaceIndex.open(tmp_path / "idx", readonly=True) as store:
+        assert sum("renamed_person" in p for p in store.file_paths()) == 4
+        assert not any("person_02" in p for p in store.file_paths())
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed")
+def test_sidecar_change_is_read_again(watcher, collection):
+    from tests.test_xmp import exiftool, mwg_arg
+
+    photo = sorted((collection / "person_01").iterdir())[0]
+    exiftool("-o", str(photo) + ".xmp", mwg_arg("Yann", 0.5, 0.5, 0.8, 0.8, dims=(150, 150)), str(photo))
+    e, _ = watcher.wait("indexed", files=1)
+    assert e["xmp_labelled"] == 1
+
+
+def test_cli_json_events_and_ctrl_c_exits_130(collection, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-c", "from facesearch.cli.main import app; app()", "watch", str(collection),
+           "--index", str(tmp_path / "idx"), "--detector", "none", "--workers", "0", "--settle", "0.3", "--json"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        assert [e["event"] for e in lines] == ["indexed", "ready"] and lines[0]["files"] == 16
+        shutil.copy(sorted((collection / "person_00").iterdir())[0], collection / "person_00" / "copy.png")
+        e = json.loads(proc.stdout.readline())
+        assert (e["event"], e["files"]) == ("indexed", 1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 130
+    finally:
+        proc.kill()
+    assert "Traceback" not in proc.stderr.read()
+
+
+def test_cli_refuses_a_file(collection, tmp_path):
+    from typer.testing import CliRunner
+
+    from facesearch.cli.main import app
+
+    photo = sorted((collection / "person_00").iterdir())[0]
+    r = CliRunner().invoke(app, ["watch", str(photo), "--index", str(tmp_path / "idx")])
+    assert r.exit_code == 2 and "not a folder" in r.output
