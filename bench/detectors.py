@@ -15,6 +15,14 @@ It also measures how closely ``facesearch.faces.align.align_face`` reproduces
 
     python bench/detectors.py            # a few minutes on 2 cores
     python bench/detectors.py --quick    # CI-sized
+    python bench/detectors.py --scales   # faces at every scale, before/after the scale plan
+
+``--scales`` (issue 27, ``bench/_scales.py``) scores YuNet's plan of passes against the plan it
+replaced, in one run: recall by face width (16-24, 24-32, 32-64, 64-256, 256 px to the frame) on
+close-ups at long sides 400-3000 px, crowds of 16-40 px faces and 16-200 px groups, the no-face
+rate per close-up size, false positives, and face-free photos; it writes
+``bench/results/detectors_scales.json``. Detection only: dlib's landmarks are skipped (their cost
+is in ``bench/stages.py``), except where the crop fallback needs them to decide.
 
 Prints a table and writes ``bench/results/detectors.json``.
 """
@@ -43,6 +51,7 @@ from facesearch.photos.load import load_array  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _scales as S  # noqa: E402
 import groups  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
@@ -70,6 +79,18 @@ def variants() -> dict[str, tuple[dict, float]]:
         "dlib-hog": ({"name": "dlib-hog", "min_face": 20}, 0.25),
         "opencv-haar": ({"name": "opencv-haar", "min_face": 20}, 0.25),
     }
+
+
+# The scale plan (issue 27) against the plan it replaced; the crowd settings tried for 20-30 px faces.
+BEFORE = {"view_side": 1536, "pass_ratio": 1e9, "crop_fallback": False}
+SCALE_VARIANTS = {
+    "before (1536 view + tiles)": (BEFORE, True),
+    "after (scale plan)": ({}, True),
+    "after, min_visible 36": ({"min_visible": 36}, False),
+    "after, min_visible 40": ({"min_visible": 40}, False),
+    "after, score 0.6": ({"score_threshold": 0.6}, False),
+    "after, min_visible 36, score 0.6": ({"min_visible": 36, "score_threshold": 0.6}, False),
+}
 
 
 def make_detector(kw: dict):
@@ -223,6 +244,54 @@ def run_variant(kw: dict, share: float, composite: dict, singles: dict) -> dict:
     return res
 
 
+def run_scales(args) -> int:
+    """The ``--scales`` benchmark: every SCALE_VARIANT on crowds and face-free photos, the ones
+    marked so on close-ups and groups too (large photos are slow on a shared CPU)."""
+    from facesearch.faces import tiling
+
+    # Detection only: the per-face dlib landmark step is the same for every plan.
+    tiling.hog_box = lambda rgb, box, cnn=True: None
+    tiling.landmarks = lambda rgb, box: np.zeros((5, 2))
+    n = 8 if args.quick else args.closeups
+    paths = list_images(DEV / "pins_celebs", None) + list_images(DEV / "orl_att_faces", None)
+    sources = groups.source_faces(paths, limit=max(n, 60), seed=7)
+    bgs = groups.backgrounds()
+    sets = {f"closeup_{side}": S.closeups(sources[:n], side, seed=side) for side in S.CLOSEUP_SIDES}
+    sets["crowd_1024"] = S.crowds(sources, bgs, 4 if args.quick else args.photos // 2, (1024, 768), (16, 40),
+                                  (12, 30), seed=11)
+    sets["group_1600"] = S.crowds(sources, bgs, 2 if args.quick else args.photos // 6, (1600, 1200), (16, 200),
+                                  (6, 20), seed=12)
+    free = S.face_free(bgs, seed=13)
+    results = {"environment": environment(), "quick": args.quick, "source_faces": len(sources), "variants": {}}
+    for name, (kw, everywhere) in SCALE_VARIANTS.items():
+        det = create_detector("auto")
+        for k, v in kw.items():
+            setattr(det, k, v)
+        det.warmup()
+        chosen = sets if everywhere else {k: v for k, v in sets.items() if k.startswith("crowd")}
+        res = {k: S.score_photos(det, v) for k, v in chosen.items()}
+        res["face_free"] = S.score_face_free(det, free)
+        res["settings"] = kw
+        results["variants"][name] = res
+        print(f"done {name}", flush=True)
+    print_scales(results)
+    atomic_write_json(args.out.with_name("detectors_scales.json"), results)
+    return 0
+
+
+def print_scales(results: dict) -> None:
+    bins = [S.bin_name(lo, hi) for lo, hi in S.WIDTH_BINS]
+    print(f"{'variant':34s} {'set':12s} {'faces':>5s} " + " ".join(f"{b:>8s}" for b in bins)
+          + f" {'noface':>6s} {'FP%':>5s} {'ms':>7s}")
+    for name, res in results["variants"].items():
+        for set_name, r in res.items():
+            if set_name in ("face_free", "settings"):
+                continue
+            print(f"{name:34s} {set_name:12s} {r['faces']:5d} " + " ".join(f"{_pct(r['recall'][b]):>8s}" for b in bins)
+                  + f" {100 * r['no_face']:6.1f} {100 * r['fp_share']:5.1f} {r['ms_per_photo']:7.1f}")
+        print(f"{name:34s} face-free photos with a face: {res['face_free']}")
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
@@ -235,10 +304,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-set", type=int, default=300, help="dev photos per set for the no-face rates")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "detectors.json")
     ap.add_argument("--only", nargs="*", help="detector variants to run (default: all)")
+    ap.add_argument("--scales", action="store_true", help="faces at every scale, before/after (issue 27)")
+    ap.add_argument("--closeups", type=int, default=30, help="--scales: close-ups per photo size")
     args = ap.parse_args(argv)
     if not YALE.is_dir() or not DEV.is_dir():
         print(f"skipped: shared face data not found at {DATA}")
         return 0
+    if args.scales:
+        return run_scales(args)
     n_photos, per_set = (4, 12) if args.quick else (args.photos, None if args.full else args.per_set)
     sources = groups.source_faces(list_images(DEV / "pins_celebs", None) + list_images(DEV / "orl_att_faces", None),
                                   limit=60 if args.quick else 400)

@@ -117,9 +117,10 @@ def test_small_photos_without_a_face_get_a_second_look(monkeypatch, side, retrie
     monkeypatch.setattr(tiling, "yunet_model", lambda: model)
     monkeypatch.setattr(tiling, "landmarks", lambda rgb, box: np.zeros((5, 2)))
     monkeypatch.setattr(tiling, "hog_box", lambda rgb, box, cnn=True: None)
-    faces = YuNetFaceDetector().detect(np.zeros((side, side), np.uint8))
-    assert [s for _, s in model.calls] == ([tiling.YUNET_SCORE, tiling.YUNET_RETRY_SCORE] if retried
-                                           else [tiling.YUNET_SCORE])
+    det = YuNetFaceDetector(crop_fallback=False)
+    faces = det.detect(np.zeros((side, side), np.uint8))
+    n = len(det.plan((side, side)))
+    assert [s for _, s in model.calls] == [tiling.YUNET_SCORE] * n + [tiling.YUNET_RETRY_SCORE] * n * retried
     assert len(faces) == int(retried)
 
 
@@ -158,7 +159,7 @@ def test_the_cnn_runs_only_for_the_largest_faces_of_a_photo(monkeypatch):
     real = reconcile._window_box
     monkeypatch.setattr(reconcile, "_window_box", lambda rgb, t, find, face, ctx: (
         sides.append(t[2] - t[0]) if find is reconcile._cnn_rects else None) or real(rgb, t, find, face, ctx))
-    faces = YuNetFaceDetector(min_face=20).detect(np.zeros((300, 900), np.uint8))
+    faces = YuNetFaceDetector(min_face=20, view_side=2000).detect(np.zeros((300, 900), np.uint8))  # one pass
     assert len(faces) == 12 and len(sides) == reconcile.CNN_MAX_FACES < 12
     widest = sorted((f.width for f in faces), reverse=True)[:reconcile.CNN_MAX_FACES]
     expected = [w * reconcile.YUNET_TO_DLIB_BOX[2] for w in widest]  # the mapped boxes of the largest faces

@@ -32,12 +32,15 @@ class Face:
     dlib's 5 points (the order documented in :mod:`facesearch.faces.align`), which make
     the default model's chip. ``points5`` are YuNet's own 5 points (eye centres,
     nose tip, mouth corners; what ArcFace-style 112 px alignment uses), or None.
+    ``whole_image`` is True where no face was detected and the whole image was read as a face
+    crop (its landmarks checked: :mod:`facesearch.faces.crop`).
     """
 
     box: tuple[float, float, float, float]
     score: float
     landmarks: np.ndarray | None = None
     points5: np.ndarray | None = None
+    whole_image: bool = False
 
     @property
     def width(self) -> float:

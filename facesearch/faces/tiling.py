@@ -44,11 +44,11 @@ MAX_TILE_PIXELS = 40_000_000  # ~4 s of tiles on one CPU core: a 4000x3000 photo
 @functools.cache
 def yunet_model():
     """The YuNet network, built once per process (torch is imported here, not before)."""
-    from facesearch.faces.yunet import YuNetDetector
+    from facesearch.faces.yunet import open_yunet
 
     # The product's precision rule (bf16 where the CPU has it); FACESEARCH_PRECISION=fp32 gives
     # OpenCV's arithmetic exactly.
-    return YuNetDetector(precision=None)
+    return open_yunet(precision=None)
 
 
 @dataclass
