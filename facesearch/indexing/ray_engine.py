@@ -152,12 +152,11 @@ class _Embedder:
     """Ray actor: the model, loaded once, embeds the chips of each block and drops them."""
 
     def __init__(self, weights: str, model_id: str, device: str, batch_size: int):
-        from facesearch.models.embed import EmbeddingEngine
-        from facesearch.models.weights import load_weights
+        from facesearch.models.embed import open_engine
 
         # On another node the driver's path may not exist: the same model by its id, then.
         path = weights if Path(weights).is_file() else resolve_weights(None, model=model_id)
-        self.engine = EmbeddingEngine(load_weights(path), device=device, batch_size=batch_size)
+        self.engine = open_engine(path, device=device, batch_size=batch_size)
         self.names = self.engine.config.align.split("+")
         self.model_id = model_id
 

@@ -68,6 +68,7 @@ class EmbeddingEngine:
         self.forward_faces = CPU_FORWARD_FACES if on_cpu else None  # None: the whole batch
         self.device = "cpu" if isinstance(self.runner, RuntimeEmbedder) else self.runner.device
         self.model = getattr(self.runner, "model", model)
+        self.model_id: str | None = getattr(model, "model_id", None)
 
     @property
     def rates_quality(self) -> bool:

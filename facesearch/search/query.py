@@ -84,20 +84,18 @@ class Searcher:
 
     def __init__(self, index: os.PathLike, weights: str | None = None, detector: str = "auto",
                  device: str = "auto", quality_gate: bool = True):
-        from facesearch.models.embed import EmbeddingEngine  # torch loads only for commands that embed
-        from facesearch.models.weights import load_weights
+        from facesearch.models.embed import open_engine  # the runtime (or torch) loads only for commands that embed
 
         self.index = index
         with FaceIndex.open(index, readonly=True) as store:
             manifest = store.manifest
-            model = load_weights(resolve_weights(weights, model=manifest["model_id"]),
-                                 expect=EmbedderConfig.from_dict(manifest["model_config"]))
-            store.check_model(model.model_id)
-        self.model_id = model.model_id
+            self.engine = open_engine(resolve_weights(weights, model=manifest["model_id"]),
+                                      expect=EmbedderConfig.from_dict(manifest["model_config"]), device=device)
+            store.check_model(self.engine.model_id)
+        self.model_id = self.engine.model_id
         self.policy = TauPolicy.from_config(manifest["model_config"])
         if not quality_gate:
             self.policy = replace(self.policy, quality_min=None)
-        self.engine = EmbeddingEngine(model, device=device)
         self.detector = create_detector(detector)
 
     def search(self, images: list, top: int = 5, tau: float | None = None, names: list[str] | None = None) -> dict:
