@@ -1,23 +1,37 @@
-"""YuNet as the product's detector: the photo scaled so ``min_face`` faces are visible to it,
-searched whole when small enough, else as a shrunk whole view plus overlapping tiles, merged.
+"""YuNet as the product's detector: a plan of passes over the photo that together cover every face
+from ``min_face`` to the whole frame, merged with one NMS.
+
+YuNet finds a face reliably when it is ~30 to ~480 px wide in the image it sees (dev faces with
+context: 27/40 found at 20 px, 38/40 at 30, 40/40 from 60 to 400, 39/40 at 500, 29/40 at 600;
+dev crops cut to the face: 40/40 at long sides 96-480, 37/40 at 640). One scale cannot span 20 px
+to a 3000 px frame-filling face, so :func:`scale_plan` chooses a few: the ``min_face`` scale
+(tiled when that makes the photo larger than ``max_side``), then views each at most
+``PASS_RATIO`` times smaller, down to a view whose long side is ``VIEW_SIDE``, where even a face
+filling the frame is inside YuNet's range. ``weights/README.md`` lists which face widths each
+pass covers and why the set is complete.
 
 Each face then gets dlib's 5 landmarks on dlib's own box for it (:mod:`facesearch.faces.reconcile`).
+A photo with no face at all may be a face crop: :mod:`facesearch.faces.crop` then takes a second,
+checked look at the whole image as one face.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from facesearch.faces.align import to_rgb_uint8
-from facesearch.faces.backends import cnn_model, hog_model, landmarks, shape_predictor, shrink
+from facesearch.faces.backends import cnn_model, hog_model, landmarks, shape_predictor
+from facesearch.faces.crop import whole_image_face
 from facesearch.faces.face import Face, select_faces
 from facesearch.faces.reconcile import cnn_faces, dlib_box, hog_box
 
-__all__ = ["YUNET_MAX_SIDE", "YUNET_MIN_VISIBLE", "YuNetFaceDetector", "yunet_model"]
+__all__ = ["PASS_RATIO", "VIEW_SIDE", "YUNET_MAX_SIDE", "YUNET_MIN_VISIBLE", "Pass", "YuNetFaceDetector",
+           "scale_plan", "yunet_model"]
 
 # The smallest face YuNet finds reliably at the scale it runs: on the composite dev group
 # photos recall is 100 % from 30 px, 85-95 % at 24-30 and about half at 16-20 (see
@@ -32,13 +46,21 @@ YUNET_SCORE = 0.7
 YUNET_RETRY_SCORE = 0.5
 RETRY_MAX_SIDE = 640
 YUNET_NMS = 0.3
-# Up to this long side (after scaling) a photo is one pass; larger ones are a whole view this
-# large plus tiles. On a CPU YuNet costs ~56 ms per megapixel up to 1024 px and twice that at
-# 1536 (cache misses), so tiles stay at 1024 and go one at a time; a larger whole view means
-# less tile overlap (4000x3000 at min_face 20, one core: 4.2 s with 1024, 2.8 s with 1536).
+# Up to this long side (after scaling) a pass is one image; larger ones are tiles. On a CPU YuNet
+# costs ~56 ms per megapixel up to 1024 px and twice that at 1536 (cache misses), so tiles stay at
+# 1024 and go one at a time; no whole view is larger than this.
 YUNET_MAX_SIDE = 1536
 TILE = 1024
 MAX_TILE_PIXELS = 40_000_000  # ~4 s of tiles on one CPU core: a 4000x3000 photo at 1.5x fits
+# The last view's long side: a face filling the frame is then at most this wide, inside YuNet's
+# range (dev crops cut to the face: 40/40 found at long sides 96-480, 37/40 at 640).
+VIEW_SIDE = 480
+# Consecutive passes differ in scale by at most this: a face at the bottom of the next view's
+# share (KEEP_MARGIN x 30 = 45 px there) is then at most 6 x 45 = 270 px in the larger one, well
+# inside YuNet's range, so every width is found by some pass with margin. Smaller ratios cost
+# more views; larger ones more tile overlap (tiles keep faces up to that share, see _tiles).
+PASS_RATIO = 6.0
+KEEP_MARGIN = 1.5  # a tile keeps faces up to this many times the next view's smallest face
 
 
 @functools.cache
@@ -51,15 +73,52 @@ def yunet_model():
     return open_yunet(precision=None)
 
 
+def _on_gpu(model) -> bool:
+    return getattr(getattr(model, "device", None), "type", "cpu") == "cuda"
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One look at the photo: scaled by ``scale``, as tiles when that is larger than max_side."""
+
+    scale: float
+    tiled: bool
+
+
+def scale_plan(hw: tuple[int, int], min_face: float, max_side: int = YUNET_MAX_SIDE,
+               min_visible: float = YUNET_MIN_VISIBLE, view_side: int = VIEW_SIDE,
+               pass_ratio: float = PASS_RATIO) -> list[Pass]:
+    """The passes that find every face from ``min_face`` px to the whole frame in a photo of ``hw``.
+
+    The first makes ``min_face`` faces ``min_visible`` px (tiled past ``max_side``, within the
+    tile budget); each next one is at most ``pass_ratio`` times smaller, evenly spaced, no larger
+    than ``max_side``; the last has a long side of ``view_side``. A photo whose first pass is
+    already no longer than ``view_side`` gets that pass alone: it cannot hold a face too large
+    for it.
+    """
+    long_side = max(hw)
+    s = min_visible / max(min_face, 1)
+    tiled = long_side * s > max_side
+    if tiled:
+        s = min(s, math.sqrt(MAX_TILE_PIXELS / (hw[0] * hw[1])))
+    plan = [Pass(s, tiled)]
+    end = view_side / long_side
+    while s > end * (1 + 1e-9):
+        steps = max(1, math.ceil(math.log(s / end) / math.log(pass_ratio) - 1e-9))
+        s = min(s / (s / end) ** (1 / steps), max_side / long_side)
+        plan.append(Pass(s, False))
+    return plan
+
+
 @dataclass
 class YuNetFaceDetector:
-    """YuNet with the photo scaled so that ``min_face`` faces are large enough for it.
+    """YuNet over the passes of :func:`scale_plan`, merged with one NMS.
 
-    Up to ``max_side`` (after that scaling) the photo is one pass. Larger photos would
-    cost too much memory in one pass, so they are searched twice: a whole view shrunk
-    to ``max_side`` finds the large faces, and overlapping tiles at the ``min_face``
-    scale find the small ones (tiles keep only faces too small for the whole view, so
-    a large face cut by a tile edge is not found twice).
+    ``min_visible``: the width ``min_face`` faces are scaled to; ``score_threshold``: YuNet's
+    score floor. ``view_side`` and ``pass_ratio`` shape the plan (``view_side=max_side`` with an
+    unbounded ratio is the plan before issue 27: one ``max_side`` view plus tiles).
+    ``crop_fallback``: where no face is found, take a checked second look at the whole image as
+    one face (:func:`facesearch.faces.crop.whole_image_face`).
     """
 
     name: str = "yunet"
@@ -67,24 +126,29 @@ class YuNetFaceDetector:
     max_side: int = YUNET_MAX_SIDE
     policy: str = "all"
     score_threshold: float = YUNET_SCORE
+    min_visible: float = YUNET_MIN_VISIBLE
+    view_side: int = VIEW_SIDE
+    pass_ratio: float = PASS_RATIO
+    crop_fallback: bool = True
+
+    def plan(self, hw: tuple[int, int]) -> list[Pass]:
+        """The passes this detector makes over a photo of ``hw`` (height, width)."""
+        return scale_plan(hw, self.min_face, self.max_side, self.min_visible, self.view_side, self.pass_ratio)
 
     def detect(self, img: np.ndarray) -> list[Face]:
         """Every face in ``img`` (HxW or HxWx3 uint8), filtered by min_face and policy."""
         rgb = to_rgb_uint8(img)
-        g = YUNET_MIN_VISIBLE / max(self.min_face, 1)
-        if max(rgb.shape[:2]) * g <= self.max_side:
-            scaled = _resize(rgb, g)
-            rows = self._run([scaled])[0]
-            if not len(rows) and max(rgb.shape[:2]) <= RETRY_MAX_SIDE:
-                rows = self._run([scaled], YUNET_RETRY_SCORE)[0]
-            rows = _scale_rows(rows, 1 / g)
-        else:
-            small, fx, _ = shrink(rgb, self.max_side)
-            rows = _merge(np.concatenate([_scale_rows(self._run([small])[0], 1 / fx), self._tiles(rgb, g, fx)]))
+        plan = self.plan(rgb.shape[:2])
+        rows = self._search(rgb, plan, self.score_threshold)
+        if not len(rows) and max(rgb.shape[:2]) <= RETRY_MAX_SIDE:
+            rows = self._search(rgb, plan, YUNET_RETRY_SCORE)
         faces = select_faces([_yunet_face(r) for r in rows], self.min_face, self.policy)
+        if not faces and self.crop_fallback:
+            faces = [f for f in [whole_image_face(rgb, lambda im, s: self._run([im], s)[0])] if f is not None]
         cnn_ok = cnn_faces(faces)
         for k, face in enumerate(faces):
-            face.landmarks = landmarks(rgb, hog_box(rgb, face.box, cnn=k in cnn_ok) or dlib_box(face.box))
+            if face.landmarks is None:  # a crop read by its landmarks' quality has them already
+                face.landmarks = landmarks(rgb, hog_box(rgb, face.box, cnn=k in cnn_ok) or dlib_box(face.box))
         return faces
 
     def warmup(self) -> None:
@@ -94,23 +158,35 @@ class YuNetFaceDetector:
         cnn_model()
         shape_predictor()
 
-    def _run(self, images: list[np.ndarray], score: float | None = None) -> list[np.ndarray]:
-        return yunet_model().detect_batch(images, score or self.score_threshold, YUNET_NMS)
+    def _search(self, rgb: np.ndarray, plan: list[Pass], score: float) -> np.ndarray:
+        """Rows (photo pixels) of every pass, one per face after the merge."""
+        views = [p.scale for p in plan if not p.tiled]
+        found = [_scale_rows(r, 1 / s) for s, r in zip(views, self._run([_resize(rgb, s) for s in views], score))]
+        if plan[0].tiled:
+            found.append(self._tiles(rgb, plan[0].scale, plan[1].scale, score))
+        rows = np.concatenate(found) if found else np.zeros((0, 15), np.float32)
+        return _merge(rows) if len(plan) > 1 else rows
 
-    def _tiles(self, rgb: np.ndarray, g: float, whole_scale: float) -> np.ndarray:
-        """Faces smaller than the whole view sees, from tiles of ``rgb`` scaled by ``g``."""
-        # A bounded budget of pixels: past it, faces just above min_face in huge photos are lost.
-        img = _resize(rgb, min(g, (MAX_TILE_PIXELS / (rgb.shape[0] * rgb.shape[1])) ** 0.5))
+    def _run(self, images: list[np.ndarray], score: float) -> list[np.ndarray]:
+        model = yunet_model()
+        if _on_gpu(model) or len(images) < 2:
+            return model.detect_batch(images, score, YUNET_NMS)
+        # On a CPU one image at a time: a batch pads every view to the largest.
+        return [model.detect_batch([im], score, YUNET_NMS)[0] for im in images]
+
+    def _tiles(self, rgb: np.ndarray, g: float, next_scale: float, score: float) -> np.ndarray:
+        """Faces too small for the next pass, from tiles of ``rgb`` scaled by ``g``."""
+        img = _resize(rgb, g)
         g = img.shape[1] / rgb.shape[1]
-        # Tile px; the whole view has the faces above (no face is larger than the photo's short side).
-        keep = min(1.5 * YUNET_MIN_VISIBLE / whole_scale * g, min(img.shape[:2]))
+        # Tile px; the next view has the faces above (no face is larger than the photo's short side).
+        keep = min(KEEP_MARGIN * self.min_visible / next_scale * g, min(img.shape[:2]))
         overlap = int(keep) + 1  # each kept face lies whole inside some tile
         tiles = _tiles(img.shape[:2], max(TILE, 2 * overlap), overlap)
         found = [np.zeros((0, 15), np.float32)]
-        per_pass = 8 if yunet_model().device.type == "cuda" else 1  # batching pays only on a GPU
+        per_pass = 8 if _on_gpu(yunet_model()) else 1  # batching pays only on a GPU
         for i in range(0, len(tiles), per_pass):
             batch = tiles[i:i + per_pass]
-            for (x0, y0, _, _), rows in zip(batch, self._run([img[y0:y1, x0:x1] for x0, y0, x1, y1 in batch])):
+            for (x0, y0, _, _), rows in zip(batch, self._run([img[y0:y1, x0:x1] for x0, y0, x1, y1 in batch], score)):
                 found.append(_scale_rows(_shift_rows(rows[rows[:, 2] < keep], x0, y0), 1 / g))
         return np.concatenate(found)
 
