@@ -22,3 +22,24 @@ def shared_data() -> Path:
 def collection(tmp_path) -> Path:
     """4 synthetic people × 4 face photos (150 px PNG): tmp/photos/person_NN/i.png."""
     return make_identity_folder(tmp_path / "photos", n_people=4, per_person=4, seed=1)
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory):
+    """A Milvus standalone server for the whole run, on 127.0.0.1 only (tests/servers.py says how);
+    skips with the reason when it cannot start here."""
+    import subprocess
+
+    from tests import servers
+
+    try:
+        before = servers.listeners()
+        handle = servers.start_milvus(tmp_path_factory.mktemp("milvus-server"))
+    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+        pytest.skip(f"no Milvus server: {e}")
+    handle.opened_off_loopback = servers.off_loopback(before)
+    yield handle
+    from facesearch.store.vectors.milvus_server import close_clients
+
+    close_clients()
+    handle.stop()

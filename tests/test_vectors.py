@@ -1,8 +1,10 @@
-"""The vector-store seam: FAISS and Milvus (embedded Milvus Lite) against numpy's exact answers.
+"""The vector-store seam: FAISS, Milvus Lite (embedded) and a Milvus server against numpy's exact answers.
 
 SQLite holds the truth; each backend must answer k-NN and range queries as an
 exact search over the catalogue's vectors would, stay in step through adds and
-removals, and never answer from a stale copy.
+removals, and never answer from a stale copy. The server is a real Milvus
+standalone on 127.0.0.1, started once per test run (the ``milvus_server``
+fixture, tests/servers.py); its tests skip with the reason when it cannot start.
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ from facesearch.store.vectors.base import check_backend
 pytest.importorskip("pymilvus")  # a third-party package: .ci/run installs it with the test extras
 
 DIM = 16
-BACKENDS = ["faiss", "milvus://"]
+BACKENDS = ["faiss", "milvus://", "milvus-server"]  # the last: milvus://127.0.0.1:PORT of the fixture
+MILVUS = ["milvus://", "milvus-server"]
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def spec(request) -> str:
+    """The backend spec of the test's ``backend`` parameter (the session's server for milvus-server)."""
+    name = request.param
+    return request.getfixturevalue("milvus_server").uri if name == "milvus-server" else name
 
 
 def unit(n: int, seed: int) -> np.ndarray:
@@ -47,10 +57,14 @@ def updates(x: np.ndarray, start: int = 0) -> list[FileUpdate]:
                        embeddings=x[k:k + 1]) for k in range(len(x))]
 
 
+def folder_name(backend: str) -> str:
+    return "server" if backend[-1:].isdigit() else backend.strip(":/")
+
+
 def build(tmp_path: Path, backend: str, x: np.ndarray) -> Path:
-    with FaceIndex.create(tmp_path / backend.strip(":/"), "m", {}, DIM, vectors=backend) as store:
+    with FaceIndex.create(tmp_path / folder_name(backend), "m", {}, DIM, vectors=backend) as store:
         store.write_batch(updates(x))
-    return tmp_path / backend.strip(":/")
+    return tmp_path / folder_name(backend)
 
 
 def assert_exact(store: FaceIndex, xq: np.ndarray, k: int) -> None:
@@ -67,8 +81,9 @@ def assert_exact(store: FaceIndex, xq: np.ndarray, k: int) -> None:
     assert len(i) >= len(ids) // 3  # the planted near-duplicate pairs are there to be found
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_search_and_range_match_exact_search_through_adds_and_removals(tmp_path, backend):
+@pytest.mark.parametrize("spec", BACKENDS, indirect=True)
+def test_search_and_range_match_exact_search_through_adds_and_removals(tmp_path, spec):
+    backend = spec
     x = clustered(120, seed=0)
     idx = build(tmp_path, backend, x[:100])
     with FaceIndex.open(idx) as store:
@@ -82,9 +97,10 @@ def test_search_and_range_match_exact_search_through_adds_and_removals(tmp_path,
         assert store.rebuilt_reason is None and store.stats()["vectors"] == backend
 
 
-def test_a_stale_milvus_copy_is_never_searched(tmp_path):
+@pytest.mark.parametrize("spec", MILVUS, indirect=True)
+def test_a_stale_milvus_copy_is_never_searched(tmp_path, spec):
     x = clustered(60, seed=1)
-    idx = build(tmp_path, "milvus://", x[:40])
+    idx = build(tmp_path, spec, x[:40])
     stamp = json.loads((idx / "milvus.json").read_text())
     with FaceIndex.open(idx) as store:
         store.write_batch(updates(x[40:], start=40))
@@ -154,27 +170,35 @@ def test_backend_names_are_checked():
         check_backend("qdrant://x")
 
 
-def test_cli_index_query_dedupe_people_agree_across_backends(collection, tmp_path):
+def cli_answers(collection: Path, idx: Path, backend: str, probe: Path) -> list[dict]:
+    """``index`` then ``query``, ``dedupe`` and ``people`` through the CLI, their JSON answers."""
     runner = CliRunner()
+    r = runner.invoke(app, ["index", str(collection), "--index", str(idx), "--detector", "none", "--workers", "0",
+                            "--label-from-folder", "--backend", backend, "--json"])
+    assert r.exit_code == 0, r.output
+    return [json.loads(runner.invoke(app, [*cmd, "--index", str(idx), "--json"]).stdout)
+            for cmd in (["query", str(probe), "--detector", "none", "--top", "5"],
+                        ["dedupe", "--tau", "0.05"], ["people"])]
+
+
+def assert_same_answers(a: list[dict], b: list[dict], copies: list[str]) -> None:
+    qa, qb = a[0]["faces"][0], b[0]["faces"][0]
+    assert qa["identity"] == qb["identity"] == "person_02"
+    assert [m["path"] for m in qa["matches"]] == [m["path"] for m in qb["matches"]]
+    groups = [[sorted(m["path"] for m in g["members"]) for g in x[1]["groups"]] for x in (a, b)]
+    assert groups[0] == groups[1] and sorted(copies) in groups[1]
+    people = [sorted(sorted(f["path"] for f in p["faces"]) for p in x[2]["people"]) for x in (a, b)]
+    assert people[0] == people[1]
+
+
+@pytest.mark.parametrize("spec", MILVUS, indirect=True)
+def test_cli_index_query_dedupe_people_agree_across_backends(collection, tmp_path, spec):
     src = sorted((collection / "person_01").iterdir())[0]
     (collection / "copy.png").write_bytes(src.read_bytes())
     probe = sorted((collection / "person_02").iterdir())[0]
-    answers = {}
-    for backend in BACKENDS:
-        idx = tmp_path / backend.strip(":/")
-        r = runner.invoke(app, ["index", str(collection), "--index", str(idx), "--detector", "none", "--workers", "0",
-                                "--label-from-folder", "--backend", backend, "--json"])
-        assert r.exit_code == 0, r.output
-        answers[backend] = [json.loads(runner.invoke(app, [*cmd, "--index", str(idx), "--json"]).stdout)
-                            for cmd in (["query", str(probe), "--detector", "none", "--top", "5"],
-                                        ["dedupe", "--tau", "0.05"], ["people"])]
-    q_faiss, q_milvus = (a[0]["faces"][0] for a in answers.values())
-    assert q_milvus["identity"] == q_faiss["identity"] == "person_02"
-    assert [m["path"] for m in q_milvus["matches"]] == [m["path"] for m in q_faiss["matches"]]
-    groups = [[sorted(m["path"] for m in g["members"]) for g in a[1]["groups"]] for a in answers.values()]
-    assert groups[0] == groups[1] and sorted([str(src), str(collection / "copy.png")]) in groups[1]
-    people = [sorted(sorted(f["path"] for f in p["faces"]) for p in a[2]["people"]) for a in answers.values()]
-    assert people[0] == people[1]
+    faiss = cli_answers(collection, tmp_path / "faiss", "faiss", probe)
+    milvus = cli_answers(collection, tmp_path / "milvus", spec, probe)
+    assert_same_answers(faiss, milvus, [str(src), str(collection / "copy.png")])
 
 
 def test_cli_backend_errors(tmp_path, collection):

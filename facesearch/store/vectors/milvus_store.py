@@ -33,6 +33,7 @@ import numpy as np
 
 from facesearch.core.atomic import atomic_write_json, read_json_dict
 from facesearch.core.errors import FacesearchError, first_line
+from facesearch.store.vectors import milvus_server as server
 from facesearch.store.vectors.base import VectorSource
 from facesearch.store.vectors.exact import as_matrix
 from facesearch.store.vectors.ranges import range_pairs_knn
@@ -43,7 +44,7 @@ STAMP = "milvus.json"
 LITE_FILE = "milvus.db"
 INSERT_CHUNK = 5_000  # rows per insert request: well under Milvus's 64 MB gRPC message cap
 MAX_TOPK = 16_384  # Milvus's limit on k per query
-SEARCH_BATCH = 1_024  # queries per search request
+SEARCH_BATCH = server.SEARCH_BATCH  # queries per search request at most
 # Milvus Lite scores vectors not yet in an index by broadcasting (queries x rows x dim) floats: its
 # batches are cut to this many bytes, or a 1,024-query batch over 100k faces asks for 49 GiB.
 LITE_SEARCH_BYTES = 1 << 29
@@ -141,6 +142,7 @@ class MilvusVectors:
             self._reload()
         elif self._client is not None:
             self._client.flush(self.collection)
+            self._wait_indexed()
 
     def check(self, fix: bool) -> dict:
         """Ids and vectors in the collection against SQLite; ``fix`` reloads it."""
@@ -164,14 +166,15 @@ class MilvusVectors:
                 "faiss_cache_current": self._stamped() == self.source.generation()}
 
     def close(self) -> None:
-        """Close the client; the last one of this process to an embedded Milvus Lite also stops it,
+        """Let go of the client: a server's stays open for the process's next store (``serve`` opens
+        the index per request); the last store of this process on an embedded Milvus Lite stops it,
         releasing its file lock."""
         if self._client is None:
             return
-        self._client.close()
-        self._client = None
+        client, self._client = self._client, None
         if self.lite_path is None:
             return
+        client.close()
         with _LITE_LOCK:
             _LITE_USERS[self.lite_path] -= 1
             last = _LITE_USERS[self.lite_path] <= 0
@@ -193,11 +196,18 @@ class MilvusVectors:
         error = self._connect()
         if error:
             return f"unavailable ({error})"
-        if not self._client.has_collection(self.collection):
-            return "missing"
-        if self._stamped() != self.source.generation():
-            return "stale"
-        self._client.load_collection(self.collection)  # a restarted engine keeps collections released
+        try:
+            if not self._client.has_collection(self.collection):
+                return "missing"
+            if self._stamped() != self.source.generation():
+                return "stale"
+            self._client.load_collection(self.collection)  # a restarted engine keeps collections released
+        except Exception as e:  # a shared client whose server went away since: reconnect next time
+            if self.lite_path is not None:
+                raise
+            server.forget_client(self.uri, _token())
+            self._client = None
+            return f"unavailable ({_line(e)})"
         return None
 
     def _connect(self, raise_errors: bool = False) -> str | None:
@@ -209,7 +219,10 @@ class MilvusVectors:
         # Milvus Lite logs a full traceback when another process holds its file; we say it in one line.
         logging.getLogger("milvus_lite.server_manager").setLevel(logging.CRITICAL)
         try:
-            self._client = MilvusClient(uri=self.uri, token=os.environ.get("MILVUS_TOKEN", ""))
+            if self.lite_path is None:  # a server: the process's one open client
+                self._client = server.shared_client(self.uri, _token())
+                return None
+            self._client = MilvusClient(uri=self.uri, token=_token())
             if self.lite_path is not None:
                 with _LITE_LOCK:
                     _LITE_USERS[self.lite_path] += 1
@@ -227,6 +240,9 @@ class MilvusVectors:
         if self._client is None:
             self._connect(raise_errors=True)
         self._client.drop_collection(self.collection)
+        if self.lite_path is None:
+            server.create_collection(self._client, self.collection, self.source.dim)
+            return
         # pymilvus asks Milvus Lite for a timestamp it does not implement while it waits for the new
         # collection's index; the in-process server logs that refusal as an ERROR. Harmless: hide it.
         logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
@@ -240,6 +256,7 @@ class MilvusVectors:
         self._create()
         self._insert(ids, X)
         self._client.flush(self.collection)
+        self._wait_indexed()
         self._stamp(gen)
         self._stale = False
         return len(ids)
@@ -253,31 +270,56 @@ class MilvusVectors:
         """Squared L2 distances (Milvus's L2 metric) and ids, (nq, k), -1 / inf padded, over a
         collection of ``n`` vectors."""
         D2, I = np.full((len(xq), k), np.inf, np.float32), np.full((len(xq), k), -1, np.int64)
-        batch = self._search_batch(n)
+        batch, params = self._search_batch(n, k), self._search_params(k)
         for s in range(0, len(xq), batch):
+            gen, consistency = self._consistency()
             hits = self._client.search(self.collection, data=xq[s:s + batch].tolist(), limit=k,
-                                       output_fields=["id"], search_params={"metric_type": "L2"})
+                                       output_fields=["id"], search_params=params, **consistency)
+            if consistency:  # answered: later searches of this generation may be bounded
+                server.searched(self.uri, self.collection, gen, consistency["consistency_level"])
             for r, row in enumerate(hits, s):
                 for c, h in enumerate(row[:k]):
                     D2[r, c], I[r, c] = h["distance"], h["id"]
         return D2, I
 
-    def _search_batch(self, n: int) -> int:
+    def _consistency(self) -> tuple[int | None, dict]:
+        """(the stamped generation, the search's consistency argument): strong for the first search of
+        what the stamp says the collection holds, bounded after (:func:`milvus_server.consistency`);
+        Milvus Lite has no such levels."""
+        if self.lite_path is not None:
+            return None, {}
+        gen = self._stamped()
+        return gen, {"consistency_level": server.consistency(self.uri, self.collection, gen)}
+
+    def _search_batch(self, n: int, k: int) -> int:
         if self.lite_path is None:
-            return SEARCH_BATCH
+            return server.search_batch(k)
         per_query = 4 * self.source.dim * max(n, 1)
         return int(np.clip(LITE_SEARCH_BYTES // per_query, 1, SEARCH_BATCH))
 
     def _compare(self, ids: np.ndarray, X: np.ndarray) -> dict:
         got = self._vectors(ids)
         missing = np.array(sorted(set(ids.tolist()) - set(got)), np.int64)
-        n = int(self._client.get_collection_stats(self.collection).get("row_count", 0))
+        n = self._row_count()
         mismatch = sum(int(np.abs(np.asarray(got[i], np.float32) - x).max() > 1e-6)
                        for i, x in zip(ids.tolist(), X) if i in got)
         ok = not len(missing) and n == len(ids) and mismatch == 0
         return {"faces": int(len(ids)), "faiss_ntotal": n, "faiss_missing": missing[:100].tolist(),
                 "faiss_extra": [], "vectors_checked": True, "vector_mismatches": mismatch,
                 "index_type": "milvus", "faiss_ok": ok}
+
+    def _row_count(self) -> int:
+        if self.lite_path is None:
+            return server.row_count(self._client, self.collection)
+        return int(self._client.get_collection_stats(self.collection).get("row_count", 0))
+
+    def _search_params(self, k: int) -> dict:
+        return server.search_params(k) if self.lite_path is None else {"metric_type": "L2"}
+
+    def _wait_indexed(self) -> None:
+        """A server indexes flushed rows in the background: wait, so no query scans them."""
+        if self.lite_path is None:
+            server.wait_indexed(self._client, self.collection)
 
     def _vectors(self, ids: np.ndarray) -> dict[int, list]:
         out = {}
@@ -322,6 +364,10 @@ def _unchecked(ids: np.ndarray, reason: str | None) -> dict:
     return {"faces": int(len(ids)), "faiss_ntotal": None, "faiss_missing": [], "faiss_extra": [],
             "vectors_checked": False, "vector_mismatches": 0, "index_type": "milvus",
             "faiss_ok": reason is None}
+
+
+def _token() -> str:
+    return os.environ.get("MILVUS_TOKEN", "")
 
 
 def _line(e: BaseException) -> str:
