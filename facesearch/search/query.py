@@ -18,7 +18,7 @@ faces the model cannot read. Its candidate and matches are still reported.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -109,7 +109,7 @@ class Searcher:
             results = [_query_safe(im, name, ctx, single=len(images) == 1) for im, name in zip(images, names)]
         answer = {"results": results, "tau": round(th.name, 4), "tau_same": round(th.same, 4), "tau_source": th.source,
                   "gallery": {"labelled_faces": n_labelled, "faces": n_faces}, "quality_min": self.policy.quality_min,
-                  "warnings": [th.warning] if th.warning else []}
+                  "warnings": ([th.warning] if th.warning else []) + ctx.notes}
         return add_verdicts(answer, self.policy)  # the answer in words too (verdict.py), numbers unchanged
 
 
@@ -124,6 +124,7 @@ class _Query:
     policy: TauPolicy
     top: int
     k: int  # neighbours searched per face
+    notes: list = field(default_factory=list)  # images read as face crops (faces.crop), for the warnings
 
 
 def _query_safe(image, name: str, q: _Query, single: bool) -> dict:
@@ -140,7 +141,10 @@ def _query_one(image, path: str, q: _Query) -> dict:
     img = image if isinstance(image, np.ndarray) else load_array(image)
     crops = extract_faces(img, q.detector, q.engine.config.align)
     if not crops:
-        raise NoFaceError(f"no face found in {path}", hint="try --detector none if the image is a face crop")
+        raise NoFaceError(f"no face found in {path}",
+                          hint="the whole image did not pass as a face crop either; --detector none reads it as one")
+    if any(c.face.whole_image for c in crops):
+        q.notes.append(f"{path}: no face detected; read the whole image as a face crop (checked, see --detector none)")
     emb, quality = q.engine.embed_with_quality([c.chip for c in crops])
     faces = []
     for k, (crop, matches) in enumerate(zip(crops, q.store.search(emb, q.k))):
