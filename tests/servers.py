@@ -47,14 +47,26 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def listeners() -> set[tuple[str, int]]:
-    """(address, port) of every TCP socket listening in this network namespace (``ss -ltn``)."""
-    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, timeout=10, check=True).stdout
+    """(address, port) of every TCP socket listening in this network namespace (what ``ss -ltn``
+    lists, read from /proc/net/tcp and tcp6 so that iproute2 need not be installed)."""
     found = set()
-    for line in out.splitlines():
-        local = line.split()[3]
-        host, _, port = local.rpartition(":")
-        found.add((host.strip("[]"), int(port)))
+    for name, width in (("tcp", 4), ("tcp6", 16)):
+        try:
+            lines = Path(f"/proc/net/{name}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A":  # TCP_LISTEN
+                host, port = local.split(":")
+                found.add((_ip(bytes.fromhex(host), width), int(port, 16)))
     return found
+
+
+def _ip(raw: bytes, width: int) -> str:
+    """An address as /proc/net/tcp* writes it (32-bit words in host order) -> text."""
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4)) if sys.byteorder == "little" else raw
+    return socket.inet_ntop(socket.AF_INET if width == 4 else socket.AF_INET6, words)
 
 
 def off_loopback(before: set[tuple[str, int]]) -> list[tuple[str, int]]:

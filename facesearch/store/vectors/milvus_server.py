@@ -126,6 +126,12 @@ def search_batch(k: int) -> int:
     return max(1, min(SEARCH_BATCH, HITS_PER_REQUEST // max(int(k), 1)))
 
 
+def open_clients() -> int:
+    """How many server clients this process holds open (one per server it uses)."""
+    with _LOCK:
+        return len(_CLIENTS)
+
+
 def _close_quietly(client) -> None:
     try:
         client.close()
