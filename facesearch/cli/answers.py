@@ -112,11 +112,13 @@ def print_query(answer: dict, top: int, verbose: bool, quiet: bool) -> None:
 
 
 def _numbers(f: dict) -> str:
-    """The raw figures behind a verdict: box, distance to the nearest named face, FAR, margin, quality."""
+    """The raw figures behind a verdict: distance to the nearest named face, FAR, margin, quality, box."""
     far = "—" if f["far"] is None else f"{'≤' if f['far_is_bound'] else ''}{f['far']:.0e}"
     d = "—" if f["distance"] is None else f"{f['distance']:.3f}"
+    margin = "—" if f["margin"] is None else f"{f['margin']:.3f}"
     q = "" if f.get("quality") is None else f", quality {f['quality']:.1f}"
-    return f"box {f['box']}, d {d} to {f['candidate'] or 'nobody named'}, FAR {far}, margin {f['margin']}{q}"
+    box = ",".join(f"{v:.0f}" for v in f["box"])
+    return f"d {d} to {f['candidate'] or 'nobody named'}, FAR {far}, margin {margin}{q}, box {box}"
 
 
 def _matches_table(matches: list[dict], rel: Relative, verbose: bool):

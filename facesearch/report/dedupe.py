@@ -55,14 +55,17 @@ def _summary(report: dict, groups: list[dict]) -> str:
 
 
 def _group_block(group: dict, n: int, cache: ImageCache, max_members: int) -> str:
+    """A group in words (copies of one face or photo, which to keep and why); its distances behind a toggle."""
     members = group.get("members") or []
     keeper = group.get("keeper")
-    head = (f"<h3>Group {n}: {len(members)} members · max distance {fmt(group.get('max_distance'))}"
-            f" · mean {fmt(group.get('mean_distance'))}</h3>")
+    head = f"<h3>Group {n}: {len(members)} members, copies of one another</h3>"
     cells = "".join(_member_cell(m, m.get("path") == keeper, cache) for m in members[:max_members])
     more = f"<p class=\"muted\">… and {len(members) - max_members} more</p>" if len(members) > max_members else ""
-    keep = f"<p>suggested keeper: <b>{esc(str(keeper))}</b></p>" if keeper else ""
-    return f"<div class=\"card group\">{head}<div class=\"row\">{cells}</div>{more}{keep}</div>"
+    why = f" ({esc(str(group['keeper_reason']))})" if group.get("keeper_reason") else ""
+    keep = f"<p>suggested keeper: <b>{esc(str(keeper))}</b>{why}</p>" if keeper else ""
+    numbers = (f"<details><summary>numbers</summary>max distance {fmt(group.get('max_distance'))}"
+               f" · mean {fmt(group.get('mean_distance'))}</details>")
+    return f"<div class=\"card group\">{head}<div class=\"row\">{cells}</div>{more}{keep}{numbers}</div>"
 
 
 def _member_cell(m: dict, is_keeper: bool, cache: ImageCache) -> str:

@@ -25,13 +25,14 @@ nav a[aria-current=page]{background:#556}main{padding:16px}
 .box{position:absolute;border:2px solid #e33;box-sizing:border-box}
 .box span{position:absolute;left:0;top:-18px;background:#e33;color:#fff;font-size:12px;padding:0 3px;white-space:nowrap}
 .card{background:#fff;border-radius:8px;padding:10px;margin:10px 0}.row{display:flex;flex-wrap:wrap;gap:8px}
-.cell,.tile{font-size:12px;width:120px;overflow:hidden;word-break:break-all}
+.cell,.tile{font-size:12px;width:120px;overflow:hidden;overflow-wrap:anywhere}
+.row>a img{width:96px;height:96px;object-fit:cover;border-radius:4px;display:block}
 .cell img,.tile img{width:112px;height:112px;object-fit:cover;border-radius:4px;display:block}
 .tile{position:relative;cursor:pointer;border:2px solid transparent;border-radius:6px;padding:2px}
 .tile input{position:absolute;left:6px;top:6px;width:18px;height:18px}
 .tile:has(input:checked){border-color:#36c;background:#eef}
 .dup{display:flex;gap:12px;flex-wrap:wrap}.dup label{width:250px;cursor:pointer;border:2px solid #ddd;border-radius:6px;
- padding:4px;font-size:12px;word-break:break-all}.dup label:has(input:checked){border-color:#070;background:#efe}
+ padding:4px;font-size:12px;overflow-wrap:anywhere}.dup label:has(input:checked){border-color:#070;background:#efe}
 .dup img{width:240px;height:180px;object-fit:contain;background:#eee;display:block}
 .keep{background:#070;color:#fff;border-radius:3px;padding:0 4px}
 .verdict{font-size:16px}.tools{margin:8px 0;display:flex;gap:8px;flex-wrap:wrap;align-items:center}

@@ -109,14 +109,14 @@ async function loadPeople() {
   tools.append(el("span", r.people.length + " people. Tick two or more who are one person:"), merge,
     el("span", "", "muted")); tools.lastChild.id = "people-status"; box.append(tools);
   merge.onclick = () => act("people-status", async () => {
-    const ids = picked("person-pick"), named = r.people.find(p => ids.includes(p.id) && p.name);
+    const ids = picked("people-pick"), named = r.people.find(p => ids.includes(p.id) && p.name);
     if (ids.length < 2) throw new Error("tick at least two people");
     const keep = named ? named.id : ids[0];
     for (const other of ids.filter(i => i !== keep)) await post("/api/people/" + keep + "/merge", {other});
     location.hash = "#person=" + keep; });
   r.people.forEach(p => {
     const card = el("div", undefined, "card person"), head = el("div", undefined, "tools"), pick = el("input");
-    pick.type = "checkbox"; pick.className = "person-pick"; pick.value = p.id; pick.setAttribute("aria-label", who(p));
+    pick.type = "checkbox"; pick.className = "people-pick"; pick.value = p.id; pick.setAttribute("aria-label", who(p));
     const link = el("a", who(p)); link.href = "#person=" + p.id;
     head.append(pick, link, el("span", p.faces.length + " faces", "muted"));
     const row = el("div", undefined, "row"); p.faces.slice(0, 10).forEach(f => row.append(faceLink(f.face_id)));
@@ -148,16 +148,16 @@ async function loadPerson(id) {
     not = el("button", "Not this person"), merge = el("button", "Merge in:"), other = peopleSelect(all.people, p.id);
   tools.append(el("span", "Tick faces, then:"), split, not, merge, other);
   split.onclick = () => act("person-status", async () => {
-    const r = await post("/api/people/" + p.id + "/split", {faces: picked("person-pick")});
-    await loadPerson(p.id); return r.moved + " faces are now person " + r.new_person; });
+    const r = await post("/api/people/" + p.id + "/split", {faces: picked("face-pick")});
+    await loadPerson(p.id); return r.moved + " face(s) are now person " + r.new_person; });
   not.onclick = () => act("person-status", async () => {
-    const ids = picked("person-pick"); if (!ids.length) throw new Error("tick the faces that are someone else");
+    const ids = picked("face-pick"); if (!ids.length) throw new Error("tick the faces that are someone else");
     for (const f of ids) await post("/api/faces/" + f + "/not-person", {});
     await loadPerson(p.id); });
   merge.onclick = () => act("person-status", async () => {
     await post("/api/people/" + p.id + "/merge", {other: Number(other.value)}); await loadPerson(p.id); });
   const status = el("div", "", "muted"); status.id = "person-status"; status.setAttribute("aria-live", "polite");
-  const faces = el("div", undefined, "row"); p.faces.forEach(f => faces.append(tile(f, "person-pick")));
+  const faces = el("div", undefined, "row"); p.faces.forEach(f => faces.append(tile(f, "face-pick")));
   const photos = el("div", undefined, "row");
   p.photos.forEach(path => { const c = el("div", undefined, "cell"); c.append(photoImg(path), el("span", base(path)));
     c.title = path; photos.append(c); });
@@ -175,7 +175,8 @@ async function loadDuplicates() {
   const tools = el("div", undefined, "tools"), dest = el("input"), move = el("button", "Move the other copies…"),
     undo = el("button", "Undo the last move…");
   dest.id = "move-to"; dest.size = 50; dest.setAttribute("aria-label", "folder to move copies to");
-  dest.placeholder = "folder to move copies to"; dest.value = h.move_roots.length ? h.move_roots[0] + "/duplicates" : "";
+  dest.placeholder = "folder to move copies to";
+  dest.value = h.move_roots.length ? h.move_roots[0] + "/duplicates" : "";
   move.id = "move"; undo.id = "undo"; tools.append(dest, move, undo); box.append(tools);
   if (!h.move_roots.length) box.append(el("p", "This server may not move files: start it with " +
     "--allow-move-root FOLDER to move copies from here.", "err"));
@@ -188,8 +189,10 @@ async function loadDuplicates() {
     head.append(pick, el("b", " group " + (n + 1) + ": " + g.members.length + " copies"));
     const row = el("div", undefined, "dup");
     g.members.forEach(m => { const l = el("label"), keep = el("input"); keep.type = "radio"; keep.name = "keep-" + n;
-      keep.value = m.path; keep.checked = m.path === g.keeper; l.append(keep, el("span", " keep this one"), photoImg(m.path),
-        el("div", base(m.path)), el("div", (m.size ? Math.round(m.size / 1024) + " KB · " : "") + m.n_faces + " faces", "muted"));
+      keep.value = m.path; keep.checked = m.path === g.keeper;
+      const size = (m.size ? Math.round(m.size / 1024) + " KB · " : "") + m.n_faces +
+        (m.n_faces === 1 ? " face" : " faces");
+      l.append(keep, el("span", " keep this one"), photoImg(m.path), el("div", base(m.path)), el("div", size, "muted"));
       if (m.path === g.keeper) l.append(el("span", "suggested: " + g.keeper_reason, "keep"));
       l.title = m.path; row.append(l); });
     const det = el("details"); det.append(el("summary", "numbers"), el("div", "farthest pair " + g.max_distance +
