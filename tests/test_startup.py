@@ -1,8 +1,13 @@
-"""Start-up: commands that load the shipped model never import timm or torchvision."""
+"""Start-up: on a CPU the commands that detect and embed never import torch, timm or torchvision.
+
+The shipped networks run on the inference runtime (facesearch.core.runtime) from their exported
+ONNX files; torch stays the training framework, the export source and the CUDA path.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,30 +15,60 @@ import pytest
 
 from facesearch.photos.synthetic import make_identity_folder
 
-# Index and query in one fresh interpreter, then report which of the slow imports happened.
+TORCH = {"torch", "timm", "torchvision"}
+RUNTIMES = {"onnxruntime", "openvino"}
+
+# index, query, dedupe and people in one fresh interpreter, then a served query (the service's app
+# on the same index), then report which of the slow imports happened.
 SCRIPT = """
 import json, sys
 from facesearch.cli.main import app
 for args in (["index", sys.argv[1], "--index", sys.argv[2], "--quiet"],
-             ["query", sys.argv[3], "--index", sys.argv[2], "--json", "--quiet"]):
+             ["query", sys.argv[3], "--index", sys.argv[2], "--json", "--quiet"],
+             ["dedupe", "--index", sys.argv[2], "--json", "--quiet"],
+             ["people", "--index", sys.argv[2], "--json", "--quiet"]):
     try:
         app(args, standalone_mode=False)
     except SystemExit as e:
-        assert not e.code, e.code
-print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "timm", "torchvision"})))
+        assert not e.code, (args, e.code)
+from fastapi.testclient import TestClient
+from facesearch.service.app import create_app
+from facesearch.service.state import ServeOptions
+client = TestClient(create_app(ServeOptions(index=sys.argv[2], device="cpu")), base_url="http://127.0.0.1:8750")
+with open(sys.argv[3], "rb") as f:
+    r = client.post("/api/query", files={"image": ("q.png", f.read(), "image/png")})
+assert r.status_code == 200, r.text
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "timm", "torchvision", "onnxruntime",
+                                                                  "openvino"})))
 """
 
 
 @pytest.mark.slow
-def test_index_and_query_load_the_model_without_timm(tmp_path):
+def test_cpu_commands_and_the_service_never_import_torch(tmp_path):
+    pytest.importorskip("onnxruntime")
     photos = make_identity_folder(tmp_path / "photos", n_people=2, per_person=2, seed=2)
     query = sorted(photos.rglob("*.png"))[0]
+    env = {k: v for k, v in os.environ.items() if k not in ("FACESEARCH_RUNTIME", "CUDA_VISIBLE_DEVICES")}
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(photos), str(tmp_path / "idx"), str(query)],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
-    loaded = json.loads(out.stdout.strip().splitlines()[-1])
-    assert "torch" in loaded  # the model really ran
-    assert "timm" not in loaded and "torchvision" not in loaded, loaded
+    loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
+    assert loaded & RUNTIMES  # the networks really ran, on the runtime
+    assert not loaded & TORCH, loaded
+
+
+def test_a_detection_worker_never_imports_torch(tmp_path):
+    """What every detection worker runs (YuNet on the runtime, dlib's landmarks), in a fresh process."""
+    pytest.importorskip("onnxruntime")
+    photo = sorted(make_identity_folder(tmp_path / "photos", n_people=1, per_person=1, seed=4).rglob("*.png"))[0]
+    script = ("import json, sys\nfrom facesearch.faces.chips import extract_faces\n"
+              "from facesearch.faces.detect import create_detector\nfrom facesearch.photos.load import load_array\n"
+              "crops = extract_faces(load_array(sys.argv[1]), create_detector('auto'), 'dlib5_150_p25+arcface_112')\n"
+              "assert crops\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules} "
+              "& {'torch', 'timm', 'torchvision', 'onnxruntime'})))")
+    out = subprocess.run([sys.executable, "-c", script, str(photo)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["onnxruntime"]
 
 
 REINDEX = """
