@@ -170,3 +170,22 @@ def test_the_page_has_a_url_per_view_and_fetches_nothing_else(review):
     for view in ('href="#people"', 'href="#duplicates"', 'href="#search"', "#person=", "#face="):
         assert view in page
     assert "http" not in page.split("<script>")[1]
+
+
+def test_people_assign_on_the_command_line(review):
+    root, _, app = review
+    c = TestClient(app)
+    people = people_by_id(c)
+    a = next(p for p in people if people[p]["name"] == "person_01")
+    face = people[a]["faces"][0]["face_id"]
+    assert c.post(f"/api/faces/{face}/not-person", json={}).status_code == 200
+    r = CliRunner().invoke(cli, ["people", "assign", str(a), str(face), "--index", str(root / "idx"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert '"assigned": 1' in r.stdout and face in [f["face_id"] for f in c.get(f"/api/people/{a}").json()["faces"]]
+    bad = CliRunner().invoke(cli, ["people", "assign", str(a), "987654", "--index", str(root / "idx")])
+    assert bad.exit_code == 1 and "not all in this index" in bad.stderr
+
+
+def test_serve_names_the_move_root_flag():
+    r = CliRunner().invoke(cli, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and "--allow-move-root" in r.stdout
