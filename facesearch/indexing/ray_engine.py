@@ -20,9 +20,7 @@ and hash still match and the model is the same.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -33,6 +31,7 @@ from facesearch.faces.detect import Face
 from facesearch.core.errors import FacesearchError
 from facesearch.models.weights_meta import resolve_weights
 from facesearch.indexing.detection import detect_batch
+from facesearch.indexing.ray_cluster import cluster_failure, ray_runtime
 from facesearch.indexing.work import Committer, IndexOptions, IndexSummary, ProgressFn, Result, Work
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def run_ray(store, weights: Path, todo: list[Work], opts: IndexOptions, summary:
     commit.add(saved)
     folder = root / str(run_id)
     if todo:
-        with ray_runtime(opts.address, opts.workers):
+        with ray_runtime(opts.address, opts.workers), cluster_failure(opts.address, folder):
             for seq, table in enumerate(_results_stream(todo, weights, opts, model_id, align)):
                 commit.add(_shard_results(table, folder / f"{seq:06d}.parquet"))
     commit.flush()
@@ -75,34 +74,7 @@ def run_ray(store, weights: Path, todo: list[Work], opts: IndexOptions, summary:
         root.rmdir()
 
 
-# --- the Ray runtime and the dataset ---------------------------------------------------------
-
-
-@contextmanager
-def ray_runtime(address: str | None, workers: int | None = None) -> Iterator[None]:
-    """Join the cluster at ``address``, or start a Ray runtime on this machine with ``workers`` CPUs for
-    detection (default: one per core) and one for embedding; shut down on exit. A runtime the caller
-    already started is used and left running."""
-    import ray
-
-    # Ray Data logs every execution at INFO on stderr; our caller reports progress itself.
-    if not log.isEnabledFor(logging.DEBUG):
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-    if ray.is_initialized():
-        yield
-        return
-    quiet = dict(log_to_driver=False, configure_logging=False)  # our progress bar, not Ray's worker logs
-    if address:
-        ray.init(address=address, **quiet)
-    else:
-        # One logical CPU more than detection workers, for the embedding actor: the local engine too
-        # embeds in its main process beside one detection worker per core (measured in docs/scaling.md).
-        detectors = workers if workers and workers > 0 else (os.cpu_count() or 1)
-        ray.init(num_cpus=detectors + 1, include_dashboard=False, **quiet)
-    try:
-        yield
-    finally:
-        ray.shutdown()
+# --- the dataset ---------------------------------------------------------
 
 
 def _results_stream(todo: list[Work], weights: Path, opts: IndexOptions, model_id: str, align: str) -> Iterator:

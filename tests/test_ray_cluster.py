@@ -1,0 +1,139 @@
+"""``index --engine ray --address``: a real two-node Ray cluster on 127.0.0.1.
+
+The cluster (tests/servers.py) is a head node and a worker node, each its own raylet and
+object store, joined by address: the same protocol as a cluster of machines. The CLI runs as
+a separate process, a driver that joins it as a user's would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+from facesearch.indexing import ray_engine  # noqa: E402
+from facesearch.indexing.run import IndexOptions, index_collection  # noqa: E402
+from facesearch.photos.synthetic import make_identity_folder  # noqa: E402
+from tests import servers  # noqa: E402
+from tests.test_ray_engine import assert_same_index, snapshot  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT = 420  # seconds for one CLI run on the cluster (2 busy cores)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node (1 CPU) and a worker node (1 CPU) on loopback, stopped after the module."""
+    before = servers.listeners()
+    try:
+        c = servers.start_ray_cluster(head_cpus=1)
+    except RuntimeError as e:
+        pytest.skip(f"no Ray cluster: {e}")
+    try:
+        c.add_worker(num_cpus=1)
+        c.opened_off_loopback = servers.off_loopback(before)
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    return make_identity_folder(tmp_path_factory.mktemp("cluster") / "photos", n_people=3, per_person=3, seed=11)
+
+
+def cli(*args: str, timeout: float = RUN_TIMEOUT, **popen) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([sys.executable, "-m", "facesearch", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout, **popen)
+
+
+def local_index(photos: Path, idx: Path, detector: str) -> Path:
+    index_collection(IndexOptions(paths=[str(photos)], index=idx, engine="local", workers=1, detector=detector))
+    return idx
+
+
+def test_the_cluster_listens_on_loopback_only(cluster):
+    assert cluster.address.startswith("127.0.0.1:")
+    assert cluster.opened_off_loopback == []
+
+
+def test_index_on_the_cluster_finds_the_same_faces_and_embeddings_as_local(cluster, photos, tmp_path):
+    r = cli("index", str(photos), "--index", str(tmp_path / "ray"), "--engine", "ray", "--address", cluster.address,
+            "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout)
+    assert (summary["new"], summary["bad"], summary["failed"]) == (9, 0, 0) and summary["faces"] >= 8
+    assert_same_index(local_index(photos, tmp_path / "local", "auto"), tmp_path / "ray")
+
+
+def test_an_unreachable_cluster_is_one_line(photos, tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]  # closed again when the with ends: nothing listens there
+    t0 = time.monotonic()
+    r = cli("index", str(photos), "--index", str(tmp_path / "i"), "--engine", "ray", "--address", f"127.0.0.1:{port}",
+            timeout=120)
+    assert r.returncode == 1 and time.monotonic() - t0 < 60
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in r.stderr
+    assert "unexpected" not in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_run_and_the_run_resumed_from_its_shards(cluster, tmp_path, monkeypatch):
+    photos = make_identity_folder(tmp_path / "photos", n_people=6, per_person=8, seed=12)  # 48 files, 6 tasks
+    total = 48
+    idx = tmp_path / "ray"
+    lost = cluster.add_worker(num_cpus=1)
+    proc = subprocess.Popen([sys.executable, "-m", "facesearch", "index", str(photos), "--index", str(idx),
+                             "--engine", "ray", "--address", cluster.address, "--json"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        first = _first_shard(idx, proc, timeout=RUN_TIMEOUT)
+        cluster.kill_worker(lost)  # a machine lost mid-run...
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # ...and the driver with it: only its shards remain
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert first is not None, "the run ended before writing a shard"
+    saved = len(_shard_files(idx))
+    computed: list[str] = []
+    real_stream = ray_engine._results_stream
+
+    def stream(todo, *args):
+        computed.extend(w.path for w in todo)
+        return real_stream(todo, *args)
+
+    monkeypatch.setattr(ray_engine, "_results_stream", stream)
+    s = index_collection(IndexOptions(paths=[str(photos)], index=idx, engine="ray", address=cluster.address,
+                                      detector="auto"))
+    assert s.new + s.unchanged == total and s.failed == 0
+    assert len(computed) < total and saved >= 1  # the files of the shards were committed, not recomputed
+    assert not (idx / ray_engine.SHARDS).exists() and len(snapshot(idx)) == total
+    assert_same_index(local_index(photos, tmp_path / "local", "auto"), idx)
+
+
+def _shard_files(idx: Path) -> list[Path]:
+    return list((idx / ray_engine.SHARDS).glob("*/*.parquet"))
+
+
+def _first_shard(idx: Path, proc: subprocess.Popen, timeout: float) -> Path | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        files = _shard_files(idx)
+        if files:
+            return files[0]
+        time.sleep(0.2)
+    return None
+
