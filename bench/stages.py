@@ -15,9 +15,11 @@ worker and the embedding engine run, with a clock around each stage:
 * ``chips``: the aligned chips the model wants (two per face for the fused model);
 * ``embed``: the model in batches of 64, its parts timed apart where it has two.
 
-The default runs at the product's precision (bf16 where the CPU has it); the
-previous default (``--detector dlib-auto --weights dlib_ft --min-face 40``) in
-fp32, as ``bench/pipeline.py`` runs it. Stages are summed per photo, so the
+The default runs at the product's precision (bf16 where the CPU has it) on the product's
+inference runtime (``facesearch.core.runtime``: OpenVINO for the embedders, ONNX Runtime for
+YuNet, one thread each); the previous default (``--detector dlib-auto --weights dlib_ft
+--min-face 40``) in fp32, as ``bench/pipeline.py`` runs it; and, side by side, the default
+through torch as it ran before issue 28 (``FACESEARCH_RUNTIME=torch``). Stages are summed per photo, so the
 per-photo total is the CPU time one core spends; the end-to-end speed on all
 cores is ``bench/pipeline.py``'s.
 
@@ -35,6 +37,7 @@ import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -43,8 +46,9 @@ from embed import out_path  # noqa: E402
 from pipeline import PINS, YALE, source_photos, spread  # noqa: E402
 
 STAGES = ("decode", "find faces", "dlib box", "landmarks", "chips", "embed")
-PREVIOUS = {"detector": "dlib-auto", "weights": "dlib_ft", "min_face": 40, "precision": "fp32"}
-DEFAULT = {"detector": "auto", "weights": None, "min_face": None, "precision": None}
+PREVIOUS = {"detector": "dlib-auto", "weights": "dlib_ft", "min_face": 40, "precision": "fp32", "runtime": None}
+DEFAULT = {"detector": "auto", "weights": None, "min_face": None, "precision": None, "runtime": None}
+DEFAULT_TORCH = {**DEFAULT, "runtime": "torch"}  # the default's inference path before issue 28
 YALE_SHARE = 0.164  # bench/pipeline.py's 1,000 photos: 164 yalefaces, 836 pins_celebs
 
 
@@ -61,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in photos:
         p.read_bytes()  # into the page cache: the first configuration would pay for the disk
     with _one_core():
-        results["runs"] = {"previous default": profile(photos, PREVIOUS), "default": profile(photos, DEFAULT)}
+        results["runs"] = {"previous default": profile(photos, PREVIOUS), "default": profile(photos, DEFAULT),
+                           "default (torch)": profile(photos, DEFAULT_TORCH)}
     results["summary"] = summarise(results["runs"])
     print_table(results)
     C.write_results(args.out, results)
@@ -119,28 +124,46 @@ class Clock:
             self.seconds[name] += time.perf_counter() - t0
 
 
+@contextmanager
+def network_runtime(runtime: str | None) -> Iterator[None]:
+    """``$FACESEARCH_RUNTIME`` set to ``runtime`` for the duration (None: as the environment says),
+    with YuNet's cached detector rebuilt on entry and exit (it reads the runtime when built)."""
+    from facesearch.faces import tiling
+
+    asked = os.environ.get("FACESEARCH_RUNTIME")
+    if runtime:
+        os.environ["FACESEARCH_RUNTIME"] = runtime
+    tiling.yunet_model.cache_clear()
+    try:
+        yield
+    finally:
+        os.environ.pop("FACESEARCH_RUNTIME", None)
+        if asked is not None:
+            os.environ["FACESEARCH_RUNTIME"] = asked
+        tiling.yunet_model.cache_clear()
+
+
 def profile(photos: list[Path], setup: dict) -> dict:
     """One configuration's seconds per stage over ``photos`` (models loaded before the clock)."""
-    with C.network_precision(setup["precision"]):
+    with network_runtime(setup["runtime"]), C.network_precision(setup["precision"]):
         return _profile(photos, setup)
 
 
 def _profile(photos: list[Path], setup: dict) -> dict:
     from facesearch.faces.detect import create_detector, network_precision
-    from facesearch.models.embed import EmbeddingEngine
-    from facesearch.models.weights import load_weights
+    from facesearch.models.embed import open_engine
     from facesearch.models.weights_meta import resolve_weights
 
     det = create_detector(setup["detector"], min_face=setup["min_face"])
     det.warmup()
-    model = load_weights(resolve_weights(setup["weights"]))
-    engine = EmbeddingEngine(model, device="cpu")
+    engine = open_engine(resolve_weights(setup["weights"]), device="cpu")
     clock = Clock()
     with _timed_helpers(clock):
         chips = _detect_all(photos, det, engine.config.align, clock)
         _embed_all(engine, chips, clock)
     n, faces = len(photos), len(chips)
-    return {"setup": dict(setup), "model_id": model.model_id,
+    return {"setup": dict(setup), "model_id": engine.model_id,
+            "runtime": getattr(engine.runner, "runtime", "torch"),
             "precision": os.environ.get("FACESEARCH_PRECISION", "auto"),
             "detector_precision": network_precision(setup["detector"]),
             "photos": n, "faces": faces,
@@ -192,29 +215,44 @@ def _timed_helpers(clock: Clock):
 
 
 def _embed_all(engine, chips: list, clock: Clock) -> None:
-    """The engine over every chip in its batches; each part of a fused model clocked by hooks."""
-    hooks = []
-    for name in ("base", "sface"):
-        part = getattr(engine.model, name, None)
-        if part is not None:
-            starts = {}
-            hooks.append(part.register_forward_pre_hook(lambda m, a, s=starts: s.update(t=time.perf_counter())))
-            hooks.append(part.register_forward_hook(
-                lambda m, a, o, s=starts, n=name: clock.parts.update({n: clock.parts.get(n, 0.0) + time.perf_counter() - s["t"]})))
+    """The engine over every chip in its batches; each part of a fused model clocked apart."""
+    undo = _clock_parts(engine, clock)
     engine.embed(chips[:8])  # first-call set-up (oneDNN primitives) off the clock
     clock.parts.clear()
     try:
         with clock.stage("embed"):
             engine.embed(chips)
     finally:
-        for h in hooks:
-            h.remove()
+        undo()
+
+
+def _clock_parts(engine, clock: Clock):
+    """Clock the fused model's two networks (runtime networks or torch modules); returns an undo."""
+    def add(name, t0):
+        clock.parts[name] = clock.parts.get(name, 0.0) + time.perf_counter() - t0
+
+    nets = getattr(engine.runner, "nets", None)
+    if nets is not None:  # the inference runtime: wrap each network's call
+        saved = [n._run for n in nets]
+        for net, name, run in zip(nets, ("base", "sface"), saved):
+            net._run = lambda x, r=run, n=name: (lambda t0: (r(x), add(n, t0))[0])(time.perf_counter())
+        return lambda: [setattr(n, "_run", r) for n, r in zip(nets, saved)]
+    hooks = []
+    for name in ("base", "sface"):
+        part = getattr(engine.model, name, None)
+        if part is not None:
+            starts = {}
+            hooks.append(part.register_forward_pre_hook(lambda m, a, s=starts: s.update(t=time.perf_counter())))
+            hooks.append(part.register_forward_hook(lambda m, a, o, s=starts, n=name: add(n, s["t"])))
+    return lambda: [h.remove() for h in hooks]
 
 
 def summarise(runs: dict) -> dict:
-    prev, new = runs["previous default"], runs["default"]
-    out = {"cpu_ms_per_photo": {"previous default": prev["total_ms_per_photo"], "default": new["total_ms_per_photo"]},
-           "cpu_time_ratio": round(new["total_ms_per_photo"] / prev["total_ms_per_photo"], 2)}
+    prev, new, before = runs["previous default"], runs["default"], runs["default (torch)"]
+    out = {"cpu_ms_per_photo": {k: v["total_ms_per_photo"] for k, v in runs.items()},
+           "cpu_time_ratio": round(new["total_ms_per_photo"] / prev["total_ms_per_photo"], 2),
+           "speed_vs_previous_default": round(prev["total_ms_per_photo"] / new["total_ms_per_photo"], 2),
+           "speed_vs_torch_path": round(before["total_ms_per_photo"] / new["total_ms_per_photo"], 2)}
     # What the default spends on work the previous default does not do at all.
     out["default_only_ms_per_photo"] = {
         "sface": round(new["embed_parts_ms_per_face"].get("sface", 0.0) * new["faces"] / new["photos"], 2),
