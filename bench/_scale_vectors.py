@@ -1,12 +1,14 @@
-"""The ``backends`` part of bench/scale.py: the FAISS vector store vs Milvus on the same vectors.
+"""The ``backends`` part of bench/scale.py: FAISS, Milvus Lite and a Milvus server on the same vectors.
 
-Both stores are driven through facesearch's own seam (``facesearch.store.vectors.base``)
+The stores are driven through facesearch's own seam (``facesearch.store.vectors.base``)
 over an in-memory catalogue of synthetic face-like vectors (``_common.face_embeddings``,
-128-d, identities of ~8 photos) with 1 % planted near-duplicates, so what is timed
-is what ``query`` and ``dedupe`` would run. Per size:
+256-d like the default fused model's, identities of ~8 photos) with 1 % planted
+near-duplicates, so what is timed is what ``query`` and ``dedupe`` would run. Per size:
 
 * insert: all vectors mirrored into the store (FAISS: ``auto`` index type, as an
-  index of that size gets it; Milvus: Milvus Lite embedded, its ``AUTOINDEX``);
+  index of that size gets it; Milvus Lite embedded, its ``AUTOINDEX``; a Milvus server,
+  ``milvus_server.INDEX``), then ``flush`` (``index_s``: the server builds its index
+  there, FAISS writes its cache);
 * recall@10 of 200 new photos of known identities against numpy's exact search,
   and single-query latency p50/p95 (what one ``query`` face pays); fewer for
   Milvus Lite at 1M (see ``LITE_SCAN_QUERY_ROWS``), the row says how many;
@@ -35,12 +37,18 @@ K = 10
 DUP_SHARE = 0.01
 EXACT_PAIRS_MAX = 200_000  # numpy's exact all-pairs is O(n^2): fine at 100k, hours at 1M
 FULL_MILVUS_DEDUPE_MAX = 50_000  # beyond, time a slice of the queries and extrapolate (20k: 73 s)
+FULL_SERVER_DEDUPE_MAX = 200_000  # a server's full pass beyond: a 20,000-query slice, extrapolated
+SERVER_DEDUPE_SLICE = 20_000
 # Milvus Lite scans the rows it has not indexed yet (all of them, right after a bulk insert: its HNSW
 # build runs in the background, ~100 s at 100k here): each query costs ~2 ms per 1,000 rows, so the
 # number of timed queries and of dedupe rows is cut to keep each size's scans to minutes.
 LITE_SCAN_QUERY_ROWS = 20_000_000  # queries x rows timed for latency: 200 at 100k, 20 at 1M
 LITE_SCAN_DEDUPE_ROWS = 100_000_000  # dedupe slice: 1,000 queries at 100k, 100 at 1M
 INSERT_CHUNK = 50_000
+DIM = 256
+# Queries per server search request tried for the dedupe pass (k starts at RANGE_K_CAP = 16): the
+# request size milvus_server.SEARCH_BATCH was chosen by (``batch_sweep``).
+SWEEP_BATCHES = (64, 256, 1_024, 4_096)
 
 
 @dataclass
@@ -72,30 +80,58 @@ class MemoryCatalogue:
 
 
 def bench_backends(sizes: list[int], tau: float, seed: int = 0, work: Path | None = None,
-                   milvus: str | None = None) -> dict:
-    """FAISS vs Milvus at each size in ``sizes``: insert, recall@10, query p50, dedupe.
-
-    ``milvus`` is a ``milvus://HOST:PORT`` server to measure; by default Milvus Lite, embedded.
-    """
-    rows = []
+                   milvus: str | None = None, dim: int = DIM, sweep: bool = False) -> dict:
+    """FAISS, Milvus Lite and (given ``milvus``, a ``milvus://HOST:PORT`` server) the server at each
+    size in ``sizes``: insert, index, recall@10, query p50/p95, dedupe. ``sweep``: also time the
+    server's dedupe pass at each of SWEEP_BATCHES queries per request (the smallest size only)."""
+    rows, swept = [], None
+    backends = ("faiss", "milvus", "milvus-server") if milvus else ("faiss", "milvus")
     for n in sizes:
-        x, xq = _vectors(n, seed)
+        x, xq = _vectors(n, seed, dim)
         D, I = ops.exact_knn(xq, x, K)
         exact_pairs = _exact_pairs(x, tau) if n <= EXACT_PAIRS_MAX else None
-        for backend in ("faiss", "milvus"):
+        for backend in backends:
             with tempfile.TemporaryDirectory(prefix="facesearch-bench-vectors-", dir=work) as tmp:
-                rows.append(_one(backend, x, xq, I, exact_pairs, tau, Path(tmp), milvus))
+                keep = backend == "milvus-server" and sweep and swept is None
+                rows.append(_one(backend, x, xq, I, exact_pairs, tau, Path(tmp), milvus, keep))
+                if keep:
+                    swept = batch_sweep(rows[-1].pop("store"), rows[-1].pop("catalogue"), tau)
                 print(rows[-1], flush=True)
-    return {"tau": tau, "queries": QUERIES, "k": K, "dup_share": DUP_SHARE, "rows": rows,
-            "ratios": _ratios(rows)}
+    out = {"tau": tau, "queries": QUERIES, "k": K, "dim": dim, "dup_share": DUP_SHARE, "rows": rows,
+           "ratios": _ratios(rows, "milvus")}
+    if milvus:
+        out["server"] = milvus
+        out["server_ratios"] = _ratios(rows, "milvus-server")
+    if swept:
+        out["server_batch_sweep"] = swept
+    return out
+
+
+def batch_sweep(store, cat: "MemoryCatalogue", tau: float) -> list[dict]:
+    """The server's dedupe pass at each request size of SWEEP_BATCHES (then the store is closed)."""
+    from facesearch.store.vectors import milvus_server
+
+    out, saved = [], (milvus_server.SEARCH_BATCH, milvus_server.HITS_PER_REQUEST)
+    try:
+        for batch in SWEEP_BATCHES:
+            milvus_server.SEARCH_BATCH, milvus_server.HITS_PER_REQUEST = batch, batch * ops.RANGE_K_CAP
+            t0 = time.perf_counter()
+            i, _, _ = store.range_pairs(tau, ops.RANGE_K_CAP)
+            out.append({"queries_per_request": batch, "dedupe_s": round(time.perf_counter() - t0, 2),
+                        "pairs": int(len(i))})
+            print(out[-1], flush=True)
+    finally:
+        milvus_server.SEARCH_BATCH, milvus_server.HITS_PER_REQUEST = saved
+        store.close()
+    return out
 
 
 def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_pairs, tau: float,
-         folder: Path, milvus: str | None) -> dict:
+         folder: Path, milvus: str | None, keep: bool = False) -> dict:
     from facesearch.store.vectors.factory import open_vectors
 
     cat = MemoryCatalogue(folder, x.shape[1])
-    spec = "faiss" if backend == "faiss" else (milvus or f"milvus://{folder / 'm.db'}")
+    spec = {"faiss": "faiss", "milvus": f"milvus://{folder / 'm.db'}"}.get(backend, milvus)
     store = open_vectors(spec, cat, create=True)
     lite = getattr(store, "lite_path", None) is not None
     t0 = time.perf_counter()
@@ -103,8 +139,9 @@ def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_
         e = min(s + INSERT_CHUNK, len(x))
         cat.ids, cat.X, cat.gen = np.arange(e, dtype=np.int64), x[:e], cat.gen + 1
         store.apply(np.zeros(0, np.int64), cat.ids[s:e], x[s:e])
-    store.flush()
     insert_s = time.perf_counter() - t0
+    store.flush()
+    index_s = time.perf_counter() - t0 - insert_s
     store.search(xq[:1], K)  # first query loads / warms the collection
     n_q = min(QUERIES, max(20, LITE_SCAN_QUERY_ROWS // len(x))) if lite else QUERIES
     I_true = I_true[:n_q]
@@ -115,20 +152,32 @@ def _one(backend: str, x: np.ndarray, xq: np.ndarray, I_true: np.ndarray, exact_
         lat.append(time.perf_counter() - t)
         found.append(I[0])
     recall = float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, I_true)]))
-    row = {"backend": backend, "uri": spec if backend == "milvus" and not lite else None,
-           "n": len(x), "index": store.describe()["index_type"],
-           "insert_s": round(insert_s, 2), "insert_per_s": round(len(x) / insert_s),
+    row = {"backend": backend, "uri": spec if backend == "milvus-server" else None,
+           "n": len(x), "index": _index_name(backend, store),
+           "insert_s": round(insert_s, 2), "insert_per_s": round(len(x) / insert_s), "index_s": round(index_s, 2),
            "queries": n_q, f"recall@{K}": round(recall, 4), "query_p50_ms": C.percentile_ms(lat, 50),
            "query_p95_ms": C.percentile_ms(lat, 95)}
-    row.update(_dedupe(store, cat, tau, exact_pairs, lite))
+    row.update(_dedupe(store, cat, tau, exact_pairs, lite, backend == "milvus-server"))
+    if keep:
+        return {**row, "store": store, "catalogue": cat}
     store.close()
     return row
 
 
-def _dedupe(store, cat: MemoryCatalogue, tau: float, exact_pairs, lite: bool) -> dict:
+def _index_name(backend: str, store) -> str:
+    if backend == "milvus-server":
+        from facesearch.store.vectors import milvus_server
+
+        return f"{milvus_server.INDEX['index_type']} M={milvus_server.INDEX['params']['M']}".lower()
+    return store.describe()["index_type"]
+
+
+def _dedupe(store, cat: MemoryCatalogue, tau: float, exact_pairs, lite: bool, server: bool) -> dict:
     n = len(cat.ids)
     if lite and n > FULL_MILVUS_DEDUPE_MAX:
-        return _dedupe_slice(store, cat, tau)
+        return _dedupe_slice(store, cat, tau, max(50, LITE_SCAN_DEDUPE_ROWS // n))
+    if server and n > FULL_SERVER_DEDUPE_MAX:
+        return _dedupe_slice(store, cat, tau, SERVER_DEDUPE_SLICE)
     t0 = time.perf_counter()
     i, j, _ = store.range_pairs(tau, ops.RANGE_K_CAP)
     out = {"dedupe_s": round(time.perf_counter() - t0, 2), "dedupe_pairs": int(len(i)), "dedupe_extrapolated": False}
@@ -138,9 +187,8 @@ def _dedupe(store, cat: MemoryCatalogue, tau: float, exact_pairs, lite: bool) ->
     return out
 
 
-def _dedupe_slice(store, cat: MemoryCatalogue, tau: float) -> dict:
-    """The range pass of a slice of the queries against the whole store, scaled to all of them."""
-    rows = max(50, LITE_SCAN_DEDUPE_ROWS // len(cat.ids))
+def _dedupe_slice(store, cat: MemoryCatalogue, tau: float, rows: int) -> dict:
+    """The range pass of ``rows`` of the queries against the whole store, scaled to all of them."""
     t0 = time.perf_counter()  # Milvus's own k-NN, as its range_pairs uses it
     n = len(cat.ids)
     ranges._knn_candidates(lambda xq, k: store._knn(xq, k, n), n, cat.X[:rows], tau + exact.RANGE_SLACK,
@@ -150,10 +198,10 @@ def _dedupe_slice(store, cat: MemoryCatalogue, tau: float) -> dict:
             "dedupe_slice_rows": rows}
 
 
-def _vectors(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _vectors(n: int, seed: int, dim: int = DIM) -> tuple[np.ndarray, np.ndarray]:
     """``n`` face-like vectors with 1 % near-copies, and QUERIES new photos of their people."""
     rng = np.random.default_rng(seed)
-    faces = C.face_embeddings(n, seed=seed)
+    faces = C.face_embeddings(n, d=dim, seed=seed)
     x = faces.x
     dup = rng.choice(n, int(n * DUP_SHARE), replace=False)
     x[dup[len(dup) // 2:]] = C.near_copies(x, dup[:len(dup) - len(dup) // 2], (0.02, 0.3), rng)
@@ -166,19 +214,23 @@ def _exact_pairs(x: np.ndarray, tau: float) -> set:
     return set(zip(i.tolist(), j.tolist()))
 
 
-def _ratios(rows: list[dict]) -> dict:
-    """Milvus / FAISS per size: how much each operation costs on the distributed-ready store."""
+def _ratios(rows: list[dict], other: str) -> dict:
+    """``other`` / FAISS per size: how much each operation costs on that store."""
     out = {}
     for n in sorted({r["n"] for r in rows}):
-        f, m = ({r["backend"]: r for r in rows if r["n"] == n}[b] for b in ("faiss", "milvus"))
+        f, m = ({r["backend"]: r for r in rows if r["n"] == n}[b] for b in ("faiss", other))
         # None where FAISS's time rounds to 0 (a toy size): no ratio, but the key stays.
         out[str(n)] = {k: round(m[k] / f[k], 2) if f[k] else None for k in ("insert_s", "query_p50_ms", "dedupe_s")}
     return out
 
 
 def print_backends(res: dict) -> None:
-    cols = ["backend", "n", "index", "insert_s", "insert_per_s", f"recall@{K}", "query_p50_ms", "query_p95_ms",
-            "dedupe_s", "dedupe_pairs", "pair_recall", "dedupe_extrapolated"]
-    C.print_table(f"vector stores, synthetic face vectors, dedupe at tau {res['tau']}", cols,
+    cols = ["backend", "n", "index", "insert_s", "insert_per_s", "index_s", f"recall@{K}", "query_p50_ms",
+            "query_p95_ms", "dedupe_s", "dedupe_pairs", "pair_recall", "dedupe_extrapolated"]
+    C.print_table(f"vector stores, synthetic face vectors ({res['dim']}-d), dedupe at tau {res['tau']}", cols,
                   [[r.get(c) for c in cols] for r in res["rows"]])
-    print("milvus / faiss:", res["ratios"])
+    print("milvus lite / faiss:", res["ratios"])
+    if "server_ratios" in res:
+        print("milvus server / faiss:", res["server_ratios"])
+    for r in res.get("server_batch_sweep", []):
+        print("server dedupe,", r)

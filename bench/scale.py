@@ -14,12 +14,21 @@
     python bench/scale.py --photos 300
     python bench/scale.py --quick        # 40 photos
 
-* ``backends``: the FAISS vector store vs Milvus (embedded Milvus Lite) through
-  facesearch's own seam, on synthetic face-like vectors at ``--sizes`` (default
-  100k and 1M): insert, recall@10, query p50, dedupe time (bench/_scale_vectors.py).
+* ``backends``: the FAISS vector store, Milvus Lite (embedded) and, with ``--milvus``,
+  a Milvus server, through facesearch's own seam, on synthetic 256-d face-like vectors
+  at ``--sizes`` (default 100k and 1M): insert, index build, recall@10, query p50/p95,
+  dedupe time (bench/_scale_vectors.py). ``--milvus start`` starts a server on
+  127.0.0.1 for the run (tests/servers.py, the PyPI package ``milvus``); ``--sweep``
+  also times the server's dedupe pass at several queries per request.
 
-    python bench/scale.py --skip-engines --sizes 100k,1M   # the backends only
-    python bench/scale.py --skip-backends                  # the engines only
+    python bench/scale.py --skip-engines --sizes 100k,1M             # the backends only
+    python bench/scale.py --skip-engines --sizes 100k --milvus start --sweep
+    python bench/scale.py --skip-backends                            # the engines only
+    python bench/scale.py --skip-backends --address start            # ray on a 2-node loopback cluster
+
+``--address start`` starts a two-node Ray cluster on 127.0.0.1 for the run (a head node
+with ``--workers`` CPUs, default 2, and a worker node with 1), so the ray engine joins a
+cluster by address as on real machines; the local engine is measured beside it.
 
 Prints tables and writes the keys ``engines`` and ``backends`` of
 ``bench/results/scale.json`` (a part not run keeps its previous result).
@@ -33,6 +42,7 @@ import shutil
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,22 +62,67 @@ def main(argv: list[str] | None = None) -> int:
     results = _read_json(args.out)
     results.update({"benchmark": "scale", "machine": C.machine()})
     if not args.skip_backends:
-        results["backends"] = bench_backends(args.sizes, _dedupe_tau(), work=args.tmp, milvus=args.milvus)
+        with _milvus(args.milvus, args.tmp) as milvus:
+            results["backends"] = bench_backends(args.sizes, _dedupe_tau(), work=args.tmp, milvus=milvus,
+                                                 sweep=args.sweep)
         print_backends(results["backends"])
     if not args.skip_engines:
-        results["engines"] = _engines(args)
+        with _cluster(args) as address:
+            results["engines"] = _engines(args, address)
     C.write_results(args.out, results)
     return 0
 
 
-def _engines(args: argparse.Namespace) -> dict:
+@contextmanager
+def _milvus(spec: str | None, tmp: str | None):
+    """The Milvus server to measure: ``spec``, or one started on 127.0.0.1 for ``start``."""
+    if spec != "start":
+        yield spec
+        return
+    servers = _servers()
+    with tempfile.TemporaryDirectory(prefix="facesearch-bench-milvus-", dir=tmp) as base:
+        handle = servers.start_milvus(Path(base))
+        try:
+            yield handle.uri
+        finally:
+            from facesearch.store.vectors.milvus_server import close_clients
+
+            close_clients()
+            handle.stop()
+
+
+@contextmanager
+def _cluster(args: argparse.Namespace):
+    """The Ray address for the ray engine: ``--address``, or a loopback cluster for ``start``."""
+    if args.address != "start":
+        yield args.address
+        return
+    cluster = _servers().start_ray_cluster(head_cpus=args.workers or 2)
+    try:
+        cluster.add_worker(num_cpus=1)
+        yield cluster.address
+    finally:
+        cluster.stop()
+
+
+def _servers():
+    """tests/servers.py: the loopback Milvus server and Ray cluster the tests use too."""
+    if str(C.REPO) not in sys.path:
+        sys.path.insert(0, str(C.REPO))
+    from tests import servers
+
+    return servers
+
+
+def _engines(args: argparse.Namespace, address: str | None) -> dict:
     photos = dev_photos(args.photos)
     if not photos:
         print(f"shared face data not found at {DEV}")
         return {"skipped": f"shared face data not found at {DEV}"}
     work = Path(tempfile.mkdtemp(prefix="facesearch-bench-scale-", dir=args.tmp))
     try:
-        res = bench_engines(photos, work, workers=args.workers, address=args.address)
+        res = bench_engines(photos, work, workers=args.workers, address=address)
+        res["cluster"] = "two nodes on 127.0.0.1 (started for the run)" if args.address == "start" else None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print_engines(res)
@@ -79,12 +134,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="40 photos (under a minute)")
     ap.add_argument("--photos", type=int, default=None, help="real dev photos to index (default 1000; quick 40)")
     ap.add_argument("--workers", type=int, default=None, help="detection workers / Ray CPUs (default: all cores)")
-    ap.add_argument("--address", default=None, help="Ray cluster for the ray engine (default: start one here)")
+    ap.add_argument("--address", default=None,
+                    help="Ray cluster for the ray engine; 'start': a 2-node cluster on 127.0.0.1 (default: a local runtime)")
     ap.add_argument("--tmp", default=None, help="where the indexes go (default: the system temp dir)")
     ap.add_argument("--out", type=Path, default=None, help="result JSON, or a folder for scale.json")
     ap.add_argument("--sizes", type=C._sizes, default=None, help="vector counts for the backends (default 100k,1M)")
     ap.add_argument("--skip-engines", action="store_true", help="only the vector-store comparison")
-    ap.add_argument("--milvus", default=None, help="a Milvus server to measure, milvus://HOST:PORT (default: Milvus Lite)")
+    ap.add_argument("--milvus", default=None,
+                    help="a Milvus server to measure beside Lite, milvus://HOST:PORT, or 'start' (one on 127.0.0.1)")
+    ap.add_argument("--sweep", action="store_true", help="the server's dedupe pass at several queries per request")
     ap.add_argument("--skip-backends", action="store_true", help="only the engine comparison")
     args = ap.parse_args(argv)
     args.sizes = args.sizes or ([20_000] if args.quick else [100_000, 1_000_000])
