@@ -101,6 +101,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--sets", type=lambda s: s.split(","), default=list(SETS), help="comma-separated dev sets")
     ap.add_argument("--weights", action="append", default=[], help="extra weights to compare (repeatable)")
     ap.add_argument("--no-dlib", action="store_true", help="skip dlib (it is the slow part)")
+    ap.add_argument("--per-face-weights", action="store_true",
+                    help="also the fused model with per-face weights by SFace's quality (QUALITY_RAMPS)")
     ap.add_argument("--detector", default="auto", help="face detector for the shared chips (default auto)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--max-impostors", type=int, default=50_000)
@@ -126,7 +128,35 @@ def build_models(args) -> list[Model]:
         models.append(Model("dlib", DEFAULT_ALIGN, lambda chips: dlib_embed(facerec, chips), "dlib_resnet_v1.dat"))
     for w in args.weights:
         models.append(engine_model(Path(w).stem, w, args.batch_size))
+    if args.per_face_weights:
+        models += quality_weighted_models(args.batch_size)
     return models
+
+
+# Issue 27 (dark faces): the fused model with per-face weights that move SFace's share to the base
+# model as SFace's quality (the length of its raw feature) falls from ``hi`` to ``lo``; a pair's
+# cosines are then weighted by the geometric mean of its two faces' weights. Measured here only:
+# the product fuses with fixed weights (models.fusion.fuse, models.fused).
+QUALITY_RAMPS = ((5.0, 9.0), (6.0, 10.0), (4.0, 8.0))
+
+
+def quality_weighted_models(batch_size: int) -> list[Model]:
+    model = load_weights(None)
+    engine = EmbeddingEngine(model, device="auto", batch_size=batch_size)
+    w_base, w_sface = (float(c["weight"]) for c in model.config.components)
+    memo: dict = {}
+
+    def embed(chips, lo, hi):
+        if memo.get("chips") is not chips:  # the variants share one embedding of each set's chips
+            memo.update(chips=chips, out=engine.embed_with_quality(chips))
+        emb, q = memo["out"]
+        d = emb.shape[1] // 2  # dlib_ft and SFace are both 128-d
+        base, sface = emb[:, :d] / np.sqrt(w_base), emb[:, d:] / np.sqrt(w_sface)
+        ws = w_sface * np.clip((np.asarray(q) - lo) / (hi - lo), 0.0, 1.0)[:, None]
+        return np.concatenate([np.sqrt(1 - ws) * base, np.sqrt(ws) * sface], axis=1).astype(np.float32)
+
+    return [Model(f"fused q{lo:g}-{hi:g}", model.config.align, lambda c, lo=lo, hi=hi: embed(c, lo, hi),
+                  f"{model.model_id}+q{lo:g}-{hi:g}") for lo, hi in QUALITY_RAMPS]
 
 
 def engine_model(name: str, weights: str | None, batch_size: int) -> Model:
@@ -174,18 +204,22 @@ def detect_all(paths: list[Path], detector: str, aligns: set[str]) -> tuple[dict
     """Detect once per photo; chips per alignment template; ``ok`` marks readable photos."""
     det = create_detector(detector)
     chips: dict[str, list] = {a: [] for a in aligns}
-    ok, fallback, t0 = np.zeros(len(paths), bool), 0, time.perf_counter()
+    ok, fallback, as_crop, t0 = np.zeros(len(paths), bool), 0, 0, time.perf_counter()
     for n, p in enumerate(paths):
         try:
             img = load_array(p)
         except BadImageError:
             continue
         crop = largest_face(img, det, DEFAULT_ALIGN)
-        fallback += crop.face.landmarks is None  # no face found: the whole photo is the face
+        # No face detected: the whole photo is the face (checked and aligned where faces.crop reads it as a
+        # face crop, else cut square from the box).
+        fallback += crop.face.landmarks is None or crop.face.whole_image
+        as_crop += crop.face.whole_image
         for a in aligns:
             chips[a].append(crop.chip if a == DEFAULT_ALIGN else make_chips(img, [crop.face], a)[0])
         ok[n] = True
     stats = {"photos": len(paths), "unreadable": int((~ok).sum()), "no_face_whole_image": fallback,
+             "read_as_crop": as_crop,
              "ms_per_photo": round(1000 * (time.perf_counter() - t0) / max(len(paths), 1), 2)}
     return chips, ok, stats
 
