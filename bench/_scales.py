@@ -104,3 +104,32 @@ def score_face_free(det, images: list[np.ndarray]) -> dict:
 
 def _share(x: np.ndarray) -> float | None:
     return round(float(x.mean()), 4) if len(x) else None
+
+
+def interleaved_ms(dets: dict, images: dict[str, np.ndarray], reps: int = 3) -> dict:
+    """ms per photo of each detector (landmarks included), the detectors taking turns on each photo so
+    that a busy shared CPU slows them alike; the best of ``reps`` per photo and detector."""
+    out: dict = {name: {} for name in dets}
+    for label, img in images.items():
+        best = {name: float("inf") for name in dets}
+        for _ in range(reps):
+            for name, det in dets.items():
+                t0 = time.perf_counter()
+                det.detect(img)
+                best[name] = min(best[name], time.perf_counter() - t0)
+        for name in dets:
+            out[name][label] = round(1000 * best[name], 1)
+    return out
+
+
+def cost_photos(sources: list, bgs: dict) -> dict[str, np.ndarray]:
+    """Photos for the cost table: a dev crop, a 320x243 frame, portraits (close-ups) at 400-3000 px,
+    a 1024x768 crowd and a 4000x3000 group."""
+    src = sources[0]
+    out = {f"{src.image.shape[1]}x{src.image.shape[0]} dev crop": src.image}
+    out["320x243 photo"] = cv2.resize(next(iter(bgs.values())), (320, 243), interpolation=cv2.INTER_AREA)
+    for side in (400, 1000, 1500, 2200, 3000):
+        out[f"portrait {side} px"] = closeups(sources[:1], side, seed=side)[0].image
+    out["1024x768 crowd"] = crowds(sources, bgs, 1, (1024, 768), (16, 40), (12, 30), seed=31)[0].image
+    out["4000x3000 group"] = crowds(sources, bgs, 1, (4000, 3000), (16, 200), (6, 20), seed=32)[0].image
+    return out

@@ -279,6 +279,30 @@ def run_scales(args) -> int:
     return 0
 
 
+def run_cost(args) -> int:
+    """ms per photo (landmarks included) of the plan before and after issue 27, taking turns per photo."""
+    paths = list_images(DEV / "pins_celebs", None)
+    sources = groups.source_faces(paths, limit=40, seed=7)
+    photos = S.cost_photos(sources, groups.backgrounds())
+    dets = {}
+    for name in ("before (1536 view + tiles)", "after (scale plan)"):
+        dets[name] = create_detector("auto")
+        for k, v in SCALE_VARIANTS[name][0].items():
+            setattr(dets[name], k, v)
+        dets[name].warmup()
+    ms = S.interleaved_ms(dets, photos, reps=2 if args.quick else 3)
+    passes = {label: [(round(max(img.shape[:2]) * p.scale), p.tiled) for p in dets["after (scale plan)"].plan(
+        img.shape[:2])] for label, img in photos.items()}
+    results = {"environment": environment(), "ms_per_photo": ms, "after_passes": passes}
+    names = list(dets)
+    print(f"{'photo':24s} " + " ".join(f"{n[:26]:>26s}" for n in names) + "   ratio  passes after (long side, tiled)")
+    for label in photos:
+        a, b = (ms[n][label] for n in names)
+        print(f"{label:24s} {a:26.1f} {b:26.1f} {b / a:7.2f}  {passes[label]}")
+    atomic_write_json(args.out.with_name("detectors_cost.json"), results)
+    return 0
+
+
 def print_scales(results: dict) -> None:
     bins = [S.bin_name(lo, hi) for lo, hi in S.WIDTH_BINS]
     print(f"{'variant':34s} {'set':12s} {'faces':>5s} " + " ".join(f"{b:>8s}" for b in bins)
@@ -306,10 +330,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", help="detector variants to run (default: all)")
     ap.add_argument("--scales", action="store_true", help="faces at every scale, before/after (issue 27)")
     ap.add_argument("--closeups", type=int, default=30, help="--scales: close-ups per photo size")
+    ap.add_argument("--cost", action="store_true", help="ms per photo before/after the scale plan, taking turns")
     args = ap.parse_args(argv)
     if not YALE.is_dir() or not DEV.is_dir():
         print(f"skipped: shared face data not found at {DATA}")
         return 0
+    if args.cost:
+        return run_cost(args)
     if args.scales:
         return run_scales(args)
     n_photos, per_set = (4, 12) if args.quick else (args.photos, None if args.full else args.per_set)

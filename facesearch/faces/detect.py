@@ -4,9 +4,11 @@ Backends (``create_detector(name)``):
 
 ``yunet``        OpenCV Zoo's YuNet (``facesearch.faces.yunet``, a PyTorch port of the
                  int8 ONNX): finds faces from ~12 px up, in crowds, profiles and hard
-                 light, ~40x faster than dlib's CNN. Large photos are searched twice: a
-                 view shrunk to ``max_side`` for large faces, and overlapping tiles at
-                 the scale where ``min_face`` is still visible, for small ones.
+                 light, ~40x faster than dlib's CNN. A photo is searched at the scales
+                 it needs (``tiling.scale_plan``): the one where ``min_face`` faces are
+                 visible (tiled when large), then smaller views down to a 480 px one that
+                 holds even a frame-filling face, merged with one NMS. Where nothing is
+                 found, a face crop is read whole after a check (:mod:`~facesearch.faces.crop`).
 ``auto``         The recommended default: ``yunet``.
 ``dlib-auto``    The previous default: ``dlib-hog``, and only when it finds no face,
                  ``dlib-cnn`` on a copy shrunk to at most 400 px.
@@ -94,8 +96,8 @@ def create_detector(
     is the backend's own floor (20 for YuNet, 40 for the dlib backends, whose 80 px
     window needs costly upsampling below that).
     ``max_side``: photos larger than this are shrunk before detection; None is the
-    backend's own (1536 for YuNet, which then also searches tiles of the full photo
-    for the ``min_face`` faces the shrunk view would lose; 1280 for dlib).
+    backend's own (1536 for YuNet: its largest single view, past which the ``min_face``
+    scale is searched in tiles; 1280 for dlib).
     ``policy``: ``"all"`` faces (best score first) or only the ``"largest"``.
     ``upsample``: dlib upsampling count; None chooses per image size.
     Raises FacesearchError for an unknown name or a backend that cannot run here.
