@@ -146,7 +146,9 @@ class YuNetFaceDetector:
         plan = self.plan(rgb.shape[:2])
         rows = self._search(rgb, plan, self.score_threshold)
         if not len(rows) and max(rgb.shape[:2]) <= RETRY_MAX_SIDE:
-            rows = self._search(rgb, plan, YUNET_RETRY_SCORE)
+            # The second look only at the last view (the whole photo for most small ones): a crop's
+            # face is there, and each extra view at the lower score adds false faces.
+            rows = self._search(rgb, plan[-1:], YUNET_RETRY_SCORE)
         faces = select_faces([_yunet_face(r) for r in rows], self.min_face * MIN_FACE_SLACK, self.policy)
         if not faces and self.crop_fallback:
             faces = [f for f in [whole_image_face(rgb, lambda im, s: self._run([im], s)[0])] if f is not None]
