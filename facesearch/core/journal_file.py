@@ -9,6 +9,8 @@
     {"type": "failed", "n": 1, "error": "No space left on device"}
     {"type": "intent", "n": 2, "kind": "symlink", "src": ..., "dst": <backup>, "tmp": ...,
      "made": [...], "target": "/abs/keeper.jpg"}
+    {"type": "intent", "n": 3, "kind": "write", "src": "/abs/a.jpg.xmp", "dst": "<journal>.d/3.bak",
+     "old": "<sha256 of the old bytes, or null: the file is new>", "new": "<sha256 of the bytes written>"}
     {"type": "undone", "at": "...", "restored": 2, "cleaned": 0, "conflicts": 0}
 
 Every record is fsynced before :func:`append` returns, so what the log says was intended
