@@ -184,10 +184,10 @@ def dedupe_cmd(
 @app.command("undo")
 @handle_errors
 def undo_cmd(
-    journal: Optional[Path] = typer.Argument(None, help="A dedupe journal. [default: the index's newest]"),
+    journal: Optional[Path] = typer.Argument(None, help="A dedupe or write-xmp journal. [default: the index's newest]"),
     index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
-    """Put back every file a dedupe run moved or replaced by a link (also after a crash or a full disk)."""
+    """Put back every file a dedupe run moved or linked, or a write-xmp run wrote (also after a crash or a full disk)."""
     from facesearch.search.dedupe import undo
 
     result = undo(resolve_index(index), journal)
