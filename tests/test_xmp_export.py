@@ -79,3 +79,14 @@ def test_stem_sidecar_and_errors(photos, tmp_path):  # noqa: F811
     assert bad.exit_code == 1 and "no person 999" in bad.output
     usage = CliRunner().invoke(app, ["people", "write-xmp", "--sidecar-name", "weird", "--index", str(idx)])
     assert usage.exit_code == 2
+
+
+def test_undo_leaves_a_sidecar_edited_since_alone(photos, tmp_path):  # noqa: F811
+    idx, _ = indexed(photos, tmp_path)
+    cli("people", "write-xmp", "--index", str(idx))
+    edited = sidecar_path(photos[0])
+    exiftool("-overwrite_original", "-XMP-dc:Subject=edited in digiKam", str(edited))
+    mine = edited.read_bytes()
+    undone = cli("undo", "--index", str(idx))
+    assert undone["restored"] == 3 and [c["src"] for c in undone["conflicts"]] == [str(edited)]
+    assert edited.read_bytes() == mine
