@@ -149,31 +149,3 @@ def write_xmp_cmd(
     if r["journal"]:
         message += f"; undo: facesearch undo {r['journal']}"
     _done(r, json_out, message, quiet)
-
-
-@people_app.command("write-xmp")
-@handle_errors
-def write_xmp_cmd(
-    ctx: typer.Context,
-    person: Optional[List[int]] = typer.Option(None, "--person", help="Only this person (repeatable). "
-                                                                      "[default: every named person]"),
-    embed: bool = typer.Option(False, "--embed/--sidecar",
-                               help="Write into the photos themselves, or (default) into .xmp sidecars beside them."),
-    sidecar_name: str = typer.Option("full", "--sidecar-name", callback=one_of(("full", "stem")),
-                                     help="full: photo.jpg.xmp (digiKam, darktable) | stem: photo.xmp (Lightroom)."),
-    index: Optional[str] = INDEX, json_out: bool = JSON, quiet: bool = QUIET,
-) -> None:
-    """Write named people as XMP face regions (MWG + Microsoft) other photo tools read; `facesearch undo` reverts."""
-    from facesearch.people.xmp_export import XmpExportOptions, write_xmp
-
-    r = write_xmp(XmpExportOptions(index=_index(ctx, index), persons=list(person or []), embed=embed,
-                                   sidecar_name=sidecar_name))
-    for s in r["skipped"]:
-        out.warn(f"skipped {s['path']}: {s['error']}", quiet)
-    for c in r["renamed"]:
-        out.warn(f"{c['path']}: the region named {c['from']!r} is now {c['to']!r}", quiet)
-    message = (f"{r['faces']} faces of {r['people']} people: {r['files_written']} files written "
-               f"({r['files_created']} new), {r['unchanged']} already up to date")
-    if r["journal"]:
-        message += f"; undo: facesearch undo {r['journal']}"
-    _done(r, json_out, message, quiet)
