@@ -92,12 +92,12 @@ def _loopback_kept(address: str) -> Iterator[None]:
     machine that listens on 127.0.0.1 only is then unreachable ("Failed to connect to Ray cluster at
     <interface address>"). For a loopback address the switch is turned off while ``ray.init`` runs.
     """
-    hp = _host_port(address)
-    if hp is None or hp[0] not in LOOPBACK_HOSTS:
-        yield
-        return
     from ray._private import ray_constants
 
+    hp = _host_port(address)
+    if hp is None or hp[0] not in LOOPBACK_HOSTS or not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        yield
+        return
     saved = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
