@@ -335,6 +335,8 @@ def serve_cmd(
     allow_move_root: Optional[List[Path]] = typer.Option(
         None, "--allow-move-root", help="A folder the page may move duplicate photos into (under it); repeatable. "
                                         "Default: none (the page cannot move files)."),
+    watch: Optional[List[Path]] = typer.Option(
+        None, "--watch", help="A photo folder to keep indexed while serving (as `facesearch watch`); repeatable."),
     quiet: bool = QUIET,
 ) -> None:
     """Serve the index: an HTTP API (query, people, dedupe, index jobs) and a web page at /."""
@@ -352,6 +354,24 @@ def serve_cmd(
     opts = ServeOptions(index=resolve_index(index), weights=weights, detector=detector, device=device, token=token,
                         host=host, allow_hosts=tuple(allow_host or ()), index_roots=tuple(allow_index_root or ()),
                         move_roots=tuple(allow_move_root or ()))
+    missing = [str(p) for p in watch or [] if not p.is_dir()]
+    if missing:
+        out.fail(f"not a folder: {', '.join(missing)}", "--watch takes photo folders", code=out.EXIT_USAGE)
     app_ = create_app(opts)
+    watcher = _start_watcher(opts, watch or [], quiet)
     out.info(f"serving {opts.index} on http://{host}:{port}/ (Ctrl-C stops)", quiet)
-    uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
+    try:
+        uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+def _start_watcher(opts, folders: list[Path], quiet: bool):
+    """``serve --watch``: the watcher thread, or None without folders."""
+    if not folders:
+        return None
+    from facesearch.service.watcher import Watcher
+
+    out.info(f"watching {', '.join(map(str, folders))}", quiet)
+    return Watcher(opts, folders).start()
