@@ -19,8 +19,14 @@ CUDA (only when ``torch.cuda.is_available()``, else recorded as skipped): fp16
 autocast + channels_last (what the engine does on CUDA) at large batches, on
 the same chips tiled to a few thousand faces.
 
+Runtime sweep (``--sweep``, issue 28): the fused default (or ``--weights``) on each inference
+runtime and on torch, in forward passes of 4..32 faces and 1 or 2 intra-op threads, interleaved
+round by round so drifting load touches every cell alike; ms per face, median of the rounds. It
+chooses ``models.embed.CPU_FORWARD_FACES`` and ``core.runtime.DEFAULT_THREADS``.
+
     python bench/embed.py            # 256 chips, ~2 minutes on 2 busy cores
     python bench/embed.py --quick    # 16 chips, seconds
+    python bench/embed.py --sweep --weights default    # -> bench/results/embed_runtime.json
 
 Prints a table and writes ``bench/results/embed.json``.
 """
@@ -52,6 +58,8 @@ CUDA_TARGET_FPS = 5000.0
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sweep:
+        return sweep(args)
     threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     model = load_weights(args.weights)
@@ -81,12 +89,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--weights", default="dlib_ft",
                     help="weights to time (default dlib_ft: the ResNet port, which dlib is compared with)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sweep", action="store_true", help="runtimes x passes x threads (bench/results/embed_runtime.json)")
+    ap.add_argument("--rounds", type=int, default=3, help="--sweep: interleaved rounds")
     ap.add_argument("--out", type=Path, default=None, help="result JSON, or a folder for embed.json")
     args = ap.parse_args(argv)
     args.chips = args.chips or (16 if args.quick else 256)
     args.batches = args.batches or ([16] if args.quick else [32, 64, 128])
     args.repeats = args.repeats or (1 if args.quick else 3)
-    args.out = out_path(args.out, "embed")
+    args.out = out_path(args.out, "embed_runtime" if args.sweep else "embed")
     return args
 
 
@@ -207,6 +217,48 @@ def one_pass_row(engine, chips: list[np.ndarray], batch: int, threads: int, repe
                         batch=batch, forward=batch, threads=threads)
     finally:
         engine.forward_faces = split
+
+
+def sweep(args) -> int:
+    """ms/face of each (runtime, faces per pass, threads), interleaved over ``args.rounds`` rounds."""
+    from facesearch.core.runtime import choose_runtime
+    from facesearch.models.runtime import load_runtime_embedder
+
+    model = load_weights(args.weights)
+    chips, source = load_chips(args.chips, args.seed, model.config.align)
+    engines = {}
+    for threads in (1, 2):
+        os.environ["FACESEARCH_THREADS"] = str(threads)
+        for rt in ("openvino", "onnxruntime"):
+            if choose_runtime(rt) == rt:
+                engines[(rt, threads)] = EmbeddingEngine(load_runtime_embedder(args.weights, runtime=rt),
+                                                         batch_size=len(chips))
+    # torch on one thread only: the reference the runtimes are measured against.
+    engines[("torch", 1)] = EmbeddingEngine(model, device="cpu", batch_size=len(chips), runtime="torch")
+    os.environ.pop("FACESEARCH_THREADS")
+    torch.set_num_threads(1)
+    cells: dict[tuple, list[float]] = {}
+    for _ in range(args.rounds):
+        for (rt, threads), engine in engines.items():
+            for faces in (4, 8, 16, 32):
+                engine.forward_faces = faces
+                engine.embed(chips[:faces])  # warm-up: the shape's first pass
+                wall, _ = timed(lambda: engine.embed(chips), 1)
+                cells.setdefault((rt, threads, faces), []).append(1000 * wall / len(chips))
+        _write_sweep(args, model, source, len(chips), cells)  # after every round: a cut-short run still counts
+    return 0
+
+
+def _write_sweep(args, model, source: str, n: int, cells: dict) -> None:
+    rows = [{"runtime": rt, "threads": t, "faces_per_pass": f, "ms_per_face": round(float(np.median(v)), 3),
+             "runs": [round(x, 3) for x in v]} for (rt, t, f), v in cells.items()]
+    rounds = len(rows[0]["runs"])
+    C.print_table(f"ms per face, {n} chips ({source}), median of {rounds} interleaved rounds",
+                  ["runtime", "threads", "faces/pass", "ms/face"],
+                  [[r["runtime"], r["threads"], r["faces_per_pass"], r["ms_per_face"]] for r in rows])
+    C.write_results(args.out, {"benchmark": "embed_runtime", "machine": C.machine(), "model_id": model.model_id,
+                               "chips": {"n": n, "source": source}, "rounds": rounds, "rows": rows,
+                               "command": f"python bench/embed.py --sweep --weights {args.weights} --chips {n}"})
 
 
 def dlib_model():

@@ -159,6 +159,32 @@ def ov_cache_dir() -> Path | None:
 
 @functools.cache
 def _ov_core():
-    import openvino as ov
+    return _import_openvino().Core()
 
-    return ov.Core()
+
+def _import_openvino():
+    """``import openvino`` without its model converter.
+
+    OpenVINO's ``__init__`` imports ``openvino.tools.ovc`` (a model converter, 0.8 of the 1.1 s
+    the import took in a cold query on a busy machine) inside ``try/except ImportError``; the
+    runtime never converts, so a stand-in that has no ``convert_model`` lets that import fail
+    as designed. The stand-in is removed again, so an explicit later import gets the real one.
+    """
+    import sys
+    import types
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    stub = "openvino.tools.ovc"
+    had = stub in sys.modules
+    if not had:
+        sys.modules[stub] = types.ModuleType(stub)
+    try:
+        import openvino
+    except ImportError:  # an OpenVINO that needs the converter at import: the plain import
+        sys.modules.pop(stub, None)
+        import openvino
+    finally:
+        if not had and isinstance(sys.modules.get(stub), types.ModuleType) and not hasattr(sys.modules[stub], "__file__"):
+            sys.modules.pop(stub, None)
+    return openvino
