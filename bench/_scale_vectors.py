@@ -46,6 +46,7 @@ LITE_SCAN_QUERY_ROWS = 20_000_000  # queries x rows timed for latency: 200 at 10
 LITE_SCAN_DEDUPE_ROWS = 100_000_000  # dedupe slice: 1,000 queries at 100k, 100 at 1M
 INSERT_CHUNK = 50_000
 DIM = 256
+STORES = ("faiss", "milvus", "milvus-server")  # milvus: Milvus Lite, embedded
 # Queries per server search request tried for the dedupe pass (k starts at RANGE_K_CAP = 16): the
 # request size milvus_server.SEARCH_BATCH was chosen by (``batch_sweep``).
 SWEEP_BATCHES = (64, 256, 1_024, 4_096)
@@ -80,12 +81,15 @@ class MemoryCatalogue:
 
 
 def bench_backends(sizes: list[int], tau: float, seed: int = 0, work: Path | None = None,
-                   milvus: str | None = None, dim: int = DIM, sweep: bool = False) -> dict:
+                   milvus: str | None = None, dim: int = DIM, sweep: bool = False,
+                   stores: tuple[str, ...] = STORES, previous: dict | None = None) -> dict:
     """FAISS, Milvus Lite and (given ``milvus``, a ``milvus://HOST:PORT`` server) the server at each
     size in ``sizes``: insert, index, recall@10, query p50/p95, dedupe. ``sweep``: also time the
-    server's dedupe pass at each of SWEEP_BATCHES queries per request (the smallest size only)."""
+    server's dedupe pass at each of SWEEP_BATCHES queries per request (the smallest size only).
+    ``stores``: which of STORES to run; the rows of ``previous`` (an earlier result) for the others
+    are kept, so one store can be measured alone at a size and sit beside the rest."""
     rows, swept = [], None
-    backends = ("faiss", "milvus", "milvus-server") if milvus else ("faiss", "milvus")
+    backends = [b for b in STORES if b in stores and (milvus or b != "milvus-server")]
     for n in sizes:
         x, xq = _vectors(n, seed, dim)
         D, I = ops.exact_knn(xq, x, K)
@@ -97,8 +101,12 @@ def bench_backends(sizes: list[int], tau: float, seed: int = 0, work: Path | Non
                 if keep:
                     swept = batch_sweep(rows[-1].pop("store"), rows[-1].pop("catalogue"), tau)
                 print(rows[-1], flush=True)
-    out = {"tau": tau, "queries": QUERIES, "k": K, "dim": dim, "dup_share": DUP_SHARE, "rows": rows,
-           "ratios": _ratios(rows, "milvus")}
+    if previous:
+        new = {(r["backend"], r["n"]) for r in rows}
+        rows = [r for r in previous.get("rows", []) if (r["backend"], r["n"]) not in new] + rows
+        rows.sort(key=lambda r: (r["n"], STORES.index(r["backend"]) if r["backend"] in STORES else 9))
+    out = {**(previous or {}), "tau": tau, "queries": QUERIES, "k": K, "dim": dim, "dup_share": DUP_SHARE,
+           "rows": rows, "ratios": _ratios(rows, "milvus")}
     if milvus:
         out["server"] = milvus
         out["server_ratios"] = _ratios(rows, "milvus-server")
@@ -218,7 +226,10 @@ def _ratios(rows: list[dict], other: str) -> dict:
     """``other`` / FAISS per size: how much each operation costs on that store."""
     out = {}
     for n in sorted({r["n"] for r in rows}):
-        f, m = ({r["backend"]: r for r in rows if r["n"] == n}[b] for b in ("faiss", other))
+        at = {r["backend"]: r for r in rows if r["n"] == n}
+        if "faiss" not in at or other not in at:
+            continue
+        f, m = at["faiss"], at[other]
         # None where FAISS's time rounds to 0 (a toy size): no ratio, but the key stays.
         out[str(n)] = {k: round(m[k] / f[k], 2) if f[k] else None for k in ("insert_s", "query_p50_ms", "dedupe_s")}
     return out

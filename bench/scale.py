@@ -50,7 +50,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
-from _scale_vectors import bench_backends, print_backends  # noqa: E402
+from _scale_vectors import STORES, bench_backends, print_backends  # noqa: E402
 from embed import out_path  # noqa: E402
 
 DEV = C.REPO.parent / "shared" / "data" / "dev"
@@ -63,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     results.update({"benchmark": "scale", "machine": C.machine()})
     if not args.skip_backends:
         with _milvus(args.milvus, args.tmp) as milvus:
+            stores = tuple(args.stores.split(","))
+            previous = results.get("backends") if set(stores) != set(STORES) else None
             results["backends"] = bench_backends(args.sizes, _dedupe_tau(), work=args.tmp, milvus=milvus,
-                                                 sweep=args.sweep)
+                                                 sweep=args.sweep, stores=stores, previous=previous)
         print_backends(results["backends"])
     if not args.skip_engines:
         with _cluster(args) as address:
@@ -143,6 +145,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--milvus", default=None,
                     help="a Milvus server to measure beside Lite, milvus://HOST:PORT, or 'start' (one on 127.0.0.1)")
     ap.add_argument("--sweep", action="store_true", help="the server's dedupe pass at several queries per request")
+    ap.add_argument("--stores", default=",".join(STORES),
+                    help="which stores to measure (others keep their earlier rows): " + ",".join(STORES))
     ap.add_argument("--skip-backends", action="store_true", help="only the engine comparison")
     args = ap.parse_args(argv)
     args.sizes = args.sizes or ([20_000] if args.quick else [100_000, 1_000_000])
