@@ -243,19 +243,24 @@ def sweep(args) -> int:
             for faces in (4, 8, 16, 32):
                 engine.forward_faces = faces
                 engine.embed(chips[:faces])  # warm-up: the shape's first pass
-                wall, _ = timed(lambda: engine.embed(chips), 1)
-                cells.setdefault((rt, threads, faces), []).append(1000 * wall / len(chips))
+                wall, cpu = timed(lambda: engine.embed(chips), 1)
+                cells.setdefault((rt, threads, faces), []).append((1000 * wall / len(chips), 1000 * cpu / len(chips)))
         _write_sweep(args, model, source, len(chips), cells)  # after every round: a cut-short run still counts
     return 0
 
 
 def _write_sweep(args, model, source: str, n: int, cells: dict) -> None:
-    rows = [{"runtime": rt, "threads": t, "faces_per_pass": f, "ms_per_face": round(float(np.median(v)), 3),
-             "runs": [round(x, 3) for x in v]} for (rt, t, f), v in cells.items()]
+    # CPU ms per face (all threads) as well as wall: on a shared machine the CPU time moves less with
+    # other jobs' load, so it ranks the cells more steadily.
+    rows = [{"runtime": rt, "threads": t, "faces_per_pass": f,
+             "ms_per_face": round(float(np.median([w for w, _ in v])), 3),
+             "cpu_ms_per_face": round(float(np.median([c for _, c in v])), 3),
+             "runs": [round(w, 3) for w, _ in v]} for (rt, t, f), v in cells.items()]
     rounds = len(rows[0]["runs"])
     C.print_table(f"ms per face, {n} chips ({source}), median of {rounds} interleaved rounds",
-                  ["runtime", "threads", "faces/pass", "ms/face"],
-                  [[r["runtime"], r["threads"], r["faces_per_pass"], r["ms_per_face"]] for r in rows])
+                  ["runtime", "threads", "faces/pass", "ms/face", "CPU ms/face"],
+                  [[r["runtime"], r["threads"], r["faces_per_pass"], r["ms_per_face"], r["cpu_ms_per_face"]]
+                   for r in rows])
     C.write_results(args.out, {"benchmark": "embed_runtime", "machine": C.machine(), "model_id": model.model_id,
                                "chips": {"n": n, "source": source}, "rounds": rounds, "rows": rows,
                                "command": f"python bench/embed.py --sweep --weights {args.weights} --chips {n}"})

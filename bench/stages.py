@@ -109,7 +109,11 @@ def _one_core():
 
 
 class Clock:
-    """Seconds per stage, added up over every call a stage makes."""
+    """CPU seconds per stage (this process, all its threads), added up over every call a stage makes.
+
+    CPU time, not wall time: on a machine shared with other jobs the wall clock of a one-thread
+    stage grows with their load, its CPU time much less (every network here runs one thread).
+    """
 
     def __init__(self):
         self.seconds = {s: 0.0 for s in STAGES}
@@ -117,11 +121,11 @@ class Clock:
 
     @contextmanager
     def stage(self, name: str):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             yield
         finally:
-            self.seconds[name] += time.perf_counter() - t0
+            self.seconds[name] += time.process_time() - t0
 
 
 @contextmanager
@@ -229,20 +233,20 @@ def _embed_all(engine, chips: list, clock: Clock) -> None:
 def _clock_parts(engine, clock: Clock):
     """Clock the fused model's two networks (runtime networks or torch modules); returns an undo."""
     def add(name, t0):
-        clock.parts[name] = clock.parts.get(name, 0.0) + time.perf_counter() - t0
+        clock.parts[name] = clock.parts.get(name, 0.0) + time.process_time() - t0
 
     nets = getattr(engine.runner, "nets", None)
     if nets is not None:  # the inference runtime: wrap each network's call
         saved = [n._run for n in nets]
         for net, name, run in zip(nets, ("base", "sface"), saved):
-            net._run = lambda x, r=run, n=name: (lambda t0: (r(x), add(n, t0))[0])(time.perf_counter())
+            net._run = lambda x, r=run, n=name: (lambda t0: (r(x), add(n, t0))[0])(time.process_time())
         return lambda: [setattr(n, "_run", r) for n, r in zip(nets, saved)]
     hooks = []
     for name in ("base", "sface"):
         part = getattr(engine.model, name, None)
         if part is not None:
             starts = {}
-            hooks.append(part.register_forward_pre_hook(lambda m, a, s=starts: s.update(t=time.perf_counter())))
+            hooks.append(part.register_forward_pre_hook(lambda m, a, s=starts: s.update(t=time.process_time())))
             hooks.append(part.register_forward_hook(lambda m, a, o, s=starts, n=name: add(n, s["t"])))
     return lambda: [h.remove() for h in hooks]
 

@@ -38,15 +38,19 @@ ONNX_DIR = "onnx"
 OPSET = 17
 RUNTIMES = ("auto", "openvino", "onnxruntime", "torch")
 EXPORT_HINT = "run `python tools/export_onnx.py` to re-export weights/onnx/ from the shipped safetensors"
-# One intra-op thread per network: the product parallelises across photos (detection workers)
-# and a second thread on a busy 2-core machine was slower, not faster (bench/embed.py).
-DEFAULT_THREADS = 1
+# Intra-op threads per kind of network. YuNet runs in the detection workers, one per core, so one
+# thread each. The embedders run in one process (the index's main process, the service) fed by
+# those workers: there one thread made the embedding the bottleneck of a whole index run (bench/
+# pipeline.py: 0.83x the torch path, whose embedding used every core), so they take every core.
+DEFAULT_THREADS = {"detector": 1, "embedder": 0}  # 0: one per core
 
 
-def onnx_threads() -> int:
-    """Intra-op threads per network: ``$FACESEARCH_THREADS``, else :data:`DEFAULT_THREADS`."""
+def onnx_threads(kind: str = "embedder") -> int:
+    """Intra-op threads for a ``kind`` of network: ``$FACESEARCH_THREADS``, else :data:`DEFAULT_THREADS`."""
     value = os.environ.get("FACESEARCH_THREADS", "")
-    return max(1, int(value)) if value.isdigit() else DEFAULT_THREADS
+    if value.isdigit():
+        return max(1, int(value))
+    return DEFAULT_THREADS[kind] or os.cpu_count() or 1
 
 
 # Which runtime runs which kind of network when both are installed, fastest first, as measured
@@ -102,10 +106,11 @@ class Network:
 
 
 def load_network(onnx: Path, js: Path, source_sha256: str, runtime: str, precision: str,
-                 threads: int | None = None) -> Network:
-    """``onnx`` compiled in ``runtime`` (openvino | onnxruntime) at ``precision`` (fp32 | bf16)."""
+                 threads: int | None = None, kind: str = "embedder") -> Network:
+    """``onnx`` compiled in ``runtime`` (openvino | onnxruntime) at ``precision`` (fp32 | bf16), on
+    ``threads`` (default :func:`onnx_threads` for its ``kind``)."""
     meta = check_export(onnx, js, source_sha256)
-    threads = threads or onnx_threads()
+    threads = threads or onnx_threads(kind)
     loader = _openvino if runtime == "openvino" else _onnxruntime
     return Network(loader(str(onnx), precision, threads), runtime, precision, meta)
 

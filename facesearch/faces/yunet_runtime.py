@@ -56,4 +56,4 @@ def open_network(weights: str | os.PathLike | None = None, precision: str | None
         source = json.loads(js.read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise FacesearchError(f"unreadable YuNet weights config {js}: {e}", hint=CONVERT_HINT) from e
-    return load_network(*found, source, runtime, cpu_precision(precision))
+    return load_network(*found, source, runtime, cpu_precision(precision), kind="detector")

@@ -27,8 +27,9 @@ from facesearch.models.runtime import RuntimeEmbedder, load_runtime_embedder
 __all__ = ["CPU_FORWARD_FACES", "EmbeddingEngine", "open_engine", "select_device"]
 
 # Faces per forward pass on a CPU. A large batch's activations outgrow the CPU caches, and
-# SFace's full-resolution 112 px layers then run at memory speed (bench/embed.py measures the
-# runtime's passes of 4..64 faces; 8 is within noise of the best on one core).
+# SFace's full-resolution 112 px layers then run at memory speed. `bench/embed.py --sweep`: the
+# fused default on OpenVINO, CPU ms per face at passes of 4/8/16/32: 35.3/34.1/31.3/34.3 (one
+# thread), within 10 % from 8 to 32; torch's best was 4-8.
 CPU_FORWARD_FACES = 8
 
 
