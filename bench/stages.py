@@ -236,6 +236,8 @@ def _clock_parts(engine, clock: Clock):
         clock.parts[name] = clock.parts.get(name, 0.0) + time.process_time() - t0
 
     nets = getattr(engine.runner, "nets", None)
+    if nets is not None and len(nets) == 1:
+        return lambda: None  # one network: its time is the embed stage's
     if nets is not None:  # the inference runtime: wrap each network's call
         saved = [n._run for n in nets]
         for net, name, run in zip(nets, ("base", "sface"), saved):
