@@ -82,7 +82,7 @@ def variants() -> dict[str, tuple[dict, float]]:
 
 
 # The scale plan (issue 27) against the plan it replaced; the crowd settings tried for 20-30 px faces.
-BEFORE = {"view_side": 1536, "pass_ratio": 1e9, "crop_fallback": False}
+BEFORE = {"view_side": 1536, "pass_ratio": 1e9, "crop_fallback": False, "min_face_slack": 1.0}
 SCALE_VARIANTS = {
     "before (1536 view + tiles)": (BEFORE, True),
     "after (scale plan)": ({}, True),

@@ -124,6 +124,7 @@ class YuNetFaceDetector:
     unbounded ratio is the plan before issue 27: one ``max_side`` view plus tiles).
     ``crop_fallback``: where no face is found, take a checked second look at the whole image as
     one face (:func:`facesearch.faces.crop.whole_image_face`).
+    ``min_face_slack``: a face is kept when YuNet's box is at least this share of ``min_face``.
     """
 
     name: str = "yunet"
@@ -135,6 +136,7 @@ class YuNetFaceDetector:
     view_side: int = VIEW_SIDE
     pass_ratio: float = PASS_RATIO
     crop_fallback: bool = True
+    min_face_slack: float = MIN_FACE_SLACK
 
     def plan(self, hw: tuple[int, int]) -> list[Pass]:
         """The passes this detector makes over a photo of ``hw`` (height, width)."""
@@ -149,7 +151,7 @@ class YuNetFaceDetector:
             # The second look only at the last view (the whole photo for most small ones): a crop's
             # face is there, and each extra view at the lower score adds false faces.
             rows = self._search(rgb, plan[-1:], YUNET_RETRY_SCORE)
-        faces = select_faces([_yunet_face(r) for r in rows], self.min_face * MIN_FACE_SLACK, self.policy)
+        faces = select_faces([_yunet_face(r) for r in rows], self.min_face * self.min_face_slack, self.policy)
         if not faces and self.crop_fallback:
             faces = [f for f in [whole_image_face(rgb, lambda im, s: self._run([im], s)[0])] if f is not None]
         cnn_ok = cnn_faces(faces)
