@@ -212,3 +212,14 @@ def test_fused_default_dev_tar_within_a_fifth_of_a_point(shared_data):
     assert _cos(fast, exact).min() >= 0.999
     a, b = score_embeddings(fast, cached["labels"]), score_embeddings(exact, cached["labels"])
     assert abs(a["tar@far1e-3"] - b["tar@far1e-3"]) <= 0.002, (a, b)
+
+
+def test_the_precision_reported_is_the_one_that_runs(monkeypatch):
+    """``FACESEARCH_PRECISION`` keeps working: fp32 is fp32; bf16 runs bf16 only where the CPU has it."""
+    pytest.importorskip("openvino")
+    from facesearch.models.embed import open_engine
+
+    monkeypatch.setenv("FACESEARCH_PRECISION", "fp32")
+    assert open_engine(None, device="cpu").runner.precision == "fp32"
+    monkeypatch.setenv("FACESEARCH_PRECISION", "bf16")
+    assert open_engine(None, device="cpu", runtime="openvino").runner.precision == ("bf16" if cpu_has_bf16() else "fp32")

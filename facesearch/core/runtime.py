@@ -112,10 +112,11 @@ def load_network(onnx: Path, js: Path, source_sha256: str, runtime: str, precisi
     meta = check_export(onnx, js, source_sha256)
     threads = threads or onnx_threads(kind)
     loader = _openvino if runtime == "openvino" else _onnxruntime
-    return Network(loader(str(onnx), precision, threads), runtime, precision, meta)
+    run, actual = loader(str(onnx), precision, threads)
+    return Network(run, runtime, actual, meta)
 
 
-def _onnxruntime(path: str, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+def _onnxruntime(path: str, precision: str, threads: int) -> tuple[Callable[[np.ndarray], list[np.ndarray]], str]:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -124,10 +125,12 @@ def _onnxruntime(path: str, precision: str, threads: int) -> Callable[[np.ndarra
     # ONNX Runtime's CPU provider has no bf16 kernels for these convs: it always runs fp32.
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})
+    return (lambda x: sess.run(None, {name: x})), "fp32"
 
 
-def _openvino(path: str, precision: str, threads: int) -> Callable[[np.ndarray], list[np.ndarray]]:
+def _openvino(path: str, precision: str, threads: int) -> tuple[Callable[[np.ndarray], list[np.ndarray]], str]:
+    """The compiled network's call and the precision it really runs in (a CPU without native bf16
+    runs a bf16 request in fp32)."""
     compiled = _ov_compile(path, precision, threads)
     local = threading.local()  # an infer request is not thread-safe: one per thread (the service's)
 
@@ -137,7 +140,8 @@ def _openvino(path: str, precision: str, threads: int) -> Callable[[np.ndarray],
         request.infer({0: x})
         return [np.array(request.get_output_tensor(i).data, dtype=np.float32) for i in range(len(compiled.outputs))]
 
-    return run
+    actual = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    return run, "bf16" if "bf16" in actual else "fp32"
 
 
 def _ov_compile(path: str, precision: str, threads: int):
