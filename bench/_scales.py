@@ -133,3 +133,22 @@ def cost_photos(sources: list, bgs: dict) -> dict[str, np.ndarray]:
     out["1024x768 crowd"] = crowds(sources, bgs, 1, (1024, 768), (16, 40), (12, 30), seed=31)[0].image
     out["4000x3000 group"] = crowds(sources, bgs, 1, (4000, 3000), (16, 200), (6, 20), seed=32)[0].image
     return out
+
+
+def plan_megapixels(det, hw: tuple[int, int]) -> float:
+    """Megapixels YuNet sees for a photo of ``hw`` under ``det``'s plan (each image padded to 32 as
+    YuNet pads it): a cost that no other work on a shared CPU can disturb."""
+    from facesearch.faces.tiling import KEEP_MARGIN, TILE, _tiles
+
+    def pad(n: int) -> int:
+        return -(-n // 32) * 32
+
+    plan, total = det.plan(hw), 0
+    for i, p in enumerate(plan):
+        h, w = round(hw[0] * p.scale), round(hw[1] * p.scale)
+        if not p.tiled:
+            total += pad(h) * pad(w)
+            continue
+        overlap = int(min(KEEP_MARGIN * det.min_visible / plan[i + 1].scale * p.scale, min(h, w))) + 1
+        total += sum(pad(y1 - y0) * pad(x1 - x0) for x0, y0, x1, y1 in _tiles((h, w), max(TILE, 2 * overlap), overlap))
+    return round(total / 1e6, 3)

@@ -299,7 +299,8 @@ def run_cost(args) -> int:
     ms = S.interleaved_ms(dets, photos, reps=2 if args.quick else 3)
     passes = {label: [(round(max(img.shape[:2]) * p.scale), p.tiled) for p in dets["after (scale plan)"].plan(
         img.shape[:2])] for label, img in photos.items()}
-    results = {"environment": environment(), "ms_per_photo": ms, "after_passes": passes}
+    mp = {n: {label: S.plan_megapixels(d, img.shape[:2]) for label, img in photos.items()} for n, d in dets.items()}
+    results = {"environment": environment(), "ms_per_photo": ms, "network_megapixels": mp, "after_passes": passes}
     names = list(dets)
     print(f"{'photo':24s} " + " ".join(f"{n[:26]:>26s}" for n in names) + "   ratio  passes after (long side, tiled)")
     for label in photos:
