@@ -33,11 +33,10 @@ def milvus_server(tmp_path_factory):
     from tests import servers
 
     try:
-        before = servers.listeners()
         handle = servers.start_milvus(tmp_path_factory.mktemp("milvus-server"))
     except (RuntimeError, OSError, subprocess.SubprocessError) as e:
         pytest.skip(f"no Milvus server: {e}")
-    handle.opened_off_loopback = servers.off_loopback(before)
+    handle.opened_off_loopback = servers.off_loopback(handle.proc.pid)
     yield handle
     from facesearch.store.vectors.milvus_server import close_clients
 

@@ -46,9 +46,11 @@ REPO = Path(__file__).resolve().parents[1]
 # --- which sockets listen where ----------------------------------------------------------------
 
 
-def listeners() -> set[tuple[str, int]]:
+def listeners(pids: set[int] | None = None) -> set[tuple[str, int]]:
     """(address, port) of every TCP socket listening in this network namespace (what ``ss -ltn``
-    lists, read from /proc/net/tcp and tcp6 so that iproute2 need not be installed)."""
+    lists, read from /proc/net/tcp and tcp6 so that iproute2 need not be installed); only those of
+    the processes ``pids`` when given."""
+    inodes = None if pids is None else {ino for pid in pids for ino in _socket_inodes(pid)}
     found = set()
     for name, width in (("tcp", 4), ("tcp6", 16)):
         try:
@@ -56,22 +58,57 @@ def listeners() -> set[tuple[str, int]]:
         except OSError:
             continue
         for line in lines:
-            local, state = line.split()[1], line.split()[3]
-            if state == "0A":  # TCP_LISTEN
-                host, port = local.split(":")
+            fields = line.split()
+            if fields[3] == "0A" and (inodes is None or fields[9] in inodes):  # TCP_LISTEN
+                host, port = fields[1].split(":")
                 found.add((_ip(bytes.fromhex(host), width), int(port, 16)))
     return found
+
+
+def off_loopback(root: int) -> list[tuple[str, int]]:
+    """Listening sockets of process ``root`` and its descendants that accept connections on more than
+    loopback (other jobs on the machine are not ours to judge)."""
+    mine = listeners(descendants(root))
+    return sorted(a for a in mine if a[0].removeprefix("::ffff:") not in (LOOPBACK, "::1"))
+
+
+def descendants(root: int) -> set[int]:
+    """``root`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, []))
+    return out
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    out = set()
+    try:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                out.add(target[8:-1])
+    except OSError:
+        pass
+    return out
 
 
 def _ip(raw: bytes, width: int) -> str:
     """An address as /proc/net/tcp* writes it (32-bit words in host order) -> text."""
     words = b"".join(raw[i:i + 4][::-1] for i in range(0, width, 4)) if sys.byteorder == "little" else raw
     return socket.inet_ntop(socket.AF_INET if width == 4 else socket.AF_INET6, words)
-
-
-def off_loopback(before: set[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Listening sockets opened since ``before`` that accept connections on more than loopback."""
-    return sorted(a for a in listeners() - before if a[0].removeprefix("::ffff:") not in (LOOPBACK, "::1"))
 
 
 # --- Milvus -------------------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from tests.test_vectors import DIM, build, unit, updates  # noqa: E402
 
 
 def test_the_server_accepts_connections_on_loopback_only(milvus_server):
-    assert milvus_server.opened_off_loopback == []  # every socket it opened here: 127.0.0.1
-    assert ("127.0.0.1", milvus_server.port) in servers.listeners()
+    assert milvus_server.opened_off_loopback == []  # every socket its processes opened here: 127.0.0.1
+    assert servers.listeners(servers.descendants(milvus_server.proc.pid)) == {("127.0.0.1", milvus_server.port)}
     assert not [a for a in servers.listeners() if a[1] == milvus_server.port and a[0] != "127.0.0.1"]
 
 
@@ -37,7 +37,7 @@ def test_commit_builds_the_index_so_queries_never_scan(tmp_path, milvus_server):
         client, name = server_side.shared_client(http(milvus_server), ""), store.vectors.collection
         info = client.describe_index(name, "vector")
         assert info["index_type"] == milvus_server_index() and int(info["M"]) == 16
-        assert int(info["total_rows"]) == int(info["indexed_rows"]) == 3_000 and int(info["pending_index_rows"]) == 0
+        assert int(info["total_rows"]) == int(info["indexed_rows"]) == 3_000
         ids, X = store.all_embeddings()
         _, I = ops.exact_knn(x[:200], X, 10)
         found = [[m.face_id for m in row] for row in store.search(x[:200], 10)]

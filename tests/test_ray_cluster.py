@@ -33,14 +33,13 @@ RUN_TIMEOUT = 420  # seconds for one CLI run on the cluster (2 busy cores)
 @pytest.fixture(scope="module")
 def cluster():
     """A head node (1 CPU) and a worker node (1 CPU) on loopback, stopped after the module."""
-    before = servers.listeners()
     try:
         c = servers.start_ray_cluster(head_cpus=1)
     except RuntimeError as e:
         pytest.skip(f"no Ray cluster: {e}")
     try:
         c.add_worker(num_cpus=1)
-        c.opened_off_loopback = servers.off_loopback(before)
+        c.opened_off_loopback = servers.off_loopback(c.proc.pid)
         yield c
     finally:
         c.stop()
@@ -65,6 +64,7 @@ def local_index(photos: Path, idx: Path, detector: str) -> Path:
 def test_the_cluster_listens_on_loopback_only(cluster):
     assert cluster.address.startswith("127.0.0.1:")
     assert cluster.opened_off_loopback == []
+    assert len(servers.listeners(servers.descendants(cluster.proc.pid))) >= 4  # GCS, raylets...: all looked at
 
 
 def test_index_on_the_cluster_finds_the_same_faces_and_embeddings_as_local(cluster, photos, tmp_path):

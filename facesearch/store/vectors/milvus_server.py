@@ -86,13 +86,17 @@ def create_collection(client, name: str, dim: int) -> None:
 
 
 def wait_indexed(client, name: str, timeout: float = INDEX_WAIT_S) -> dict:
-    """Block until the server has indexed every flushed row of ``name``; its index description."""
+    """Block until the server has indexed every flushed row of ``name``; its index description.
+
+    ``pending_index_rows`` is not waited for: after a large load the server compacts segments and
+    indexes the merged ones again (775k rows pending at 1M, every row already indexed), and a
+    merged segment replaces its parts only once it is indexed itself, so nothing is scanned.
+    """
     deadline = time.monotonic() + timeout
     pause = 0.05
     while True:
         info = client.describe_index(name, "vector")
-        if int(info.get("pending_index_rows", 0)) == 0 and int(info.get("indexed_rows", 0)) >= int(
-                info.get("total_rows", 0)):
+        if int(info.get("indexed_rows", 0)) >= int(info.get("total_rows", 0)):
             return info
         if time.monotonic() > deadline:
             raise TimeoutError(f"Milvus did not index {name} within {timeout:.0f} s ({info})")
