@@ -86,8 +86,6 @@ def load_sets(args) -> tuple[dict[str, dict], dict]:
     dev_people = {_person(c) for d in dev.values() for c in d["classes"]}
     parts = []
     for name in DISTRACTORS:
-        if sum(len(p["chips"]) for p in parts) >= max(args.sizes):
-            break  # enough distractors: the next set's chips are not needed (nor made)
         d = cached_set(args.data / "train" / name, chip_cache_dir() / "train", min_side=MIN_SIDE.get(name))
         named = d["labels"] >= 0
         same = np.zeros(len(d["chips"]), bool)
