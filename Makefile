@@ -2,7 +2,7 @@
 #   make demo       - create .venv, install from the lock, build a sample collection, index -> query -> dedupe
 #   make test       - create .venv, install from the lock with test extras, run the whole suite
 # Also:
-#   make test-fast  - the suite without tests marked slow (under 2 minutes)
+#   make test-fast  - the suite without tests marked slow
 #   make lock       - re-resolve pyproject.toml's ranges in a scratch venv and rewrite requirements.lock
 PY ?= python3
 VENV ?= .venv

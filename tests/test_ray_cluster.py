@@ -137,3 +137,18 @@ def _first_shard(idx: Path, proc: subprocess.Popen, timeout: float) -> Path | No
         time.sleep(0.2)
     return None
 
+
+
+def test_a_local_runtime_leaves_no_ray_settings_in_the_environment():
+    """ray.init writes RAY_AUTH_MODE=token (and more) into os.environ; a process started after a local
+    run inherited it and could not then use a cluster without token auth."""
+    import ray
+
+    from facesearch.indexing import ray_cluster
+
+    if ray.is_initialized():
+        pytest.skip("a Ray runtime is already up in this process")
+    before = {k: v for k, v in os.environ.items() if k.startswith("RAY_")}
+    with ray_cluster.ray_runtime(None, 1):
+        pass
+    assert {k: v for k, v in os.environ.items() if k.startswith("RAY_")} == before

@@ -38,6 +38,7 @@ def ray_runtime(address: str | None, workers: int | None = None) -> Iterator[Non
         yield
         return
     quiet = dict(log_to_driver=False, configure_logging=False)  # our progress bar, not Ray's worker logs
+    env = _ray_env()
     if address:
         _join(address, quiet)
     else:
@@ -49,6 +50,20 @@ def ray_runtime(address: str | None, workers: int | None = None) -> Iterator[Non
         yield
     finally:
         ray.shutdown()
+        _restore_ray_env(env)
+
+
+def _ray_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith("RAY_") or k == "PYTHONBREAKPOINT"}
+
+
+def _restore_ray_env(before: dict[str, str]) -> None:
+    """Undo what ``ray.init`` wrote into this process's environment. A runtime started here sets
+    ``RAY_AUTH_MODE=token`` (among others), and every process started afterwards inherited it: a
+    later join of a cluster without token auth then had its actors cancelled before they ran."""
+    for key in set(_ray_env()) - set(before):
+        del os.environ[key]
+    os.environ.update(before)
 
 
 def _join(address: str, quiet: dict) -> None:
