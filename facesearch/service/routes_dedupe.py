@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 
 from facesearch.core.errors import DataError
 from facesearch.service.bodies import json_object
-from facesearch.service.security import Forbidden
+from facesearch.service.security import Forbidden, confine
 from facesearch.service.state import Service, service
 
 router = APIRouter()
@@ -95,14 +95,9 @@ def check_move_root(path, roots) -> Path:
     """The destination folder resolved, if it lies under one of ``roots``; else Forbidden."""
     if not isinstance(path, str) or not path.strip():
         raise DataError("name the folder to move the copies to", hint=f"send {APPLY_EXAMPLE}")
-    try:
-        where = Path(path).expanduser().resolve()
-    except (OSError, ValueError) as e:  # a NUL byte, a symlink loop
-        raise DataError(f"{path!r} is not a usable path ({e})", hint="send a folder on the server's disk") from None
-    for root in roots:
-        base = Path(root).resolve()
-        if where == base or base in where.parents:
-            return where
+    where = confine(Path(path).expanduser(), roots, hint="send a folder on the server's disk")
+    if where is not None:
+        return where
     named = ", ".join(str(Path(r)) for r in roots) or "none"
     raise Forbidden(f"{path} is outside the folders this service may move photos to (allowed: {named})",
                     hint="start serve with --allow-move-root FOLDER, or move them with `facesearch dedupe --move-to`")

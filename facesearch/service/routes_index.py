@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 
 from facesearch.core.errors import DataError
 from facesearch.service.bodies import UPLOADS, json_object, media_type, save_upload
-from facesearch.service.security import Forbidden
+from facesearch.service.security import Forbidden, confine
 from facesearch.service.state import Service, service
 
 router = APIRouter()
@@ -58,14 +58,9 @@ def job(job_id: str, s: Service = Depends(service)) -> dict:
 
 def check_root(path: str, roots, index: os.PathLike) -> Path:
     """``path`` resolved, if it lies under one of ``roots`` or the index's ``uploads/``; else Forbidden."""
-    try:
-        where = Path(path).resolve()
-    except (OSError, ValueError) as e:  # a NUL byte, a symlink loop
-        raise DataError(f"{path!r} is not a usable path ({e})", hint="send folder paths on the server's disk") from None
-    for root in (*roots, Path(index) / UPLOADS):
-        base = Path(root).resolve()
-        if where == base or base in where.parents:
-            return where
+    where = confine(Path(path), (*roots, Path(index) / UPLOADS), hint="send folder paths on the server's disk")
+    if where is not None:
+        return where
     named = ", ".join(str(Path(r)) for r in roots) or "none"
     raise Forbidden(f"{path} is outside the folders this service may index (allowed: {named})",
                     hint="start serve with --allow-index-root FOLDER for each folder it may read, or upload photos")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
@@ -152,3 +153,18 @@ async def _invalid(request: Request, e: RequestValidationError) -> JSONResponse:
 
 async def _bug(request: Request, e: Exception) -> JSONResponse:  # still logged by the server, with its traceback
     return _error(500, f"unexpected {type(e).__name__}", "a bug in facesearch: the server's log has the details")
+
+
+def confine(path: Path, roots, hint: str) -> Path | None:
+    """``path`` resolved (symlinks and ``..`` followed) if it lies in or under one of ``roots``, else None:
+    the one rule for every path a request names (folders to index, folders to move photos into).
+    A path that cannot be resolved (a NUL byte, a symlink loop) is a DataError with ``hint``."""
+    try:
+        where = path.resolve()
+    except (OSError, ValueError) as e:
+        raise DataError(f"{str(path)!r} is not a usable path ({e})", hint=hint) from None
+    for root in roots:
+        base = Path(root).resolve()
+        if where == base or base in where.parents:
+            return where
+    return None
