@@ -75,8 +75,9 @@ def face_free(bgs: dict, seed: int) -> list[np.ndarray]:
     return out
 
 
-def score_photos(det, photos: list) -> dict:
-    """Recall by face width, no-face share (photos where nothing matched a face), false positives."""
+def detect_and_match(det, photos: list) -> tuple:
+    """Run ``det`` on each photo and match its boxes to the truth: ``(found, widths, false positives,
+    detections, photos where nothing matched, seconds detecting)``, found/widths one entry per true face."""
     found, widths, fps, dets, elapsed, empty = [], [], 0, 0, 0.0, 0
     for ph in photos:
         t0 = time.perf_counter()
@@ -87,7 +88,12 @@ def score_photos(det, photos: list) -> dict:
         found.append(hit)
         widths.append(ph.boxes[:, 2] - ph.boxes[:, 0])
         fps, dets, empty = fps + fp, dets + len(faces), empty + (not hit.any())
-    found, widths = np.concatenate(found), np.concatenate(widths)
+    return np.concatenate(found), np.concatenate(widths), fps, dets, empty, elapsed
+
+
+def score_photos(det, photos: list) -> dict:
+    """Recall by face width, no-face share (photos where nothing matched a face), false positives."""
+    found, widths, fps, dets, empty, elapsed = detect_and_match(det, photos)
     recall = {bin_name(lo, hi): _share(found[(widths >= lo) & (widths < hi)]) for lo, hi in WIDTH_BINS}
     return {"photos": len(photos), "faces": int(len(found)), "recall": recall,
             "recall_20_32": _share(found[(widths >= 20) & (widths < 32)]),

@@ -123,18 +123,8 @@ def head(items: list, share: float) -> list:
 
 def bench_composite(det, photos: list, share: float) -> dict:
     """Recall by face width, false positives and ms/photo on composed group photos."""
-    found, widths, fps, elapsed = [], [], 0, 0.0
     photos = head(photos, share)
-    for ph in photos:
-        t0 = time.perf_counter()
-        faces = det.detect(ph.image)
-        elapsed += time.perf_counter() - t0
-        boxes = np.array([f.box for f in faces], np.float64).reshape(-1, 4)
-        hit, fp = groups.match(ph.boxes, boxes)
-        found.append(hit)
-        widths.append(ph.boxes[:, 2] - ph.boxes[:, 0])
-        fps += fp
-    found, widths = np.concatenate(found), np.concatenate(widths)
+    found, widths, fps, _, _, elapsed = S.detect_and_match(det, photos)
     recall = {f"{lo}-{hi if hi < 10_000 else 'up'}": _share(found[(widths >= lo) & (widths < hi)])
               for lo, hi in SIZE_BINS}
     detections = int(found.sum()) + fps
