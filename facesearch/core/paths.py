@@ -21,6 +21,13 @@ def home() -> Path | None:
     return Path(value) if value else None
 
 
+def cache_dir() -> Path:
+    """``$FACESEARCH_CACHE`` or ``~/.cache/facesearch``: derived files that can always be remade
+    (cached chips, compiled networks, converted dlib weights). The one reader of the variable."""
+    value = os.environ.get("FACESEARCH_CACHE")
+    return Path(value) if value else Path.home() / ".cache" / "facesearch"
+
+
 def index_home() -> Path:
     """Where index names resolve: ``$FACESEARCH_HOME/indexes``, else ``./indexes``."""
     return (home() or Path.cwd()) / "indexes"

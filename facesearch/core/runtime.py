@@ -28,6 +28,7 @@ import numpy as np
 
 from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.core.modelfiles import sha256_file
+from facesearch.core.paths import cache_dir
 
 __all__ = ["ONNX_DIR", "OPSET", "RUNTIMES", "Network", "choose_runtime", "find_onnx", "load_network",
            "onnx_threads"]
@@ -158,7 +159,7 @@ def _ov_compile(path: str, precision: str, threads: int):
 def ov_cache_dir() -> Path | None:
     """Where OpenVINO keeps compiled networks: ``$FACESEARCH_CACHE/openvino`` or
     ``~/.cache/facesearch/openvino``; None where it cannot be created (no cache, only slower)."""
-    root = Path(os.environ.get("FACESEARCH_CACHE") or Path.home() / ".cache" / "facesearch")
+    root = cache_dir()
     try:
         (root / "openvino").mkdir(parents=True, exist_ok=True)
     except OSError:

@@ -31,6 +31,7 @@ from facesearch.core.errors import BadImageError
 from facesearch.faces.chips import assemble_chips, largest_face
 from facesearch.photos.load import load_array
 from facesearch.photos.scan import scan_images
+from facesearch.core.paths import cache_dir
 
 ALIGN = "dlib5_150_p25+arcface_112"  # every chip any shipped model needs, from one detection
 _detector = None
@@ -39,7 +40,7 @@ _min_side: int | None = None
 
 def chip_cache_dir() -> Path:
     """``$FACESEARCH_CACHE/chips`` or ``~/.cache/facesearch/chips``."""
-    return Path(os.environ.get("FACESEARCH_CACHE") or Path.home() / ".cache" / "facesearch") / "chips"
+    return cache_dir() / "chips"
 
 
 def cached_set(set_dir: Path, out: Path, detector: str = "auto", workers: int | None = None,

@@ -35,6 +35,7 @@ from facesearch.core.atomic import atomic_path
 from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.core.modelfiles import dlib_model_path
 from facesearch.models.dlib_dat import DlibLayer, DlibNet, read_dlib_net
+from facesearch.core.paths import cache_dir
 
 __all__ = [
     "DLIB_MEAN",
@@ -215,12 +216,6 @@ def load_pretrained(model: DlibResNet29) -> DlibResNet29:
 def default_dat_path() -> Path:
     """The dlib model file shipped in the installed ``face-recognition-models`` package."""
     return dlib_model_path(DAT_NAME)
-
-
-def cache_dir() -> Path:
-    """``$FACESEARCH_CACHE`` or ``~/.cache/facesearch``."""
-    env = os.environ.get("FACESEARCH_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "facesearch"
 
 
 def _check_layers(net: DlibNet, model: DlibResNet29) -> list[DlibLayer]:
