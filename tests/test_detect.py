@@ -333,3 +333,56 @@ def test_large_image_boxes_scale_with_the_image():
     np.testing.assert_allclose(np.array(big_face.box) / scale, small_face.box, atol=0.1 * side)
     # Landmarks come from the full-resolution image: they scale too.
     np.testing.assert_allclose((big_face.landmarks + 0.5) / scale - 0.5, small_face.landmarks, atol=4)
+
+
+@needs_dlib
+def test_align_is_dlib_get_face_chip_bit_for_bit_on_synthetic_faces():
+    """The oracle is dlib itself: random textures, random 5-point layouts (eyes, nose; faces from
+    20 to 600 px, tilted, partly off the frame), every chip identical byte for byte."""
+    import dlib
+
+    rng = np.random.default_rng(7)
+    for trial in range(40):
+        h, w = rng.integers(60, 900, 2)
+        img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (5, 5), 0)
+        width, angle = rng.uniform(20, 600), rng.uniform(-0.6, 0.6)
+        centre = rng.uniform([-0.2 * w, -0.2 * h], [1.2 * w, 1.2 * h])
+        rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+        # dlib's 5-point order: left eye outer, inner, right eye outer, inner, nose base (image coords)
+        layout = np.array([[0.45, -0.2], [0.15, -0.2], [-0.45, -0.2], [-0.15, -0.2], [0.0, 0.25]])
+        lm = centre + (layout * width) @ rot.T + rng.normal(0, 0.02 * width, (5, 2))
+        parts = [dlib.point(int(round(x)), int(round(y))) for x, y in lm]
+        box = dlib.rectangle(int(lm[:, 0].min()), int(lm[:, 1].min()), int(lm[:, 0].max()), int(lm[:, 1].max()))
+        theirs = dlib.get_face_chip(img, dlib.full_object_detection(box, parts), 150, 0.25)
+        ours = align_face(img, np.array([(p.x, p.y) for p in parts], float))
+        assert np.array_equal(ours, theirs), f"trial {trial}: {np.abs(ours.astype(int) - theirs).max()}"
+
+
+@needs_dlib
+def test_shipped_hog_file_is_dlibs_detector_and_a_bad_one_falls_back(tmp_path, monkeypatch):
+    """weights/dlib_hog.svm (tools/export_hog.py) loads in milliseconds instead of dlib's ~0.5 s
+    rebuild; it must be the same detector (same boxes and scores on real-looking photos: the
+    oracle is dlib's compiled-in one), reproduced byte for byte by the tool, and a damaged file
+    must never be used."""
+    import dlib
+
+    from facesearch.core import modelfiles
+    from facesearch.photos.synthetic import make_identities, render_face
+
+    spec = importlib.util.spec_from_file_location("export_hog", Path(__file__).parents[1] / "tools" / "export_hog.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    made = tool.export(tmp_path)
+    assert made.read_bytes() == (modelfiles.shipped_weights_dir() / modelfiles.HOG_FILE).read_bytes()
+    assert modelfiles.hog_model_path() is not None
+    ours, theirs = dlib.fhog_object_detector(str(modelfiles.hog_model_path())), dlib.get_frontal_face_detector()
+    rng = np.random.default_rng(3)
+    photos = [np.asarray(render_face(p, rng, size=200)) for p in make_identities(6)] + yale_images(6)
+    for img in photos:
+        assert str(ours.run(img, 1, -0.5)) == str(theirs.run(img, 1, -0.5))
+    bad = tmp_path / "w"
+    bad.mkdir()
+    (bad / modelfiles.HOG_FILE).write_bytes(made.read_bytes()[:-10] + b"0" * 10)
+    (bad / modelfiles.HOG_FILE).with_suffix(".json").write_text(made.with_suffix(".json").read_text())
+    monkeypatch.setattr(modelfiles, "shipped_weights_dir", lambda: bad)
+    assert modelfiles.hog_model_path() is None  # backends.hog_model then builds dlib's own

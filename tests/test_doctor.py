@@ -130,7 +130,13 @@ def test_precision_says_what_runs_and_refuses_a_typo(tmp_path, monkeypatch):
     monkeypatch.setenv("FACESEARCH_PRECISION", "fp32")
     result = run_doctor(index_folder=tmp_path / "none")
     check = by_name(result)["precision"]
-    assert check["ok"] and "run in fp32" in check["detail"] and result["env"]["FACESEARCH_PRECISION"] == "fp32"
+    assert check["ok"] and result["env"]["FACESEARCH_PRECISION"] == "fp32"
+    assert "embedders on" in check["detail"] and "bf16" not in check["detail"].split("(")[0], check["detail"]
+    monkeypatch.setenv("FACESEARCH_RUNTIME", "onnxruntime")  # says what really runs: ORT has no bf16 here
+    monkeypatch.setenv("FACESEARCH_PRECISION", "bf16")
+    check = by_name(run_doctor(index_folder=tmp_path / "none"))["precision"]
+    assert "embedders on onnxruntime in fp32" in check["detail"], check["detail"]
+    monkeypatch.delenv("FACESEARCH_RUNTIME")
     monkeypatch.setenv("FACESEARCH_PRECISION", "fp8")
     result = run_doctor(index_folder=tmp_path / "none")
     check = by_name(result)["precision"]

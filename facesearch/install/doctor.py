@@ -93,15 +93,18 @@ def _cuda() -> Outcome:
 
 
 def _precision() -> Outcome:
-    """The arithmetic the networks run in on the CPU ($FACESEARCH_PRECISION, else auto): a typo
-    there would otherwise stop the first index run."""
-    torch = _module("torch", "pip install torch")
-    from facesearch.core.precision import autocast_dtype, cpu_has_bf16, precision_name
+    """What runs the networks on the CPU and in what arithmetic ($FACESEARCH_RUNTIME and
+    $FACESEARCH_PRECISION, else auto): a typo in either would otherwise stop the first index run."""
+    from facesearch.core.precision import cpu_has_bf16, requested_precision
+    from facesearch.core.runtime import choose_runtime, runtime_precision
 
-    runs = precision_name(autocast_dtype(torch.device("cpu")))
-    asked = os.environ.get("FACESEARCH_PRECISION") or "auto"
+    asked = requested_precision()
+    parts = []
+    for kind, what in (("detector", "detector"), ("embedder", "embedders")):
+        runtime = choose_runtime(None, kind)
+        parts.append(f"{what} on {runtime} in {runtime_precision(runtime, asked)}")
     native = "has native bf16" if cpu_has_bf16() else "no native bf16: fp32 is faster here"
-    return True, f"{asked}: detector and embedder run in {runs} on the CPU ({native})", None
+    return True, f"{asked}: {', '.join(parts)} on the CPU ({native})", None
 
 
 def _faiss() -> Outcome:
@@ -140,8 +143,12 @@ def _module(name: str, install_hint: str):
 
 def _dlib_hog() -> Outcome:
     dlib = _module("dlib", "pip install dlib-bin")
-    dlib.get_frontal_face_detector()  # cheap: the HOG model is compiled into dlib
-    return True, f"dlib {getattr(dlib, '__version__', '?')}", None
+    version = f"dlib {getattr(dlib, '__version__', '?')}"
+    path = modelfiles.hog_model_path()  # the file backends.hog_model reads, checksum checked
+    if path is None:  # still works: dlib's compiled-in copy, only slower to load
+        return True, f"{version}; weights/{modelfiles.HOG_FILE} missing or altered: the detector loads in " \
+            "~0.5 s instead of ~2 ms", "run `python tools/export_hog.py` to write it again"
+    return True, f"{version}, {path} (checksum ok)", None
 
 
 def _packaged(filename: str) -> Outcome:
