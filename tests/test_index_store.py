@@ -366,3 +366,32 @@ def test_a_replaced_faiss_file_is_rebuilt_not_trusted(tmp_path):
         assert "altered" in (s.rebuilt_reason or "")
     want = ids[np.argsort(((q[:, None, :] - X[None]) ** 2).sum(-1), axis=1)[:, :4]]
     assert got == want.tolist()
+
+
+def test_readers_share_the_loaded_faiss_index_until_the_index_changes(tmp_path, monkeypatch):
+    """A service opens the index read-only per query: the second open reuses the first's loaded
+    index (no re-read), and a writer's commit, or a changed cache file, makes readers load anew."""
+    from facesearch.store.vectors import faiss_store
+
+    with create(tmp_path) as store:
+        for k in range(3):
+            add(store, photo(tmp_path / "p", f"{k}.jpg"), 2, k)
+    loads = []
+    real = faiss_store.FaissVectors._load_or_rebuild_uncached
+    monkeypatch.setattr(faiss_store.FaissVectors, "_load_or_rebuild_uncached",
+                        lambda self: (loads.append(self.source.readonly), real(self))[1])
+
+    def search_all() -> list[int]:
+        with FaceIndex.open(tmp_path / "idx", readonly=True) as reader:
+            ids, X = reader.all_embeddings()
+            assert [r[0].face_id for r in reader.search(X, 1)] == ids.tolist()  # the oracle: each finds itself
+            return ids.tolist()
+
+    first = search_all()
+    assert search_all() == first and loads.count(True) == 1
+    with FaceIndex.open(tmp_path / "idx") as writer:
+        add(writer, photo(tmp_path / "p", "new.jpg"), 1, 9)
+    assert len(search_all()) == len(first) + 1 and loads.count(True) == 2
+    (tmp_path / "idx" / STAMP).unlink()  # the cache's files changed at the same generation
+    search_all()
+    assert loads.count(True) == 3

@@ -268,22 +268,23 @@ def _sample_bilinear(img, origin, ex, ey, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     if h < 2 or w < 2:
         return np.zeros((size, size, 3), np.uint8)
-    cols, rows = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64))
+    steps = np.arange(size, dtype=np.float64)
+    cols, rows = steps[None, :], steps[:, None]
     px = origin[0] + cols * ex[0] + rows * ey[0]
     py = origin[1] + cols * ex[1] + rows * ey[1]
     left, top = np.floor(px), np.floor(py)
-    inside = (left >= 0) & (top >= 0) & (left + 1 < w) & (top + 1 < h)
-    li = np.where(inside, left, 0).astype(np.intp)
-    ti = np.where(inside, top, 0).astype(np.intp)
-    fx = (px - left)[..., None]
-    fy = (py - top)[..., None]
-    # Gather first, then convert: converting the whole source image would dominate.
-    tl, tr = img[ti, li].astype(np.float64), img[ti, li + 1].astype(np.float64)
-    bl, br = img[ti + 1, li].astype(np.float64), img[ti + 1, li + 1].astype(np.float64)
-    val = (1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)
+    inside = ((left >= 0) & (top >= 0) & (left + 1 < w) & (top + 1 < h)).ravel()
+    # Gather by flat index from the (h*w, 3) view, then convert: converting the whole source image
+    # would dominate, and 2-D fancy indexing took twice as long (~5 ms a chip: a warm query's align).
+    flat = img.reshape(h * w, -1)
+    at = np.where(inside, (top * w + left).ravel(), 0).astype(np.intp)
+    tl, tr = flat.take(at, axis=0).astype(np.float64), flat.take(at + 1, axis=0).astype(np.float64)
+    bl, br = flat.take(at + w, axis=0).astype(np.float64), flat.take(at + w + 1, axis=0).astype(np.float64)
+    fx, fy = (px - left).reshape(-1, 1), (py - top).reshape(-1, 1)
+    val = (1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)  # dlib's order of operations
     out = np.clip(val, 0, 255).astype(np.uint8)  # dlib truncates: static_cast
     out[~inside] = 0
-    return out
+    return out.reshape(size, size, -1)
 
 
 # --------------------------------------------------------------------------------------
