@@ -29,9 +29,10 @@ import numpy as np
 from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.core.modelfiles import sha256_file
 from facesearch.core.paths import cache_dir
+from facesearch.core.precision import cpu_precision
 
 __all__ = ["ONNX_DIR", "OPSET", "RUNTIMES", "Network", "choose_runtime", "find_onnx", "load_network",
-           "onnx_threads"]
+           "onnx_threads", "runtime_precision"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,13 @@ def choose_runtime(asked: str | None = None, kind: str = "embedder") -> str:
             raise FacesearchError(f"runtime {name} is not installed", hint=f"pip install {name}")
         return name
     return next((c for c in PREFERRED[kind] if importlib.util.find_spec(c) is not None), "torch")
+
+
+def runtime_precision(runtime: str, precision: str | None = None) -> str:
+    """The arithmetic a CPU network runs in on ``runtime`` under ``precision``, without loading it:
+    ONNX Runtime's CPU provider has no bf16 kernels for these networks (always fp32); OpenVINO and
+    torch follow :func:`facesearch.core.precision.cpu_precision` (bf16 only where the CPU has it)."""
+    return "fp32" if runtime == "onnxruntime" else cpu_precision(precision)
 
 
 def find_onnx(weights_dir: Path, name: str) -> tuple[Path, Path] | None:

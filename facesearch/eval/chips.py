@@ -107,7 +107,7 @@ def cache_set(set_dir: Path, dest: Path, detector: str, workers: int, min_side: 
         print(f"{set_dir.name}: no photos, skipped", file=sys.stderr)
         return
     t0 = time.perf_counter()
-    with worker_pool(workers, _init, (detector, min_side)) as pool:  # one thread each: YuNet runs torch
+    with worker_pool(workers, _init, (detector, min_side)) as pool:  # one thread each: YuNet's runtime takes one
         results = pool.map(_one, paths, chunksize=32)
     ok = np.array([r is not None for r in results])
     for p, r in zip(paths, results):

