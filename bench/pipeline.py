@@ -37,6 +37,7 @@ Prints a table and writes ``bench/results/pipeline.json``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -175,9 +176,9 @@ def face_recognition_run(photos: Path, known: Path) -> dict:
     """``face_recognition --cpus -1 KNOWN PHOTOS``: wall seconds and faces counted from its output."""
     exe = face_recognition_cli()
     if exe is None:
-        return {"skipped": "the face_recognition CLI is not installed (pip install --no-deps face_recognition)"}
+        return {"skipped": "the face_recognition CLI is not installed (make bench-deps)"}
     cmd = [exe, "--cpus", "-1", str(known), str(photos)]
-    seconds, proc = timed_run(cmd)
+    seconds, proc = timed_run(cmd, pkg_resources_shim(photos.parent))
     if proc.returncode != 0:
         return {"command": _show(cmd), "error": (proc.stderr or proc.stdout).strip()[-2000:]}
     counts = parse_face_recognition(proc.stdout, photos)
@@ -186,6 +187,22 @@ def face_recognition_run(photos: Path, known: Path) -> dict:
     n = len(list(photos.iterdir()))
     return {"command": _show(cmd), "seconds": round(seconds, 3), "photos": n,
             "photos_per_s": round(n / seconds, 2), **counts}
+
+
+def pkg_resources_shim(work: Path) -> dict:
+    """The environment that lets face_recognition run where setuptools (>= 81) no longer ships
+    ``pkg_resources``: its model package needs only ``resource_filename``, given here by a
+    one-function module on PYTHONPATH for that process alone. Nothing where pkg_resources exists."""
+    if importlib.util.find_spec("pkg_resources") is not None:
+        return {}
+    shim = work / "pkg_resources_shim"
+    shim.mkdir(exist_ok=True)
+    (shim / "pkg_resources.py").write_text(
+        "import importlib.util, os\n"
+        "def resource_filename(package, resource):\n"
+        "    spec = importlib.util.find_spec(package)\n"
+        "    return os.path.join(list(spec.submodule_search_locations)[0], resource)\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))}
 
 
 def parse_face_recognition(stdout: str, photos: Path) -> dict:
