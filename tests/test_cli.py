@@ -387,3 +387,25 @@ def test_index_in_a_folder_nobody_may_write_still_answers(runner, indexed, monke
         r = runner.invoke(app, [*cmd, "--index", str(idx), "--json"])
         assert r.exit_code == 0, (cmd, r.output)
     assert not (idx / (DB + "-shm")).exists()  # opened immutable: nothing written beside it
+
+
+def test_query_of_a_face_crop_with_no_face_detected_says_it_read_it_whole(runner, indexed, collection, monkeypatch):
+    """The crop fallback (issue 27) where the user sees it: the detector finds nothing in a photo that
+    is itself a face crop, the query reads the whole image as the face, answers, and says so in
+    --json's warnings and on stderr; a photo with nothing face-like is still "no face"."""
+    from facesearch.faces.tiling import YuNetFaceDetector
+
+    monkeypatch.setattr(YuNetFaceDetector, "_search", lambda self, rgb, plan, score: np.zeros((0, 15), np.float32))
+    idx, _ = indexed
+    probe = sorted((collection / "person_02").iterdir())[0]
+    r = invoke(runner, "query", probe, "--index", idx, "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert len(out["faces"]) == 1 and out["faces"][0]["matches"]  # answered, from the whole image
+    assert any("read the whole image as a face crop" in w for w in out["warnings"]), out["warnings"]
+    r = runner.invoke(app, ["query", str(probe), "--index", str(idx)])
+    assert r.exit_code == 0 and "face crop" in r.stderr
+    blank = probe.parent / "blank.png"
+    Image.fromarray(np.full((150, 150, 3), 128, np.uint8)).save(blank)
+    r = runner.invoke(app, ["query", str(blank), "--index", str(idx), "--json"])
+    assert r.exit_code == 1 and "no face" in r.stderr
