@@ -30,6 +30,7 @@ uncropped ``train/yalefaces`` photos plus an evenly spread sample of
     python bench/pipeline.py              # 1,000 photos, a few minutes on 2 busy cores
     python bench/pipeline.py --quick      # 20 photos, seconds
     python bench/pipeline.py --workers 2  # also time `facesearch index --workers 2`
+    python bench/pipeline.py --web 60     # also race on 60 web-sized photos (bench/_web.py)
 
 Prints a table and writes ``bench/results/pipeline.json``.
 """
@@ -75,11 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         photos, known = build_collection(work, args.photos)
         results["collection"] = describe(photos)
         results["runs"] = run_all(photos, known, work, args)
+        if args.web:
+            results["web"] = run_web(work, known, args.web)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     results["summary"] = summarise(results["runs"])
     results["targets"] = targets(results["summary"])
+    if "web" in results:
+        results["targets"].append(C.target("photos/s vs the face_recognition CLI on web-sized photos (issue 28)",
+                                           results["web"]["summary"].get("ratio"), 3.0, "higher", "x"))
     print_tables(results)
     C.write_results(args.out, results)
     return 0
@@ -91,6 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--photos", type=int, default=None, help="photos in the collection (default 1000; quick 20)")
     ap.add_argument("--workers", type=int, action="append", default=[],
                     help="also time `facesearch index --workers N` (repeatable)")
+    ap.add_argument("--web", type=int, default=0, metavar="N",
+                    help="also race the default, the previous default and face_recognition on N web-sized photos")
     ap.add_argument("--tmp", default=None, help="where to build the collection (default: the system temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary collection and indexes")
     ap.add_argument("--out", type=Path, default=None, help="result JSON, or a folder for pipeline.json")
@@ -243,6 +251,25 @@ def run_all(photos: Path, known: Path, work: Path, args) -> dict:
     return runs
 
 
+def run_web(work: Path, known: Path, n: int) -> dict:
+    """The race on web-sized composites (``bench/_web.py``): the default, the previous default as it
+    ran, and face_recognition, with the faces each found beside the faces pasted in."""
+    from _web import build_web_collection
+
+    folder, truth = build_web_collection(work, n, source_photos()[1])
+    runs = {"facesearch": facesearch_index(folder, work / "index-web"),
+            "facesearch, previous default": facesearch_index(folder, work / "index-web-prev", PREVIOUS_DEFAULT,
+                                                             {**FP32, **TORCH}),
+            "face_recognition": face_recognition_run(folder, known)}
+    ours, peer, prev = runs["facesearch"], runs["face_recognition"], runs["facesearch, previous default"]
+    summary = {"photos": n, "faces_pasted": truth}
+    if "photos_per_s" in ours and "photos_per_s" in peer:
+        summary["ratio"] = round(ours["photos_per_s"] / peer["photos_per_s"], 2)
+    if "photos_per_s" in ours and "photos_per_s" in prev:
+        summary["speed_vs_previous_default"] = round(ours["photos_per_s"] / prev["photos_per_s"], 2)
+    return {"runs": runs, "summary": summary}
+
+
 def _show(cmd: list[str]) -> str:
     return " ".join(Path(c).name if c == sys.executable else c for c in cmd)
 
@@ -292,6 +319,11 @@ def print_tables(results: dict) -> None:
         if "error" in r or "skipped" in r:
             print(f"{name}: {r.get('error') or r.get('skipped')}")
     print("summary:", results["summary"])
+    if "web" in results:
+        web = results["web"]
+        rows = [[name] + [r.get(c) for c in cols[1:]] for name, r in web["runs"].items()]
+        C.print_table(f"web-sized photos ({web['summary']['faces_pasted']} faces pasted)", cols, rows)
+        print("web summary:", web["summary"])
     for t in results["targets"]:
         print(f"{t['target']}: {C.verdict(t)}")
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -205,3 +207,28 @@ def test_stages_quick(tmp_path, monkeypatch):
     assert prev["setup"]["weights"] == "dlib_ft" and new["model_id"].startswith("fused-")
     # The clocks come off again, and the process's precision setting is as it was.
     assert (tiling.hog_box, tiling.landmarks, backends.landmarks) == helpers and "FACESEARCH_PRECISION" not in os.environ
+
+
+def test_pkg_resources_shim_finds_package_files(tmp_path):
+    """face_recognition's model package needs pkg_resources.resource_filename; setuptools >= 81 has
+    none, so the race gives that process a one-function module: it must resolve like the original."""
+    env = bench_pipeline.pkg_resources_shim(tmp_path)
+    if not env:
+        pytest.skip("pkg_resources is installed here: no shim needed")
+    code = ("import pkg_resources, os, facesearch; "
+            "p = pkg_resources.resource_filename('facesearch', 'core/paths.py'); print(os.path.isfile(p))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, **env})
+    assert out.stdout.strip() == "True", out.stderr
+
+
+@needs_dev
+def test_web_sized_collection(tmp_path):
+    from _web import FACES_PER_PHOTO, SIZES, build_web_collection
+
+    folder, faces = build_web_collection(tmp_path, 4, bench_pipeline.source_photos()[1])
+    files = sorted(folder.iterdir())
+    assert len(files) == 4 and all(f.suffix == ".jpg" for f in files)
+    sizes = {Image.open(f).size for f in files}
+    assert sizes <= set(SIZES) and len(sizes) == len(SIZES)
+    assert FACES_PER_PHOTO[0] * 4 <= faces <= FACES_PER_PHOTO[1] * 4
