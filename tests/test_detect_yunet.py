@@ -173,8 +173,11 @@ def test_cached_chips_are_keyed_on_the_landmarks_version_and_precision(monkeypat
     assert chips_key("auto") == f"yunet.lm{detect.LANDMARKS_VERSION['yunet']}"
     assert chips_key("dlib-auto") == "dlib-auto"  # unchanged: its caches stay valid
     monkeypatch.setenv("FACESEARCH_PRECISION", "bf16")  # YuNet's boxes move a little in bf16
+    monkeypatch.setenv("FACESEARCH_RUNTIME", "torch")  # torch runs YuNet in the asked precision
     assert chips_key("auto") == f"yunet.lm{detect.LANDMARKS_VERSION['yunet']}.bf16"
     assert chips_key("dlib-auto") == "dlib-auto"
+    monkeypatch.setenv("FACESEARCH_RUNTIME", "onnxruntime")  # ...ONNX Runtime in fp32 whatever is asked
+    assert chips_key("auto") == f"yunet.lm{detect.LANDMARKS_VERSION['yunet']}"
 
 
 def test_the_cnn_is_asked_only_for_near_frontal_faces():
