@@ -152,3 +152,41 @@ def test_a_local_runtime_leaves_no_ray_settings_in_the_environment():
     with ray_cluster.ray_runtime(None, 1):
         pass
     assert {k: v for k, v in os.environ.items() if k.startswith("RAY_")} == before
+
+
+def _init_failing(times: int, calls: list, shutdowns: list):
+    """A stand-in for ray.init that fails as Ray does when a raylet is slow to register, ``times`` times."""
+    def init(**kwargs):
+        calls.append(kwargs)
+        if len(calls) <= times:
+            raise Exception("The current node timed out during startup. This could happen because ...")
+    return init, lambda: shutdowns.append(1)
+
+
+def test_a_local_runtime_slow_to_start_is_started_again(monkeypatch):
+    import ray
+
+    from facesearch.indexing import ray_cluster
+
+    calls, shutdowns = [], []
+    init, shutdown = _init_failing(1, calls, shutdowns)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", shutdown)
+    ray_cluster.start_local(3)
+    assert len(calls) == 2 and calls[-1]["num_cpus"] == 3 and len(shutdowns) == 1  # the failed start cleaned up
+
+
+def test_a_local_runtime_that_never_starts_is_one_line(monkeypatch):
+    import ray
+
+    from facesearch.core.errors import FacesearchError
+    from facesearch.indexing import ray_cluster
+
+    calls, shutdowns = [], []
+    init, shutdown = _init_failing(5, calls, shutdowns)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", shutdown)
+    with pytest.raises(FacesearchError) as e:
+        ray_cluster.start_local(2)
+    assert len(calls) == 2 and "did not start" in str(e.value) and "\n" not in str(e.value)
+    assert "--engine local" in e.value.hint

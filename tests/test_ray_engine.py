@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
-from facesearch.indexing import ray_engine  # noqa: E402
+from facesearch.indexing import ray_cluster, ray_engine  # noqa: E402
 from facesearch.indexing import work  # noqa: E402
 from facesearch.cli.main import app  # noqa: E402
 from facesearch.store.face_index import FaceIndex  # noqa: E402
@@ -25,7 +25,7 @@ from facesearch.photos.synthetic import make_identity_folder  # noqa: E402
 @pytest.fixture(scope="module", autouse=True)
 def ray_runtime():
     """One Ray runtime for the module (ray.init costs seconds); the engine uses it and leaves it running."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray_cluster.start_local(2, log_to_driver=False, configure_logging=False)  # retries a raylet slow to register
     yield
     ray.shutdown()
 

@@ -45,12 +45,32 @@ def ray_runtime(address: str | None, workers: int | None = None) -> Iterator[Non
         # One logical CPU more than detection workers, for the embedding actor: the local engine too
         # embeds in its main process beside one detection worker per core (measured in docs/scaling.md).
         detectors = workers if workers and workers > 0 else (os.cpu_count() or 1)
-        ray.init(num_cpus=detectors + 1, include_dashboard=False, **quiet)
+        start_local(detectors + 1, **quiet)
     try:
         yield
     finally:
         ray.shutdown()
         _restore_ray_env(env)
+
+
+def start_local(num_cpus: int, attempts: int = 2, **init_kwargs) -> None:
+    """``ray.init`` of a runtime on this machine with ``num_cpus`` CPUs, tried ``attempts`` times.
+
+    Ray waits a fixed 30 s for a new raylet to register with its GCS; on a busy 2-core machine that
+    wait has run out (CI, 2026-12-04) although a second start succeeds. Each failed start is shut
+    down before the next; the last failure is said in one line (FacesearchError)."""
+    import ray
+
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **init_kwargs)
+            return
+        except Exception as e:  # Ray raises a bare Exception for the startup timeout
+            ray.shutdown()  # the half-started GCS and raylet, so the next try starts clean
+            log.warning("the Ray runtime did not start (try %d of %d): %s", attempt, attempts, first_line(e))
+            if attempt == attempts:
+                raise FacesearchError(f"the Ray runtime did not start on this machine: {first_line(e)[:200]}",
+                                      hint="the machine may be overloaded; try again, or use --engine local") from None
 
 
 def _ray_env() -> dict[str, str]:
