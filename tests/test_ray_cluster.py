@@ -154,38 +154,37 @@ def test_a_local_runtime_leaves_no_ray_settings_in_the_environment():
     assert {k: v for k, v in os.environ.items() if k.startswith("RAY_")} == before
 
 
-def _init_failing(times: int, calls: list, shutdowns: list):
-    """A stand-in for ray.init that fails as Ray does when a raylet is slow to register, ``times`` times."""
+
+def _ray_failing_to_start(monkeypatch, times: int) -> tuple[list, list]:
+    """ray.init fails ``times`` times as Ray does when a raylet is slow to register; returns the
+    (init calls, shutdown calls) seen."""
+    import ray
+
+    calls, shutdowns = [], []
+
     def init(**kwargs):
         calls.append(kwargs)
         if len(calls) <= times:
             raise Exception("The current node timed out during startup. This could happen because ...")
-    return init, lambda: shutdowns.append(1)
+
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "shutdown", lambda: shutdowns.append(1))
+    return calls, shutdowns
 
 
 def test_a_local_runtime_slow_to_start_is_started_again(monkeypatch):
-    import ray
-
     from facesearch.indexing import ray_cluster
 
-    calls, shutdowns = [], []
-    init, shutdown = _init_failing(1, calls, shutdowns)
-    monkeypatch.setattr(ray, "init", init)
-    monkeypatch.setattr(ray, "shutdown", shutdown)
+    calls, shutdowns = _ray_failing_to_start(monkeypatch, 1)
     ray_cluster.start_local(3)
     assert len(calls) == 2 and calls[-1]["num_cpus"] == 3 and len(shutdowns) == 1  # the failed start cleaned up
 
 
 def test_a_local_runtime_that_never_starts_is_one_line(monkeypatch):
-    import ray
-
     from facesearch.core.errors import FacesearchError
     from facesearch.indexing import ray_cluster
 
-    calls, shutdowns = [], []
-    init, shutdown = _init_failing(5, calls, shutdowns)
-    monkeypatch.setattr(ray, "init", init)
-    monkeypatch.setattr(ray, "shutdown", shutdown)
+    calls, _ = _ray_failing_to_start(monkeypatch, 5)
     with pytest.raises(FacesearchError) as e:
         ray_cluster.start_local(2)
     assert len(calls) == 2 and "did not start" in str(e.value) and "\n" not in str(e.value)

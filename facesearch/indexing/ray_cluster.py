@@ -67,10 +67,10 @@ def start_local(num_cpus: int, attempts: int = 2, **init_kwargs) -> None:
             return
         except Exception as e:  # Ray raises a bare Exception for the startup timeout
             ray.shutdown()  # the half-started GCS and raylet, so the next try starts clean
-            log.warning("the Ray runtime did not start (try %d of %d): %s", attempt, attempts, first_line(e))
-            if attempt == attempts:
-                raise FacesearchError(f"the Ray runtime did not start on this machine: {first_line(e)[:200]}",
-                                      hint="the machine may be overloaded; try again, or use --engine local") from None
+            reason = first_line(e)
+            log.warning("the Ray runtime did not start (try %d of %d): %s", attempt, attempts, reason)
+    raise FacesearchError(f"the Ray runtime did not start on this machine: {reason[:200]}",
+                          hint="the machine may be overloaded; try again, or use --engine local")
 
 
 def _ray_env() -> dict[str, str]:
