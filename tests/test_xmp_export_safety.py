@@ -157,3 +157,16 @@ def test_undo_passes_over_a_journal_with_nothing_in_it(collection, tmp_path):
     MoveJournal.create(journal_dir(idx), "write-xmp", {"index": str(idx)})  # a run refused at its first file
     r = invoke("undo", "--index", str(idx), "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["restored"] == 1 and not sidecar_path(jpg).exists()
+
+
+def test_a_symlinked_sidecar_is_skipped_and_the_others_written(collection, tmp_path):
+    a, b = sources(collection)[:2]
+    first, second = photo(a, tmp_path / "jpegs" / "Ann" / "a.jpg"), photo(b, tmp_path / "jpegs" / "Bob" / "b.jpg")
+    elsewhere = tmp_path / "elsewhere.xmp"
+    elsewhere.write_bytes(b"not ours")
+    sidecar_path(first).symlink_to(elsewhere)  # writing through it would change a file outside the gallery
+    r = invoke("people", "write-xmp", "--index", str(named_index(tmp_path)), "--json")
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert got["files_written"] == 1 and sidecar_path(second).is_file() and elsewhere.read_bytes() == b"not ours"
+    assert [s["path"] for s in got["skipped"]] == [str(sidecar_path(first))]

@@ -125,12 +125,14 @@ def _write_all(store: FaceIndex, photos: dict[Path, list[NamedFace]], opts: XmpE
 
 
 def _merge(photo: Path, target: Path, faces: list[NamedFace], out: dict) -> tuple[MergeResult | None, bytes | None]:
-    """The merged XMP for ``target`` and its old bytes; (None, None) and a skip when it cannot be read."""
+    """The merged XMP for ``target`` and its old bytes; (None, None) and a skip when it cannot be read,
+    or written (a sidecar that is a symlink or read-only: skipped here, so the run never stops half way)."""
     try:
+        check_writable(target)
         frame = read_frame(photo)
         old = target.read_bytes() if target.exists() else None
         return merge_regions(old if old is not None else EMPTY_PACKET, frame, faces, same_face), old
-    except (OSError, ValueError) as e:  # a photo gone or unreadable, XMP we cannot parse: left alone
+    except (OSError, ValueError, FacesearchError) as e:  # a photo gone or unreadable, XMP we cannot parse
         out["skipped"].append({"path": str(target), "error": one_line(e)})
         return None, None
 
