@@ -120,10 +120,8 @@ def query_cmd(
     """One-shot identification: the nearest indexed faces for every face in each photo."""
     from facesearch.search.query import QueryOptions, query
 
-    # One more match for the table: an indexed query photo finds itself first, and is not listed.
-    answer = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights,
-                                                          top=top if json_out else top + 1, tau=tau,
-                                                          detector=detector, device=device,
+    answer = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
+                                                          tau=tau, detector=detector, device=device,
                                                           quality_gate=quality_gate))
     results = answer["results"]
     for w in answer["warnings"]:
