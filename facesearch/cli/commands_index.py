@@ -193,7 +193,7 @@ def undo_cmd(
     result = undo(resolve_index(index), journal)
     if json_out:
         return out.emit_json(result)
-    out.stdout().print(out.plain(f"restored {result['restored']} files from {result['journal']}"
+    out.stdout().print(out.plain(f"undid {result['op']}: restored {result['restored']} files from {result['journal']}"
                             + (f", cleaned {result['cleaned']} partial copies" if result.get("cleaned") else "")))
     for c in result.get("conflicts", []):
         out.warn(f"left alone: {c}", quiet)

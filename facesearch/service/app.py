@@ -22,6 +22,8 @@ from facesearch.search.query import Searcher
 from facesearch.service import routes_dedupe, routes_index, routes_people, routes_query, security
 from facesearch.service.state import ServeOptions, Service
 
+ROUTES = (routes_query, routes_people, routes_dedupe, routes_index)  # every route of the app is in one of these
+
 
 def check_bind(host: str, token: str | None) -> None:
     """Refuse to serve beyond this machine without a token."""
@@ -37,6 +39,6 @@ def create_app(opts: ServeOptions, searcher: Searcher | None = None) -> FastAPI:
     # Bound to every address (behind a token, check_bind): any IP literal names us; DNS names must be listed.
     any_ip = opts.host.strip("[]") in security.WILDCARD
     security.install(app, security.host_names(opts.host, opts.allow_hosts), any_ip, opts.token)
-    for module in (routes_query, routes_people, routes_dedupe, routes_index):
+    for module in ROUTES:
         app.include_router(module.router)
     return app
