@@ -242,7 +242,7 @@ def apply_actions(report: dict, index: os.PathLike, move_to: str | None = None, 
     done: list[str] = []
     try:
         for a in actions:
-            _act(journal, a, link)
+            _act(journal, a, link, move_to)
             if not a.get("skipped"):
                 done.append(a["src"])
     finally:
@@ -250,7 +250,7 @@ def apply_actions(report: dict, index: os.PathLike, move_to: str | None = None, 
     return {"actions": actions, "moved": len(done), "journal": str(journal.path)}
 
 
-def _act(journal: MoveJournal, a: dict, link: bool) -> None:
+def _act(journal: MoveJournal, a: dict, link: bool, move_to: str | None) -> None:
     src = Path(a["src"])
     if not src.exists() or src.is_symlink():
         a["skipped"] = "missing" if not src.exists() else "already a link"
@@ -259,8 +259,8 @@ def _act(journal: MoveJournal, a: dict, link: bool) -> None:
         backup = Path(a["dst"]) if a["dst"] else _free_name(src.with_name(src.name + ".dup"))
         journal.symlink(src, Path(a["keeper"]), backup)
         a["dst"] = str(backup)
-    else:
-        journal.move(src, Path(a["dst"]))
+    else:  # within move_to: a symlinked folder under it would carry the photo out of it
+        journal.move(src, Path(a["dst"]), within=move_to)
 
 
 def _forget(index: os.PathLike, paths: list[str]) -> None:
