@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesearch.core.errors import DataError, NotFoundError
+from facesearch.store.catalogue import PEOPLE_GENERATION
 from facesearch.store.face_index import FaceIndex
 from facesearch.store.sqlite import chunks, from_db, placeholders
 
-PEOPLE_GENERATION = "people_generation"  # the index generation the people were last clustered at
 
 
 @dataclass
