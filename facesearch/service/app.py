@@ -8,8 +8,9 @@ The app is assembled here from its parts: ``routes_query`` (page, health, query,
 ``routes_people`` (people and their corrections), ``routes_dedupe`` (duplicates, moving copies
 away, undo), ``routes_index`` (index jobs, run one at a time by
 ``jobs``), request bodies and uploads in ``bodies``, and in front of them all ``security``: the
-``Host`` allow-list, the token, same-origin and content-type checks (``docs/security.md``). The
-CLI binds 127.0.0.1 unless told otherwise, and refuses any other address without a token. Errors
+``Host`` allow-list, the token, same-origin and content-type checks (``docs/security.md``), and
+``headers``: no framing, no inline code, on every answer. ``logs`` keeps the token out of the
+server's log. The CLI binds 127.0.0.1 unless told otherwise, and refuses any other address without a token. Errors
 are JSON ``{"error", "hint"}`` with the CLI's one-line messages.
 """
 
