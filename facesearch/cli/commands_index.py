@@ -191,7 +191,7 @@ def undo_cmd(
     result = undo(resolve_index(index), journal)
     if json_out:
         return out.emit_json(result)
-    out.stdout().print(out.plain(f"restored {result['restored']} files from {result['journal']}"
+    out.stdout().print(out.plain(f"undid {result['op']}: restored {result['restored']} files from {result['journal']}"
                             + (f", cleaned {result['cleaned']} partial copies" if result.get("cleaned") else "")))
     for c in result.get("conflicts", []):
         out.warn(f"left alone: {c}", quiet)
@@ -347,6 +347,7 @@ def serve_cmd(
     import uvicorn
 
     from facesearch.service.app import create_app
+    from facesearch.service.logs import log_config
     from facesearch.service.state import ServeOptions
 
     opts = ServeOptions(index=resolve_index(index), weights=weights, detector=detector, device=device, token=token,
@@ -359,7 +360,8 @@ def serve_cmd(
     watcher = _start_watcher(opts, watch or [], quiet)
     out.info(f"serving {opts.index} on http://{host}:{port}/ (Ctrl-C stops)", quiet)
     try:
-        uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
+        uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info",
+                    log_config=log_config())  # the access log without ?token= values
     finally:
         if watcher is not None:
             watcher.stop()

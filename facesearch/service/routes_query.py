@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
 from facesearch.core.errors import DataError
@@ -22,6 +22,16 @@ def page() -> str:
     from facesearch.service.page import PAGE
 
     return PAGE
+
+
+@router.get("/app.js")
+@router.get("/app.css")
+def page_file(request: Request) -> Response:
+    """The page's script and style, served as files: the CSP (``headers.py``) runs nothing inline."""
+    from facesearch.service.page import FILES
+
+    text, media = FILES[request.url.path]
+    return Response(text, media_type=media)
 
 
 @router.get("/api/health")
