@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from facesearch.core.errors import FacesearchError
+from facesearch.core.extras import missing_extra
 from facesearch.core.names import strip_hidden
 from facesearch.core.paths import printable
 
@@ -136,6 +137,11 @@ def handle_errors(fn: Callable) -> Callable:
             if debug_enabled():
                 raise
             fail(e.message, e.hint)
+        except ImportError as e:  # torch or matplotlib left out of a light install: name the extra
+            extra = missing_extra(e, f"facesearch {fn.__name__.removesuffix('_cmd').replace('_', '-')}")
+            if debug_enabled():
+                raise
+            fail(extra.message, extra.hint) if extra else _unexpected(e)
         except KeyboardInterrupt:  # 130 = 128 + SIGINT, as shells report a Ctrl-C
             fail("interrupted", "nothing was lost: the last completed state is kept; re-run to resume",
                  code=EXIT_INTERRUPTED)
