@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,12 +103,13 @@ def dedupe_args(index: str, sample: Sample) -> list[str]:
 
 
 def _say_copies(sample: Sample) -> None:
-    planted = "; ".join(f"{', '.join(c.name for c in group[1:])} of {group[0].parent.name}/{group[0].name}"
-                        for group in sample.copies)
-    print(f"\nplanted copies: {planted}")
+    print()
+    for original, *copies in sample.copies:
+        print(f"planted copies of {original.parent.name}/{original.name}: {', '.join(c.name for c in copies)}")
     if sample.synthetic:
-        print("synthetic faces: the drawn photos of one person lie 0.16-0.30 apart, closer than dedupe's τ "
-              f"(chosen on real faces), so it would call them all copies; the demo asks for τ {SYNTHETIC_TAU}")
+        print(textwrap.fill("synthetic faces: the drawn photos of one person lie 0.16-0.30 apart, closer than "
+                            "dedupe's τ (chosen on real faces), so it would call them all copies; the demo asks "
+                            f"for τ {SYNTHETIC_TAU}", width=80))
 
 
 def main() -> None:
