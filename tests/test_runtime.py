@@ -223,3 +223,32 @@ def test_the_precision_reported_is_the_one_that_runs(monkeypatch):
     assert open_engine(None, device="cpu").runner.precision == "fp32"
     monkeypatch.setenv("FACESEARCH_PRECISION", "bf16")
     assert open_engine(None, device="cpu", runtime="openvino").runner.precision == ("bf16" if cpu_has_bf16() else "fp32")
+
+
+class _ReadsBackBf16:
+    """A compiled OpenVINO network that reports what a CPU with native bf16 reports (its own Type
+    object, printed ``<Type: 'bfloat16'>``), so the bf16 branch is tested on any CPU."""
+
+    def __init__(self, compiled):
+        self._compiled = compiled
+        self.outputs = compiled.outputs
+
+    def get_property(self, name):
+        import openvino as ov
+
+        return ov.Type.bf16 if name == "INFERENCE_PRECISION_HINT" else self._compiled.get_property(name)
+
+    def create_infer_request(self):
+        return self._compiled.create_infer_request()
+
+
+def test_a_bf16_compile_is_reported_bf16_emulated(monkeypatch):
+    """The emulation check of the test above: where OpenVINO says it compiled bf16, the runner says bf16."""
+    pytest.importorskip("openvino")
+    from facesearch.core import runtime
+    from facesearch.models.embed import open_engine
+
+    real = runtime._ov_compile
+    monkeypatch.setattr(runtime, "_ov_compile", lambda *a: _ReadsBackBf16(real(*a)))
+    monkeypatch.setenv("FACESEARCH_PRECISION", "bf16")
+    assert open_engine(None, device="cpu", runtime="openvino").runner.precision == "bf16"

@@ -102,3 +102,45 @@ def test_version_flag():
 
     out = subprocess.run([sys.executable, "-m", "facesearch", "--version"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == f"facesearch {__version__}"
+
+
+# A light install (no train extra): torch, timm and torchvision cannot be imported at all.
+WITHOUT_TORCH = """
+import importlib.abc, json, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "timm", "torchvision"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, NoTorch())
+from facesearch.cli.main import app
+codes = {}
+for args in (["index", sys.argv[1], "--index", sys.argv[2], "--quiet"],
+             ["query", sys.argv[3], "--index", sys.argv[2], "--json", "--quiet"],
+             ["dedupe", "--index", sys.argv[2], "--json", "--quiet"],
+             ["people", "--index", sys.argv[2], "--json", "--quiet"],
+             ["doctor", "--index", sys.argv[2], "--json"],
+             ["train", sys.argv[1], "--out", sys.argv[4], "--epochs", "1", "--quiet"]):
+    try:  # standalone_mode=False: click returns an Exit's code
+        codes[args[0]] = app(args, standalone_mode=False) or 0
+    except SystemExit as e:
+        codes[args[0]] = e.code or 0
+print(json.dumps(codes))
+"""
+
+
+def test_a_light_install_without_torch_indexes_queries_and_names_the_extra_for_train(tmp_path):
+    """index, query, dedupe, people and doctor succeed where torch cannot be imported; train exits 1
+    naming the extra."""
+    pytest.importorskip("onnxruntime")
+    photos = make_identity_folder(tmp_path / "photos", n_people=2, per_person=2, seed=5)
+    query = sorted(photos.rglob("*.png"))[0]
+    env = {k: v for k, v in os.environ.items() if k not in ("FACESEARCH_RUNTIME", "FACESEARCH_DEBUG")}
+    out = subprocess.run([sys.executable, "-c", WITHOUT_TORCH, str(photos), str(tmp_path / "idx"), str(query),
+                          str(tmp_path / "model")], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    codes = json.loads(out.stdout.strip().splitlines()[-1])
+    assert codes == {"index": 0, "query": 0, "dedupe": 0, "people": 0, "doctor": 0, "train": 1}
+    assert "error: facesearch train needs torch" in out.stderr
+    assert "hint: pip install 'facesearch[train]'" in out.stderr

@@ -46,8 +46,9 @@ def print_index(summary: dict, verbose: bool, quiet: bool) -> None:
     for key, title in (("bad_files", "bad files (skipped)"), ("failed_files", "failed (retried next run)")):
         if summary[key]:
             rel = Relative([b["path"] for b in summary[key]])
-            con.print(out.table(title + rel.note(), ["photo", "error"],
-                                [(rel(b["path"]), b["error"]) for b in summary[key]]))
+            con.print(out.Fitted([title + rel.note()]))
+            con.print(out.table(None, ["photo", "error"], [(rel(b["path"]), b["error"]) for b in summary[key]],
+                                paths=["photo"]))
 
 
 def _count(v) -> str:
@@ -92,14 +93,17 @@ def print_query(answer: dict, top: int, verbose: bool, quiet: bool) -> None:
         for n, f in enumerate(r["faces"], 1):
             matches = f["matches"][:top]  # the query photo is not among them (facesearch.search.own)
             rel = Relative([m["path"] for m in matches])
-            con.print(out.plain(f"{Path(r['query']).name}, face {n} of {len(r['faces'])}: {f['verdict_text']}"))
+            words = f"face {n} of {len(r['faces'])}: {f['verdict_text']}".split(" ")
+            con.print(out.Fitted([f"{Path(r['query']).name},", *words]))  # the name is one piece: never broken
             con.print(out.plain(f"  {f['error_rate']}"), style="dim")
             if verbose:
                 con.print(out.plain("  " + _numbers(f)), style="dim")
+            if rel.named:  # the folder they share, once above the table
+                con.print(out.Fitted([f"  photos{rel.note()}"]))
             con.print(_matches_table(matches, rel, verbose))
             same = [rel(p) for p in f["same_person"] if p in {m["path"] for m in matches}]
             if not f["identity"] and same:
-                con.print(out.plain(f"  same person as: {', '.join(same)}"))
+                con.print(out.Fitted(["  same person as:", *[f"{p}," for p in same[:-1]], same[-1]]))
 
 
 def _numbers(f: dict) -> str:
@@ -113,9 +117,31 @@ def _numbers(f: dict) -> str:
 
 
 def _matches_table(matches: list[dict], rel: Relative, verbose: bool):
-    cols = ["#", "photo" + rel.note(), "name", "same person?"] + (["distance", "cosine"] if verbose else [])
+    cols = ["#", "photo", "name", "same person?"] + (["distance", "cosine"] if verbose else [])
     rows = []
     for k, m in enumerate(matches, 1):
         row = [k, rel(m["path"]), m["label"], m.get("verdict") or "no"]
         rows.append(row + ([f"{m['distance']:.3f}", f"{m['similarity']:.3f}"] if verbose else []))
-    return out.table(None, cols, rows, compact=True)
+    return out.table(None, cols, rows, compact=True, paths=["photo"])
+
+
+# --- dedupe -------------------------------------------------------------------------------------
+
+
+def print_dedupe(report: dict, scope: str) -> None:
+    """The groups as tables of paths relative to the folder they share (named once, above them)."""
+    con = out.stdout()
+    con.print(out.plain(f"{report['n_groups']} groups, {report['n_members']} {scope}, τ = {report['tau']:.3f} "
+                        f"({report['tau_source']})"))
+    rel = Relative([m["path"] for g in report["groups"] for m in g["members"]]
+                   + [p for e in report["exact_duplicates"] for p in e])
+    if rel.named:
+        con.print(out.Fitted([f"paths{rel.note()}"]))
+    where = "box" if scope == "faces" else "n_faces"  # a photo group's members have no one box
+    for n, g in enumerate(report["groups"]):
+        rows = [(rel(m["path"]), m.get(where), f"keep ({g['keeper_reason']})" if m["path"] == g["keeper"] else "")
+                for m in g["members"]]
+        con.print(out.table(f"group {n + 1}: max d {g['max_distance']}, mean d {g['mean_distance']}",
+                            ["path", where.replace("n_", ""), ""], rows, paths=["path"]))
+    for e in report["exact_duplicates"]:
+        con.print(out.Fitted(["exact duplicates:", *[f"{rel(p)}," for p in e[:-1]], rel(e[-1])]))

@@ -17,6 +17,9 @@ from facesearch import __version__
 app = typer.Typer(
     name="facesearch", help="Learn, index, find and deduplicate faces in photo collections.",
     no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+    # Click's plain help, not Typer's Rich panels: Rich shrinks its option table to the terminal and cuts
+    # option names (`--label-from-fol…` at 80 columns, issue 39); Click puts a long name on its own line.
+    rich_markup_mode=None,
 )
 
 # Option checks run while the command line is parsed (flags and facesearch.toml defaults alike), so a

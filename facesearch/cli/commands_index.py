@@ -166,17 +166,7 @@ def dedupe_cmd(
     _visuals(report, html, sheet, "dedupe", quiet)
     if json_out:
         return out.emit_json(report)
-    con = out.stdout()
-    con.print(out.plain(f"{report['n_groups']} groups, {report['n_members']} {scope}, τ = {report['tau']:.3f} "
-                   f"({report['tau_source']})"))
-    for n, g in enumerate(report["groups"]):
-        where = "box" if scope == "faces" else "n_faces"  # a photo group's members have no one box
-        rows = [(m["path"], m.get(where), f"keep ({g['keeper_reason']})" if m["path"] == g["keeper"] else "")
-                for m in g["members"]]
-        con.print(out.table(f"group {n + 1}: max d {g['max_distance']}, mean d {g['mean_distance']}",
-                            ["path", where.replace("n_", ""), ""], rows))
-    for e in report["exact_duplicates"]:
-        con.print(out.plain(f"exact duplicates: {', '.join(e)}"))
+    answers.print_dedupe(report, scope)
 
 
 @app.command("undo")
@@ -303,9 +293,11 @@ def doctor_cmd(index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS, j
     if json_out:
         out.emit_json(result)
     else:
-        rows = [("ok" if c["ok"] else ("FAIL" if c.get("required", True) else "warn"), c["name"], c["detail"],
-                 c.get("hint")) for c in result["checks"]]
-        out.stdout().print(out.table("facesearch doctor", ["", "check", "detail", "hint"], rows))
+        # The hint under its detail, not in a column of its own: at 80 columns the detail's paths need the room.
+        rows = [("ok" if c["ok"] else ("FAIL" if c.get("required", True) else "warn"), c["name"],
+                 out.Fitted(c["detail"] + (f"\nhint: {c['hint']}" if c.get("hint") else ""))) for c in result["checks"]]
+        out.stdout().print(out.table(f"facesearch doctor: {result['summary']}", ["", "check", "detail"], rows,
+                                     compact=True))
     if not result["ok"]:
         raise typer.Exit(1)
 

@@ -10,6 +10,7 @@ import typer
 from facesearch.cli import output as out
 from facesearch.cli.app import DETECTOR, DEVICE, JSON, QUIET, WEIGHTS, app, check_detector, check_loss, check_tau
 from facesearch.cli.output import handle_errors
+from facesearch.core.extras import require
 
 REPORT_KEYS = ["n_genuine", "n_impostor", "roc_auc", "eer", "tau_eer", "tar@far1e-2", "tar@far1e-3",
                "tau", "accuracy", "precision", "recall", "f1", "balanced_accuracy", "cv_accuracy"]
@@ -79,6 +80,8 @@ def evaluate_cmd(
     """Verification report: accuracy, precision, recall, F1, ROC AUC, EER, TAR@FAR, best τ."""
     from facesearch.eval.evaluate import EvalOptions, evaluate
 
+    if plot or html:  # before the embedding run, not after it: plots need the plot extra
+        require("matplotlib", "evaluate --plot and --html")
     opts = EvalOptions(data=[str(d) for d in data], weights=weights, pairs_file=str(pairs) if pairs else None,
                        tau=tau, detector=detector, device=device, max_impostors=max_impostors, seed=seed)
     with out.progress(quiet or json_out) as bar:

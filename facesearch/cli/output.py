@@ -17,12 +17,15 @@ from typing import Any, Callable, Iterable, Sequence
 
 import typer
 from rich import box
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from facesearch.core.errors import FacesearchError
+from facesearch.core.extras import missing_extra
 from facesearch.core.names import strip_hidden
 from facesearch.core.paths import printable
 
@@ -57,16 +60,70 @@ def _json_default(o: Any) -> Any:
 
 
 def table(title: str | Text | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
-          compact: bool = False) -> Table:
+          compact: bool = False, paths: Sequence[str] = ()) -> Table:
     """A Rich table; title and cells are plain text (paths and labels are never read as markup).
-    ``compact``: no side borders, so that more of an 80-column terminal is left to the cells."""
+    ``compact``: no side borders, so that more of an 80-column terminal is left to the cells.
+    ``paths``: the columns that hold one path each: one line per cell, shortened in the middle."""
     t = Table(title=plain(title) if title is not None else None, show_lines=False,
               box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact)
     for c in columns:
         t.add_column(c, overflow="fold")
     for r in rows:
-        t.add_row(*[plain(_cell(v)) for v in r])
+        t.add_row(*[_render(v, c in paths) for c, v in zip(columns, r)])
     return t
+
+
+def _render(v: Any, path: bool):
+    if isinstance(v, Fitted):  # built by the command: its text is made safe already
+        return v
+    return Fitted(_cell(v), whole=True) if path else plain(_cell(v))
+
+
+def middle_ellipsis(text: str, width: int) -> str:
+    """``text`` in at most ``width`` cells, cut in the middle (``/photos/…/IMG_0042.jpg``): a path keeps
+    its start and its file name's end, where a cut at the end would lose the extension."""
+    if cell_len(text) <= width:
+        return text
+    if width < 2:
+        return "…"[:width]
+    tail = set_cell_size(text[::-1], (width - 1) - (width - 1) // 2)[::-1]
+    return set_cell_size(text, (width - 1) // 2) + "…" + tail
+
+
+class Fitted:
+    """Plain text that never breaks a path, for a table cell or a line of its own: laid out at
+    render time, at the width it gets, from pieces that are never split (a path, spaces and all);
+    a piece wider than the width is cut in its middle (:func:`middle_ellipsis`). ``text``: a string
+    (``whole``: one piece; else its words, line by line) or the pieces themselves."""
+
+    def __init__(self, text: str | Sequence[str], whole: bool = False, min_width: int = 16):
+        if isinstance(text, str):
+            paragraphs = [[text]] if whole else [line.split(" ") for line in text.split("\n")]
+        else:
+            paragraphs = [list(text)]
+        self.paragraphs = [[safe(p) for p in para] for para in paragraphs]
+        self.min_width = min_width
+
+    def __rich_measure__(self, console: Console, options) -> Measurement:
+        widest = max((cell_len(p) for para in self.paragraphs for p in para), default=0)
+        longest = max((cell_len(" ".join(para)) for para in self.paragraphs), default=0)
+        return Measurement(min(self.min_width, widest), longest)
+
+    def __rich_console__(self, console: Console, options):
+        lines = [line for para in self.paragraphs for line in _fill(para, options.max_width)]
+        yield Text("\n".join(lines), no_wrap=True, overflow="ellipsis")
+
+
+def _fill(pieces: list[str], width: int) -> list[str]:
+    """``pieces`` in lines of at most ``width`` cells, a space between two on one line."""
+    lines, line = [], ""
+    for piece in (middle_ellipsis(p, width) for p in pieces):
+        if line and cell_len(line) + 1 + cell_len(piece) > width:
+            lines.append(line)
+            line = piece
+        else:
+            line = f"{line} {piece}" if line else piece
+    return lines + [line]
 
 
 def plain(text: str | Text) -> Text:
@@ -136,6 +193,11 @@ def handle_errors(fn: Callable) -> Callable:
             if debug_enabled():
                 raise
             fail(e.message, e.hint)
+        except ImportError as e:  # torch or matplotlib left out of a light install: name the extra
+            extra = missing_extra(e, f"facesearch {fn.__name__.removesuffix('_cmd').replace('_', '-')}")
+            if debug_enabled():
+                raise
+            fail(extra.message, extra.hint) if extra else _unexpected(e)
         except KeyboardInterrupt:  # 130 = 128 + SIGINT, as shells report a Ctrl-C
             fail("interrupted", "nothing was lost: the last completed state is kept; re-run to resume",
                  code=EXIT_INTERRUPTED)

@@ -56,6 +56,28 @@ def cpu_precision(precision: str | None = None) -> str:
     return "bf16" if precision == "bf16" or (precision == "auto" and cpu_has_bf16()) else "fp32"
 
 
+# What runtimes print for the precision they compiled in, by our name: OpenVINO's Type prints as
+# ``<Type: 'bfloat16'>`` and names itself ``bf16``; ONNX Runtime's input types read ``tensor(float)``.
+READ_BACK = {"bf16": "bf16", "bfloat16": "bf16", "f16": "fp16", "fp16": "fp16", "float16": "fp16", "half": "fp16",
+             "f32": "fp32", "fp32": "fp32", "float32": "fp32", "float": "fp32"}
+
+
+def read_back_precision(value) -> str:
+    """``bf16``, ``fp16`` or ``fp32`` for the precision a runtime reports it compiled a network in
+    (an OpenVINO ``Type`` or any of its spellings, an ONNX Runtime type string). The one parser of
+    those spellings: a substring test once reported every bf16 run as fp32 (issue 39)."""
+    text = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    name = text.strip().lower()
+    for prefix, suffix in (("<type:", ">"), ("tensor(", ")")):
+        if name.startswith(prefix) and name.endswith(suffix):
+            name = name[len(prefix):-len(suffix)]
+    name = name.strip(" '\"")
+    if name not in READ_BACK:
+        raise FacesearchError(f"unknown precision {text!r} read back from a runtime",
+                              hint="report it: facesearch.core.precision.READ_BACK lacks this spelling")
+    return READ_BACK[name]
+
+
 def autocast_dtype(device, precision: str | None = None):
     """The torch autocast dtype for ``precision`` on ``device`` (None: no autocast)."""
     import torch
@@ -66,11 +88,6 @@ def autocast_dtype(device, precision: str | None = None):
     if device.type == "cuda":
         return torch.float16 if precision == "auto" else torch.bfloat16
     return torch.bfloat16 if cpu_precision(precision) == "bf16" else None
-
-
-def precision_name(dtype) -> str:
-    """``bf16``, ``fp16`` or ``fp32`` for an autocast dtype (None: no autocast)."""
-    return {"torch.bfloat16": "bf16", "torch.float16": "fp16"}.get(str(dtype), "fp32")
 
 
 def autocast(device, dtype):

@@ -29,7 +29,7 @@ import numpy as np
 from facesearch.core.errors import FacesearchError, ModelMismatchError
 from facesearch.core.modelfiles import sha256_file
 from facesearch.core.paths import cache_dir
-from facesearch.core.precision import cpu_precision
+from facesearch.core.precision import cpu_precision, read_back_precision
 
 __all__ = ["ONNX_DIR", "OPSET", "RUNTIMES", "Network", "choose_runtime", "find_onnx", "load_network",
            "onnx_threads", "runtime_precision"]
@@ -149,8 +149,7 @@ def _openvino(path: str, precision: str, threads: int) -> tuple[Callable[[np.nda
         request.infer({0: x})
         return [np.array(request.get_output_tensor(i).data, dtype=np.float32) for i in range(len(compiled.outputs))]
 
-    actual = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    return run, "bf16" if "bf16" in actual else "fp32"
+    return run, read_back_precision(compiled.get_property("INFERENCE_PRECISION_HINT"))
 
 
 def _ov_compile(path: str, precision: str, threads: int):

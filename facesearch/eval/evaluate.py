@@ -16,14 +16,13 @@ from typing import Callable
 
 import numpy as np
 
-from facesearch.models.embed import EmbeddingEngine
+from facesearch.models.embed import open_engine
 from facesearch.core.errors import DataError, FacesearchError
 from facesearch.eval.embedding import embed_files
 from facesearch.photos.folders import IdentityFolder
 from facesearch.eval.pairs import make_pairs
 from facesearch.store.vectors.exact import pair_distances
 from facesearch.eval.protocol import verification_report
-from facesearch.models.weights import load_weights
 
 
 @dataclass
@@ -52,9 +51,9 @@ class Evaluation:
 
 def evaluate(opts: EvalOptions, on_progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """Embed every image once, score the pairs, and return the verification report."""
-    model = load_weights(opts.weights)
+    # open_engine: the default weights run from their ONNX exports, so evaluate needs no torch
+    engine = open_engine(opts.weights, device=opts.device, batch_size=opts.batch_size)
     paths, i, j, same = _pairs(opts)
-    engine = EmbeddingEngine(model, device=opts.device, batch_size=opts.batch_size)
     emb, ok, bad, _ = embed_files(paths, engine, opts.detector, on_progress)
     keep = ok[i] & ok[j]
     i, j, same = i[keep], j[keep], same[keep]
@@ -63,7 +62,7 @@ def evaluate(opts: EvalOptions, on_progress: Callable[[int, int], None] | None =
                         hint="use folders of at least two people with two or more photos each")
     dist = pair_distances(emb, i, j, dtype=np.float64)
     report = verification_report(dist, same, tau=opts.tau, folds=opts.folds, seed=opts.seed)
-    report.update({"model_id": model.model_id, "n_images": len(paths), "bad_files": bad,
+    report.update({"model_id": engine.model_id, "n_images": len(paths), "bad_files": bad,
                    "data": [str(d) for d in opts.data], "detector": opts.detector})
     return Evaluation(report, dist, same, [(paths[a], paths[b]) for a, b in zip(i, j)])
 

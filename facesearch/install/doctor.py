@@ -17,6 +17,10 @@ from typing import Callable
 
 from facesearch.core import modelfiles
 from facesearch.core.errors import FacesearchError
+from facesearch.core.extras import has_module
+
+# The doctor's hint wherever torch is missing (train, distill, CUDA: README "Install").
+TRAIN_HINT = "optional: pip install 'facesearch[train]' for train, distill and CUDA"
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +38,7 @@ def run_doctor(index_folder: Path | None = None, weights: str | None = None) -> 
     meta: dict = {}
     checks = [
         _check("python", _python),
-        _check("torch", _torch),
+        _check("torch", _torch, required=False),
         _check("cuda", _cuda, required=False),
         _check("precision", _precision),
         _check("faiss", _faiss),
@@ -79,13 +83,18 @@ def _python() -> Outcome:
 
 
 def _torch() -> Outcome:
-    torch = _module("torch", "pip install torch")
+    """torch is the train extra: the default install runs the networks from their ONNX exports."""
+    if not has_module("torch"):
+        return True, "not installed: every command but train runs without it", TRAIN_HINT
+    torch = _module("torch", TRAIN_HINT)
     return True, f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads", None
 
 
 def _cuda() -> Outcome:
     """CUDA is optional: everything runs on the CPU, only slower."""
-    torch = _module("torch", "pip install torch")
+    if not has_module("torch"):
+        return True, "not checked: torch is not installed", TRAIN_HINT
+    torch = _module("torch", TRAIN_HINT)
     if not torch.cuda.is_available():
         return True, "not available: running on CPU", "optional: a CUDA GPU speeds up training and indexing"
     names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
@@ -169,9 +178,13 @@ def _opencv_haar() -> Outcome:
 
 
 def _yunet() -> Outcome:
-    from facesearch.faces.yunet import find_yunet_weights, load_yunet
+    """What detection will load: the ONNX export on the runtime (no torch), else the torch module."""
+    from facesearch.faces.yunet_runtime import find_yunet_weights, open_network
 
-    load_yunet()  # checks the recorded sha256
+    if open_network() is None:  # checks the export against the recorded sha256 when there is one
+        from facesearch.faces.yunet import load_yunet
+
+        load_yunet()  # checks the recorded sha256
     return True, f"{find_yunet_weights()[0]} (checksum ok)", None
 
 
@@ -182,9 +195,12 @@ def _weights(spec: str | None, meta_out: dict) -> Outcome:
     js = resolve_weights(spec)
     meta = read_meta(js)
     if meta["config"].get("components"):  # a fused model: loading checks every part's checksum
-        from facesearch.models.weights import load_weights
+        from facesearch.models.runtime import load_runtime_embedder
 
-        load_weights(js)
+        if load_runtime_embedder(js) is None:  # no export to run: the torch module (the train extra)
+            from facesearch.models.weights import load_weights
+
+            load_weights(js)
         meta_out.update(meta)
         parts = " + ".join(c["weights"] for c in meta["config"]["components"])
         return True, f"{js} ({meta['model_id']}: {parts}, checksum ok for every part)", None

@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from facesearch.core.extras import has_module
 from facesearch.core.precision import requested_precision
 from facesearch.core.runtime import choose_runtime
 from facesearch.models.config import EmbedderConfig
@@ -43,11 +44,13 @@ def select_device(name: str = "auto"):
 def wants_torch(device: str) -> bool:
     """Whether ``device`` needs torch: a GPU asked for, or ``auto`` on a machine that may have one.
 
-    ``auto`` asks torch only where a GPU can exist (an NVIDIA driver, Apple silicon), so a CPU-only
-    machine never pays for importing it.
+    ``auto`` asks torch only where a GPU can exist (an NVIDIA driver, Apple silicon) and torch is
+    installed (the train extra), so a CPU-only machine never pays for importing it.
     """
     if device != "auto":
         return device != "cpu"
+    if not has_module("torch"):
+        return False
     return os.path.exists("/proc/driver/nvidia/version") or (sys.platform == "darwin" and platform.machine() == "arm64")
 
 
