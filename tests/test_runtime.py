@@ -194,24 +194,44 @@ def test_yunet_runtime_finds_the_same_faces_as_torch(runtime):
         assert sum(len(w) for w in want) >= 6
 
 
+# TAR@1e-3 may move this much from torch's: fp32 is the same arithmetic reordered (a fifth of a point);
+# bf16 keeps 8 bits of mantissa, and moved it 0.22 points on a CPU with native bf16 (2026-12-07,
+# cosine to torch still >= 0.999), so it gets half a point.
+TAR_SLACK = {"fp32": 0.002, "bf16": 0.005}
+
+
 @pytest.mark.slow
 @pytest.mark.shared
-def test_fused_default_dev_tar_within_a_fifth_of_a_point(shared_data):
-    """The fused default's TAR@FAR=1e-3 on dev pins_celebs (the chips the benches use), runtime vs torch."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fused_default_dev_tar_within_a_fifth_of_a_point(shared_data, precision):
+    """The fused default's TAR@FAR=1e-3 on dev pins_celebs (the chips the benches use), runtime vs torch,
+    in each precision the runtime can choose on this CPU."""
+    if precision == "bf16" and not cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16: the runtime runs fp32 here")
     from facesearch.eval.chips import cached_set, chip_cache_dir, model_inputs
     from facesearch.eval.protocol import score_embeddings
     from facesearch.models.embed import open_engine
 
     cached = cached_set(shared_data / "dev" / "pins_celebs", chip_cache_dir())
     chips = model_inputs(cached, "dlib5_150_p25+arcface_112")
-    fast = open_engine(None, device="cpu").embed(chips)
-    from facesearch.models.embed import EmbeddingEngine
-    from facesearch.models.weights import load_weights
-
-    exact = EmbeddingEngine(load_weights(None), device="cpu", runtime="torch").embed(chips)
+    fast = open_engine(None, device="cpu", precision=precision).embed(chips)
+    exact = _torch_dev_embeddings(chips)
     assert _cos(fast, exact).min() >= 0.999
     a, b = score_embeddings(fast, cached["labels"]), score_embeddings(exact, cached["labels"])
-    assert abs(a["tar@far1e-3"] - b["tar@far1e-3"]) <= 0.002, (a, b)
+    assert abs(a["tar@far1e-3"] - b["tar@far1e-3"]) <= TAR_SLACK[precision], (a, b)
+
+
+_TORCH_DEV: list[np.ndarray] = []
+
+
+def _torch_dev_embeddings(chips) -> np.ndarray:
+    """The torch path's dev embeddings, computed once for both precisions (~30 s on 2 cores)."""
+    if not _TORCH_DEV:
+        from facesearch.models.embed import EmbeddingEngine
+        from facesearch.models.weights import load_weights
+
+        _TORCH_DEV.append(EmbeddingEngine(load_weights(None), device="cpu", runtime="torch").embed(chips))
+    return _TORCH_DEV[0]
 
 
 def test_the_precision_reported_is_the_one_that_runs(monkeypatch):
