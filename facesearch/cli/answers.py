@@ -30,6 +30,8 @@ def index_line(s: dict) -> str:
             f"{s['bad']} bad, {s['noface']} without a face")
     extra = [f"{s[k]} {word}" for k, word in (("unchanged", "unchanged"), ("pruned", "pruned"), ("failed", "failed"))
              if s.get(k)]
+    if s.get("same_file"):
+        extra.append(f"{len(s['same_file'])} same file as another path (skipped)")
     return line + (f"; {', '.join(extra)}" if extra else "")
 
 
@@ -48,6 +50,9 @@ def print_index(summary: dict, verbose: bool, quiet: bool) -> None:
             rel = Relative([b["path"] for b in summary[key]])
             con.print(out.table(title + rel.note(), ["photo", "error"],
                                 [(rel(b["path"]), b["error"]) for b in summary[key]]))
+    if verbose and summary.get("same_file"):
+        con.print(out.table("same file as another path (skipped)", ["path", "same file as"],
+                            [(a["path"], a["same_as"]) for a in summary["same_file"]]))
 
 
 def _count(v) -> str:

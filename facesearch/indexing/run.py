@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from facesearch.core.errors import FacesearchError
-from facesearch.core.paths import canonical, printable
+from facesearch.core.paths import canonical, printable, same_file
 from facesearch.faces.detect import create_detector
 from facesearch.indexing.detection import detections
 from facesearch.indexing.work import ENGINES, Committer, IndexOptions, IndexSummary, ProgressFn, Work
@@ -115,9 +115,11 @@ def _loaded_engine(weights: str, _mtime_ns: int, device: str, batch_size: int):
 
 
 def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: IndexSummary) -> list[Work]:
-    """Skip files whose size+mtime (then content hash), and XMP sidecars, are unchanged since the last run."""
+    """Skip files whose size+mtime (then content hash), and XMP sidecars, are unchanged since the last run,
+    and paths that reach a file another path already holds (one file is one photo)."""
     todo = []
     xmp = opts.xmp and opts.engine == "local"  # the Ray engine's result tables carry no region names yet
+    seen: dict[tuple[int, int], str] = {}  # (device, inode) -> the first path of this run that reached it
     for path in files:
         try:
             st = stat_file(path)
@@ -125,26 +127,51 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
             summary.bad += 1
             summary.bad_files.append({"path": str(path), "error": str(e)})
             continue
-        rec = store.lookup_file(canonical(path))
-        # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
-        label = printable(path.parent.name) if opts.label_from_folder else None
-        # Names edited in another tool change the sidecar, not the photo: its size+mtime count too.
-        sidecars = sidecar_signature(path) if xmp else None
-        same_sidecars = rec is None or sidecars is None or sidecars == store.catalogue.sidecar_signature(rec.path)
-        if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns and same_sidecars:
-            summary.unchanged += 1
+        # Two real paths of one file (a hard link, a bind mount) in one run: the first one counts.
+        first = seen.setdefault((st.dev, st.ino), canonical(path))
+        if first != canonical(path):
+            summary.same_file.append({"path": canonical(path), "same_as": first})
             continue
-        digest = _safe_hash(path)
-        if rec is not None and digest is not None and rec.hash == digest and same_sidecars:
-            store.touch_file(canonical(path), st.size, st.mtime_ns)  # touched, not changed
-            summary.unchanged += 1
-            continue
-        todo.append(Work(canonical(path), st.size, st.mtime_ns, digest, label, xmp, sidecars))
-        if rec is None:
-            summary.new += 1
-        else:
-            summary.updated += 1
+        work = _plan_file(store, path, st, opts, xmp, summary)
+        if work is not None:
+            todo.append(work)
     return todo
+
+
+def _plan_file(store: FaceIndex, path: Path, st, opts: IndexOptions, xmp: bool, summary: IndexSummary
+               ) -> Work | None:
+    """The work for one file, or None when it is unchanged or already indexed under another path."""
+    rec = store.lookup_file(canonical(path))
+    # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
+    label = printable(path.parent.name) if opts.label_from_folder else None
+    # Names edited in another tool change the sidecar, not the photo: its size+mtime count too.
+    sidecars = sidecar_signature(path) if xmp else None
+    same_sidecars = rec is None or sidecars is None or sidecars == store.catalogue.sidecar_signature(rec.path)
+    if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns and same_sidecars:
+        summary.unchanged += 1
+        return None
+    digest = _safe_hash(path)
+    if rec is not None and digest is not None and rec.hash == digest and same_sidecars:
+        store.touch_file(canonical(path), st.size, st.mtime_ns)  # touched, not changed
+        summary.unchanged += 1
+        return None
+    twin = _indexed_twin(store, path, digest) if rec is None else None
+    if twin is not None:
+        summary.same_file.append({"path": canonical(path), "same_as": twin})
+        return None
+    if rec is None:
+        summary.new += 1
+    else:
+        summary.updated += 1
+    return Work(canonical(path), st.size, st.mtime_ns, digest, label, xmp, sidecars)
+
+
+def _indexed_twin(store: FaceIndex, path: Path, digest: str | None) -> str | None:
+    """The indexed path that is this very file under another name (a hard link, a bind mount, an
+    alias an older index stored): only a file with the same content can be, so the hash narrows it."""
+    if digest is None:
+        return None
+    return next((q for q in store.catalogue.paths_with_hash(digest) if same_file(q, path)), None)
 
 
 def _safe_hash(path: Path) -> str | None:

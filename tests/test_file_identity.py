@@ -1,0 +1,105 @@
+"""One file is one photo (issue 36, item 5): a folder reached again through a symlinked alias, a hard
+link or a symlink loop adds no row, the alias is reported as "same file as", and ``dedupe`` never
+moves the keeper's own file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+
+import pytest
+from typer.testing import CliRunner
+
+from facesearch.cli.main import app
+from facesearch.photos.scan import scan_images
+from facesearch.store.face_index import FaceIndex
+
+runner = CliRunner()
+
+
+def index(paths, idx, *extra) -> dict:
+    r = runner.invoke(app, ["index", *map(str, paths), "--index", str(idx), "--detector", "none", "--workers", "0",
+                            "--json", *extra])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def paths_of(idx) -> list[str]:
+    with FaceIndex.open(idx, readonly=True) as store:
+        return store.file_paths()
+
+
+def test_symlinked_alias_folder_indexed_twice_is_one_row_per_photo(collection, tmp_path):
+    alias = tmp_path / "alias"
+    alias.symlink_to(collection, target_is_directory=True)
+    idx = tmp_path / "idx"
+    first = index([collection], idx)
+    second = index([alias], idx)
+    assert first["new"] == 16
+    assert second["new"] == 0 and second["unchanged"] == 16
+    assert len(paths_of(idx)) == 16 and all(str(alias) not in p for p in paths_of(idx))
+
+
+def test_hard_link_is_one_photo_and_is_reported(collection, tmp_path):
+    src = sorted((collection / "person_00").iterdir())[0]
+    elsewhere = tmp_path / "more"
+    elsewhere.mkdir()
+    os.link(src, elsewhere / "linked.png")
+    idx = tmp_path / "idx"
+    index([collection], idx)
+    s = index([elsewhere], idx)
+    assert s["new"] == 0 and s["same_file"] == [{"path": str(elsewhere / "linked.png"), "same_as": str(src)}]
+    assert len(paths_of(idx)) == 16
+    r = runner.invoke(app, ["index", str(elsewhere), "--index", str(idx), "--detector", "none", "--workers", "0"])
+    assert r.exit_code == 0 and "1 same file as another path" in r.stdout
+    # Both names in one run: the first one counts, the other is said.
+    s = index([collection, elsewhere], tmp_path / "idx2")
+    assert s["new"] == 16 and len(s["same_file"]) == 1
+
+
+def test_symlink_loop_terminates_and_adds_nothing_twice(collection, tmp_path):
+    (collection / "person_01" / "loop").symlink_to(collection, target_is_directory=True)
+    (collection / "person_02" / "up").symlink_to(collection / "person_02", target_is_directory=True)
+    idx = tmp_path / "idx"
+    s = index([collection], idx)
+    assert s["new"] == 16 and len(paths_of(idx)) == 16
+    assert len(scan_images([collection / "person_01" / "loop"])) == 16
+    assert index([collection / "person_01" / "loop"], idx)["new"] == 0
+
+
+def test_dedupe_never_moves_the_keepers_own_file(collection, tmp_path):
+    alias = tmp_path / "alias"
+    alias.symlink_to(collection, target_is_directory=True)
+    idx = tmp_path / "idx"
+    index([collection], idx)
+    _add_alias_rows(idx, collection, alias)
+    assert len(paths_of(idx)) == 32
+    before = sorted(p.name for p in collection.rglob("*.png"))
+    # A τ that only a face and its own alias (distance 0) are within: every group is one file twice.
+    r = runner.invoke(app, ["dedupe", "--index", str(idx), "--tau", "0.0001", "--move-to", str(tmp_path / "dups"),
+                            "--yes", "--json"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in collection.rglob("*.png")) == before  # the real folder holds every photo
+    assert not list(tmp_path.glob("dups/**/*.png"))
+    actions = json.loads(r.stdout)["applied"]["actions"]
+    assert len(actions) == 16 and all(a["skipped"] == "same file as its keeper" for a in actions)
+
+
+def _add_alias_rows(idx, collection, alias) -> None:
+    """Copy every file row (and its faces) under the alias path, as an index made before paths were
+    resolved holds them."""
+    db = sqlite3.connect(idx / "meta.sqlite")
+    with db:
+        files = db.execute("SELECT id, path FROM files").fetchall()
+        for fid, path in files:
+            cols = "size, mtime_ns, hash, status, error, n_faces, label, indexed_at, run_id"
+            new = db.execute(f"INSERT INTO files(path, {cols}) SELECT ?, {cols} FROM files WHERE id = ?",
+                             (path.replace(str(collection), str(alias)), fid)).lastrowid
+            db.execute("INSERT INTO faces(file_id, x1, y1, x2, y2, score, landmarks, label, emb) SELECT ?, x1, y1, "
+                       "x2, y2, score, landmarks, label, emb FROM faces WHERE file_id = ?", (new, fid))
+            db.execute("INSERT INTO photo_hashes(file_id, dhash) SELECT ?, dhash FROM photo_hashes WHERE file_id = ?",
+                       (new, fid))
+        db.execute("UPDATE state SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+    db.close()
+
