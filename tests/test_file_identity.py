@@ -103,3 +103,47 @@ def _add_alias_rows(idx, collection, alias) -> None:
         db.execute("UPDATE state SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
     db.close()
 
+
+# --- faces and names survive moves (issue 36, item 4) -----------------------------------------
+
+
+def people_json(idx) -> dict:
+    r = runner.invoke(app, ["people", "--index", str(idx), "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_prune_then_the_same_photos_at_another_path_get_their_person_and_name_back(collection, tmp_path):
+    album = tmp_path / "album"  # one person's photos alone, so they cluster as one person of their own
+    album.mkdir()
+    (collection / "person_02").rename(album / "trip")
+    idx = tmp_path / "idx"
+    index([album], idx)
+    [person] = people_json(idx)["people"]
+    assert runner.invoke(app, ["people", "--index", str(idx), "name", str(person["id"]), "Ann"]).exit_code == 0
+    (album / "trip").rename(tmp_path / "away")
+    assert index([album], idx, "--prune")["pruned"] == 4
+    (tmp_path / "away").rename(album / "returned")
+    assert index([album], idx)["new"] == 4
+    [ann] = people_json(idx)["people"]  # the same person, no empty "ghost" holding the name
+    assert (ann["id"], ann["name"]) == (person["id"], "Ann")
+    assert sum("returned" in f["path"] for f in ann["faces"]) == 4
+    r = runner.invoke(app, ["people", "--index", str(idx), "name", str(person["id"]), "Ann", "--json"])
+    assert r.exit_code == 0, r.output
+    with FaceIndex.open(idx, readonly=True) as store:
+        labels = store.labels_by_path()  # the faces' labels (naming a person labels its faces)
+        assert {labels.get(str(p)) for p in (album / "returned").iterdir()} == {"Ann"}
+
+
+def test_a_file_label_comes_back_with_its_photo(collection, tmp_path):
+    idx = tmp_path / "idx"
+    photo = sorted((collection / "person_01").iterdir())[0]
+    index([collection], idx)
+    assert runner.invoke(app, ["label", str(photo), "Bo", "--index", str(idx)]).exit_code == 0
+    photo.rename(tmp_path / "x.png")
+    r = runner.invoke(app, ["remove", str(photo), "--index", str(idx)])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "x.png").rename(collection / "person_03" / "back.png")
+    index([collection], idx)
+    with FaceIndex.open(idx, readonly=True) as store:
+        assert store.file_info(str(collection / "person_03" / "back.png"))["label"] == "Bo"
