@@ -147,3 +147,19 @@ def test_a_file_label_comes_back_with_its_photo(collection, tmp_path):
     index([collection], idx)
     with FaceIndex.open(idx, readonly=True) as store:
         assert store.file_info(str(collection / "person_03" / "back.png"))["label"] == "Bo"
+
+
+def test_a_later_index_takes_a_moved_photo_over_with_its_faces_and_name(collection, tmp_path):
+    idx = tmp_path / "idx"
+    photo = sorted((collection / "person_01").iterdir())[0]
+    index([collection], idx)
+    assert runner.invoke(app, ["label", str(photo), "Cy", "--index", str(idx)]).exit_code == 0
+    with FaceIndex.open(idx, readonly=True) as store:
+        faces = store.count()
+    moved = collection / "person_03" / "moved.png"
+    photo.rename(moved)
+    s = index([collection], idx)
+    assert (s["new"], s["moved"]) == (0, [{"from": str(photo), "to": str(moved)}])
+    with FaceIndex.open(idx, readonly=True) as store:
+        assert store.file_info(str(moved))["label"] == "Cy" and store.file_info(str(photo)) == {}
+        assert store.count() == faces

@@ -64,6 +64,12 @@ class Watcher:
                 continue
             raise AssertionError(f"unexpected event {e}")
 
+    def __enter__(self) -> "Watcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self):
         self.stop.set()
         self.thread.join(10)
@@ -163,23 +169,22 @@ def test_cli_refuses_a_file(collection, tmp_path):
 # --- moves out and back, a vanished root, symlink loops (issue 36, items 4 and 5) ----------------
 
 
-def _people(idx: Path) -> list[dict]:
+def _people_cli(idx: Path, *args: str):
     from typer.testing import CliRunner
 
     from facesearch.cli.main import app
 
-    r = CliRunner().invoke(app, ["people", "--index", str(idx), "--json"])
+    r = CliRunner().invoke(app, ["people", "--index", str(idx), *args])
     assert r.exit_code == 0, r.output
-    return json.loads(r.stdout)["people"]
+    return r
+
+
+def _people(idx: Path) -> list[dict]:
+    return json.loads(_people_cli(idx, "--json").stdout)["people"]
 
 
 def _name(idx: Path, person: int, name: str) -> None:
-    from typer.testing import CliRunner
-
-    from facesearch.cli.main import app
-
-    r = CliRunner().invoke(app, ["people", "--index", str(idx), "name", str(person), name])
-    assert r.exit_code == 0, r.output
+    _people_cli(idx, "name", str(person), name)
 
 
 @pytest.fixture
@@ -192,8 +197,7 @@ def album(collection, tmp_path) -> Path:
 
 
 def test_folder_moved_out_and_back_within_the_grace_window_is_a_no_op(album, collection, tmp_path, monkeypatch):
-    w = Watcher(album, tmp_path / "idx", monkeypatch, grace=30.0)  # a slow hand; the test never waits it out
-    try:
+    with Watcher(album, tmp_path / "idx", monkeypatch, grace=30.0) as w:  # a slow hand; the test never waits it out
         [person] = _people(tmp_path / "idx")
         _name(tmp_path / "idx", person["id"], "Ann")
         before = w.embedded
@@ -206,14 +210,11 @@ def test_folder_moved_out_and_back_within_the_grace_window_is_a_no_op(album, col
         assert w.embedded == before + 2  # the sentinels only: the returning photos were never forgotten
         [ann] = [p for p in _people(tmp_path / "idx") if p["name"] == "Ann"]
         assert ann["id"] == person["id"] and sum("trip" in f["path"] for f in ann["faces"]) == 4
-    finally:
-        w.close()
 
 
 def test_folder_back_after_it_was_pruned_gets_its_person_and_name(album, tmp_path, monkeypatch):
     idx = tmp_path / "idx"
-    w = Watcher(album, idx, monkeypatch)
-    try:
+    with Watcher(album, idx, monkeypatch) as w:
         [person] = _people(idx)
         _name(idx, person["id"], "Ann")
         (album / "trip").rename(tmp_path / "away")
@@ -223,33 +224,25 @@ def test_folder_back_after_it_was_pruned_gets_its_person_and_name(album, tmp_pat
         people = _people(idx)
         assert [(p["id"], p["name"]) for p in people] == [(person["id"], "Ann")]  # no ghost, no unnamed twin
         assert sum("returned" in f["path"] for f in people[0]["faces"]) == 4
-    finally:
-        w.close()
 
 
 def test_watched_root_moved_away_is_an_error_and_prunes_nothing(collection, tmp_path, monkeypatch):
     idx = tmp_path / "idx"
-    w = Watcher(collection, idx, monkeypatch)
-    try:
+    with Watcher(collection, idx, monkeypatch) as w:
         collection.rename(tmp_path / "elsewhere")
         e, _ = w.wait("error")
         assert e["root"] == str(collection) and "nothing was pruned" in e["error"]
         w.quiet_for(4.0)  # over two grace windows (5 x 0.3 s): no prune, no second error for the same root
         with FaceIndex.open(idx, readonly=True) as store:
             assert len(store.file_paths()) == 16 and store.count() == 16
-    finally:
-        w.close()
 
 
 def test_symlink_loop_under_a_watched_root_indexes_nothing_twice(collection, tmp_path, monkeypatch):
     idx = tmp_path / "idx"
-    w = Watcher(collection, idx, monkeypatch)
-    try:
+    with Watcher(collection, idx, monkeypatch) as w:
         (collection / "person_01" / "loop").symlink_to(collection, target_is_directory=True)  # a folder event
         shutil.copy(sorted((collection / "person_00").iterdir())[0], collection / "person_03" / "new.png")
         w.wait("indexed", files=1)
         with FaceIndex.open(idx, readonly=True) as store:
             paths = store.file_paths()
         assert len(paths) == 17 and not any("/loop/" in p for p in paths)
-    finally:
-        w.close()

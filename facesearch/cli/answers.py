@@ -30,6 +30,8 @@ def index_line(s: dict) -> str:
             f"{s['bad']} bad, {s['noface']} without a face")
     extra = [f"{s[k]} {word}" for k, word in (("unchanged", "unchanged"), ("pruned", "pruned"), ("failed", "failed"))
              if s.get(k)]
+    if s.get("moved"):
+        extra.append(f"{len(s['moved'])} moved (faces and names kept)")
     if s.get("same_file"):
         extra.append(f"{len(s['same_file'])} same file as another path (skipped)")
     return line + (f"; {', '.join(extra)}" if extra else "")

@@ -15,12 +15,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from facesearch.core.errors import FacesearchError
-from facesearch.core.paths import canonical, printable, same_file
+from facesearch.core.paths import canonical, printable
 from facesearch.faces.detect import create_detector
 from facesearch.indexing.detection import detections
+from facesearch.indexing.moves import moved_from, same_file_as, take_over
 from facesearch.indexing.work import ENGINES, Committer, IndexOptions, IndexSummary, ProgressFn, Work
 from facesearch.models.weights_meta import read_meta, resolve_weights
-from facesearch.photos.scan import content_hash, scan_images, stat_file
+from facesearch.photos.scan import FileStat, content_hash, scan_images, stat_file
 from facesearch.photos.xmp import sidecar_signature
 from facesearch.store.face_index import FaceIndex
 from facesearch.store.vectors.base import DEFAULT_BACKEND
@@ -138,40 +139,51 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
     return todo
 
 
-def _plan_file(store: FaceIndex, path: Path, st, opts: IndexOptions, xmp: bool, summary: IndexSummary
+def _plan_file(store: FaceIndex, path: Path, st: FileStat, opts: IndexOptions, xmp: bool, summary: IndexSummary
                ) -> Work | None:
-    """The work for one file, or None when it is unchanged or already indexed under another path."""
+    """The work for one file, or None when it is unchanged, moved or already indexed under another path."""
     rec = store.lookup_file(canonical(path))
-    # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
-    label = printable(path.parent.name) if opts.label_from_folder else None
     # Names edited in another tool change the sidecar, not the photo: its size+mtime count too.
     sidecars = sidecar_signature(path) if xmp else None
-    same_sidecars = rec is None or sidecars is None or sidecars == store.catalogue.sidecar_signature(rec.path)
-    if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns and same_sidecars:
+    if rec is None:
+        return _plan_new(store, path, st, opts, xmp, sidecars, summary)
+    same_sidecars = sidecars is None or sidecars == store.catalogue.sidecar_signature(rec.path)
+    if rec.size == st.size and rec.mtime_ns == st.mtime_ns and same_sidecars:
         summary.unchanged += 1
         return None
     digest = _safe_hash(path)
-    if rec is not None and digest is not None and rec.hash == digest and same_sidecars:
+    if digest is not None and rec.hash == digest and same_sidecars:
         store.touch_file(canonical(path), st.size, st.mtime_ns)  # touched, not changed
         summary.unchanged += 1
         return None
-    twin = _indexed_twin(store, path, digest) if rec is None else None
+    summary.updated += 1
+    return Work(canonical(path), st.size, st.mtime_ns, digest, _folder_label(path, opts), xmp, sidecars)
+
+
+def _plan_new(store: FaceIndex, path: Path, st: FileStat, opts: IndexOptions, xmp: bool, sidecars: str | None,
+              summary: IndexSummary) -> Work | None:
+    """A path the index does not know: another path's file (skipped), a photo that moved here (its
+    record taken over, nothing re-embedded), or a new photo."""
+    digest = _safe_hash(path)
+    twin = same_file_as(store, path, digest)
     if twin is not None:
         summary.same_file.append({"path": canonical(path), "same_as": twin})
         return None
-    if rec is None:
-        summary.new += 1
+    # With --label-from-folder the new folder names the photo: it is indexed, not taken over.
+    old = None if opts.label_from_folder else moved_from(store, digest)
+    if old is not None and take_over(store, old, canonical(path), st):
+        summary.moved.append({"from": old, "to": canonical(path)})
+        if sidecars is None or sidecars == store.catalogue.sidecar_signature(canonical(path)):
+            return None
+        summary.updated += 1  # its sidecar changed on the way: read again
     else:
-        summary.updated += 1
-    return Work(canonical(path), st.size, st.mtime_ns, digest, label, xmp, sidecars)
+        summary.new += 1
+    return Work(canonical(path), st.size, st.mtime_ns, digest, _folder_label(path, opts), xmp, sidecars)
 
 
-def _indexed_twin(store: FaceIndex, path: Path, digest: str | None) -> str | None:
-    """The indexed path that is this very file under another name (a hard link, a bind mount, an
-    alias an older index stored): only a file with the same content can be, so the hash narrows it."""
-    if digest is None:
-        return None
-    return next((q for q in store.catalogue.paths_with_hash(digest) if same_file(q, path)), None)
+def _folder_label(path: Path, opts: IndexOptions) -> str | None:
+    # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
+    return printable(path.parent.name) if opts.label_from_folder else None
 
 
 def _safe_hash(path: Path) -> str | None:

@@ -32,10 +32,11 @@ from typing import Callable
 
 from facesearch.core.errors import FacesearchError, IndexLockedError, IndexMissingError
 from facesearch.core.paths import canonical
+from facesearch.indexing.moves import moved_from, take_over
 from facesearch.indexing.run import index_collection
 from facesearch.indexing.work import IndexOptions
 from facesearch.photos.scan import IMAGE_EXTS, content_hash, scan_images, stat_file
-from facesearch.photos.xmp import is_sidecar, sidecar_signature
+from facesearch.photos.xmp import is_sidecar
 from facesearch.store.face_index import FaceIndex
 
 EventFn = Callable[[dict], None]
@@ -148,7 +149,7 @@ def _moves_and_deletions(index: Path, present: set[str], gone: set[str], on_even
     photos gone are held until their grace window ends."""
     with FaceIndex.open(index) as store:
         gone_indexed = {p for g in gone for p in _indexed_under(store, g) if not os.path.exists(p)}
-        moved = _moves(store, present, gone_indexed, on_event)
+        moved = _moves(store, present, on_event)
     for old in moved.values():
         held.until.pop(old, None)
     now = time.monotonic()
@@ -239,7 +240,7 @@ def _indexed_under(store: FaceIndex, path: str) -> list[str]:
     return [p for p in store.file_paths() if _under(p, {path})]
 
 
-def _moves(store: FaceIndex, present: set[str], gone: set[str], on_event: EventFn) -> dict[str, str]:
+def _moves(store: FaceIndex, present: set[str], on_event: EventFn) -> dict[str, str]:
     """New path -> old path for each photo that is an indexed one moved: same content hash, old path gone."""
     moved: dict[str, str] = {}
     for new in sorted(present):
@@ -249,28 +250,11 @@ def _moves(store: FaceIndex, present: set[str], gone: set[str], on_event: EventF
             digest, st = content_hash(new), stat_file(new)
         except OSError:
             continue
-        old = next((q for q in store.catalogue.paths_with_hash(digest)
-                    if q not in moved.values() and (q in gone or not os.path.exists(q))), None)
-        if old is not None and _move(store, old, new, st):
+        old = moved_from(store, digest)
+        if old is not None and take_over(store, old, new, st):
             moved[new] = old
             on_event({"event": "moved", "from": old, "to": new})
     return moved
-
-
-def _move(store: FaceIndex, old: str, new: str, st) -> bool:
-    """Hand ``old``'s record to ``new``; its sidecars count as read when they moved with it unchanged."""
-    before = store.catalogue.sidecar_signature(old)
-    if not store.catalogue.move_file(old, new, st.size, st.mtime_ns):
-        return False
-    after = sidecar_signature(new)
-    if _stamps(before) == _stamps(after):
-        store.catalogue.set_sidecar_signature(new, after)
-    return True
-
-
-def _stamps(signature: str) -> list[str]:
-    """A sidecar signature without the file names (a renamed photo's sidecar is renamed too)."""
-    return sorted(part.split(":", 1)[1] for part in signature.split(";") if ":" in part)
 
 
 def _batch_options(opts: IndexOptions, paths: list[str]) -> IndexOptions:
