@@ -128,57 +128,59 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
             summary.bad += 1
             summary.bad_files.append({"path": str(path), "error": str(e)})
             continue
+        key = canonical(path)  # once: resolving costs a stat per folder of the path
         # Two real paths of one file (a hard link, a bind mount) in one run: the first one counts.
-        first = seen.setdefault((st.dev, st.ino), canonical(path))
-        if first != canonical(path):
-            summary.same_file.append({"path": canonical(path), "same_as": first})
+        first = seen.setdefault((st.dev, st.ino), key)
+        if first != key:
+            summary.same_file.append({"path": key, "same_as": first})
             continue
-        work = _plan_file(store, path, st, opts, xmp, summary)
+        work = _plan_file(store, path, key, st, opts, xmp, summary)
         if work is not None:
             todo.append(work)
     return todo
 
 
-def _plan_file(store: FaceIndex, path: Path, st: FileStat, opts: IndexOptions, xmp: bool, summary: IndexSummary
-               ) -> Work | None:
-    """The work for one file, or None when it is unchanged, moved or already indexed under another path."""
-    rec = store.lookup_file(canonical(path))
+def _plan_file(store: FaceIndex, path: Path, key: str, st: FileStat, opts: IndexOptions, xmp: bool,
+               summary: IndexSummary) -> Work | None:
+    """The work for one file (``key``: its stored path), or None when it is unchanged, moved or already
+    indexed under another path."""
+    rec = store.lookup_file(key)
     # Names edited in another tool change the sidecar, not the photo: its size+mtime count too.
     sidecars = sidecar_signature(path) if xmp else None
     if rec is None:
-        return _plan_new(store, path, st, opts, xmp, sidecars, summary)
+        return _plan_new(store, path, key, st, opts, xmp, sidecars, summary)
     same_sidecars = sidecars is None or sidecars == store.catalogue.sidecar_signature(rec.path)
     if rec.size == st.size and rec.mtime_ns == st.mtime_ns and same_sidecars:
         summary.unchanged += 1
         return None
     digest = _safe_hash(path)
     if digest is not None and rec.hash == digest and same_sidecars:
-        store.touch_file(canonical(path), st.size, st.mtime_ns)  # touched, not changed
+        store.touch_file(key, st.size, st.mtime_ns)  # touched, not changed
         summary.unchanged += 1
         return None
     summary.updated += 1
-    return Work(canonical(path), st.size, st.mtime_ns, digest, _folder_label(path, opts), xmp, sidecars)
+    return Work(key, st.size, st.mtime_ns, digest, _folder_label(path, opts), xmp, sidecars)
 
 
-def _plan_new(store: FaceIndex, path: Path, st: FileStat, opts: IndexOptions, xmp: bool, sidecars: str | None,
-              summary: IndexSummary) -> Work | None:
+def _plan_new(store: FaceIndex, path: Path, key: str, st: FileStat, opts: IndexOptions, xmp: bool,
+              sidecars: str | None, summary: IndexSummary) -> Work | None:
     """A path the index does not know: another path's file (skipped), a photo that moved here (its
     record taken over, nothing re-embedded), or a new photo."""
     digest = _safe_hash(path)
     twin = same_file_as(store, path, digest)
     if twin is not None:
-        summary.same_file.append({"path": canonical(path), "same_as": twin})
+        summary.same_file.append({"path": key, "same_as": twin})
         return None
     # With --label-from-folder the new folder names the photo: it is indexed, not taken over.
     old = None if opts.label_from_folder else moved_from(store, digest)
-    if old is not None and take_over(store, old, canonical(path), st):
-        summary.moved.append({"from": old, "to": canonical(path)})
-        if sidecars is None or sidecars == store.catalogue.sidecar_signature(canonical(path)):
+    if old is not None and take_over(store, old, key, st):
+        summary.moved.append({"from": old, "to": key})
+        if sidecars is None or sidecars == store.catalogue.sidecar_signature(key):
             return None
         summary.updated += 1  # its sidecar changed on the way: read again
     else:
         summary.new += 1
-    return Work(canonical(path), st.size, st.mtime_ns, digest, _folder_label(path, opts), xmp, sidecars)
+    return Work(key, st.size, st.mtime_ns, digest, _folder_label(path, opts), xmp, sidecars)
 
 
 def _folder_label(path: Path, opts: IndexOptions) -> str | None:
