@@ -163,3 +163,22 @@ def test_a_later_index_takes_a_moved_photo_over_with_its_faces_and_name(collecti
     with FaceIndex.open(idx, readonly=True) as store:
         assert store.file_info(str(moved))["label"] == "Cy" and store.file_info(str(photo)) == {}
         assert store.count() == faces
+
+
+def test_an_index_from_before_the_kept_names_table_is_read_as_is_and_gains_it_on_write(collection, tmp_path):
+    idx = tmp_path / "idx"
+    index([collection], idx)
+    db = sqlite3.connect(idx / "meta.sqlite")
+    with db:
+        db.execute("DROP TABLE removed_files")  # as an index from before this change has it
+    db.close()
+    with FaceIndex.open(idx, readonly=True) as store:  # a reader needs nothing new
+        assert len(store.file_paths()) == 16
+    photo = sorted((collection / "person_00").iterdir())[0]
+    assert runner.invoke(app, ["label", str(photo), "Di", "--index", str(idx)]).exit_code == 0
+    photo.rename(tmp_path / "out.png")
+    assert index([collection], idx, "--prune")["pruned"] == 1  # a writer creates the table on open
+    (tmp_path / "out.png").rename(collection / "in.png")
+    index([collection], idx)
+    with FaceIndex.open(idx, readonly=True) as store:
+        assert store.file_info(str(collection / "in.png"))["label"] == "Di"
