@@ -182,3 +182,18 @@ def test_an_index_from_before_the_kept_names_table_is_read_as_is_and_gains_it_on
     index([collection], idx)
     with FaceIndex.open(idx, readonly=True) as store:
         assert store.file_info(str(collection / "in.png"))["label"] == "Di"
+
+
+def test_the_indexed_name_of_a_hard_linked_photo_stays_the_one_refreshed(tmp_path):
+    """A new name sorting before the indexed one must not push the indexed one aside."""
+    from facesearch.photos.synthetic import make_identity_folder
+
+    photos = make_identity_folder(tmp_path / "photos", n_people=1, per_person=2, seed=3)
+    indexed = photos / "person_00" / "000.png"
+    idx = tmp_path / "idx"
+    index([photos], idx)
+    os.link(indexed, photos / "person_00" / "00-link.png")  # sorts first
+    indexed.write_bytes((photos / "person_00" / "001.png").read_bytes())  # both names see the change
+    s = index([photos], idx)
+    assert s["updated"] == 1 and s["same_file"] == [{"path": str(photos / "person_00" / "00-link.png"),
+                                                      "same_as": str(indexed)}]

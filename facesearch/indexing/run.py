@@ -120,7 +120,18 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
     and paths that reach a file another path already holds (one file is one photo)."""
     todo = []
     xmp = opts.xmp and opts.engine == "local"  # the Ray engine's result tables carry no region names yet
-    seen: dict[tuple[int, int], str] = {}  # (device, inode) -> the first path of this run that reached it
+    for path, key, st in _distinct_files(store, files, summary):
+        work = _plan_file(store, path, key, st, opts, xmp, summary)
+        if work is not None:
+            todo.append(work)
+    return todo
+
+
+def _distinct_files(store: FaceIndex, files: list[Path], summary: IndexSummary) -> list[tuple[Path, str, FileStat]]:
+    """``(path, stored path, stat)`` of each file once, by device and inode: a file reached under two real
+    paths in one run (a hard link, a bind mount) is planned under the name the index has, else the first,
+    and its other names are listed as ``same_file``. Files that cannot be stat'ed are bad."""
+    names: dict[tuple[int, int], list[tuple[Path, str, FileStat]]] = {}
     for path in files:
         try:
             st = stat_file(path)
@@ -128,16 +139,14 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
             summary.bad += 1
             summary.bad_files.append({"path": str(path), "error": str(e)})
             continue
-        key = canonical(path)  # once: resolving costs a stat per folder of the path
-        # Two real paths of one file (a hard link, a bind mount) in one run: the first one counts.
-        first = seen.setdefault((st.dev, st.ino), key)
-        if first != key:
-            summary.same_file.append({"path": key, "same_as": first})
-            continue
-        work = _plan_file(store, path, key, st, opts, xmp, summary)
-        if work is not None:
-            todo.append(work)
-    return todo
+        # Resolved once here: resolving costs a stat per folder of the path.
+        names.setdefault((st.dev, st.ino), []).append((path, canonical(path), st))
+    out = []
+    for group in names.values():
+        owner = next((n for n in group if len(group) > 1 and store.lookup_file(n[1]) is not None), group[0])
+        out.append(owner)
+        summary.same_file += [{"path": n[1], "same_as": owner[1]} for n in group if n is not owner]
+    return out
 
 
 def _plan_file(store: FaceIndex, path: Path, key: str, st: FileStat, opts: IndexOptions, xmp: bool,
