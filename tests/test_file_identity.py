@@ -197,3 +197,31 @@ def test_the_indexed_name_of_a_hard_linked_photo_stays_the_one_refreshed(tmp_pat
     s = index([photos], idx)
     assert s["updated"] == 1 and s["same_file"] == [{"path": str(photos / "person_00" / "00-link.png"),
                                                       "same_as": str(indexed)}]
+
+
+def test_real_photos_pruned_and_back_keep_their_named_person(shared_data, tmp_path):
+    """Real faces through the default detector: the returning photos are re-detected and re-embedded,
+    and their faces find their old boxes, so the person and its name come back."""
+    import shutil
+
+    src = sorted((shared_data / "dev" / "pins_celebs" / "Bill_Gates").iterdir())[:5]
+    album = tmp_path / "album"
+    (album / "trip").mkdir(parents=True)
+    for p in src:
+        shutil.copy(p, album / "trip" / p.name)
+    idx = tmp_path / "idx"
+    r = runner.invoke(app, ["index", str(album), "--index", str(idx), "--workers", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    people = people_json(idx)["people"]
+    assert people, "five photos of one man form a person"
+    person = max(people, key=lambda p: len(p["faces"]))
+    assert runner.invoke(app, ["people", "--index", str(idx), "name", str(person["id"]), "Bill"]).exit_code == 0
+    (album / "trip").rename(tmp_path / "away")
+    r = runner.invoke(app, ["index", str(album), "--index", str(idx), "--workers", "0", "--prune", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["pruned"] == 5
+    (tmp_path / "away").rename(album / "back")
+    r = runner.invoke(app, ["index", str(album), "--index", str(idx), "--workers", "0", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["new"] == 5
+    [bill] = [p for p in people_json(idx)["people"] if p["name"] == "Bill"]
+    assert bill["id"] == person["id"] and len(bill["faces"]) == len(person["faces"])
+    assert all("/back/" in f["path"] for f in bill["faces"])
