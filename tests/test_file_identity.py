@@ -1,6 +1,8 @@
 """One file is one photo (issue 36, item 5): a folder reached again through a symlinked alias, a hard
 link or a symlink loop adds no row, the alias is reported as "same file as", and ``dedupe`` never
-moves the keeper's own file."""
+moves the keeper's own file. Faces and names survive moves (item 4): a photo pruned or removed and
+indexed again at another path gets its labels and person back; a later ``index`` takes a moved photo
+over. (``watch``'s side of both is in tests/test_watch.py.)"""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import json
 import os
 import sqlite3
 
-import pytest
 from typer.testing import CliRunner
 
 from facesearch.cli.main import app
