@@ -30,6 +30,10 @@ def index_line(s: dict) -> str:
             f"{s['bad']} bad, {s['noface']} without a face")
     extra = [f"{s[k]} {word}" for k, word in (("unchanged", "unchanged"), ("pruned", "pruned"), ("failed", "failed"))
              if s.get(k)]
+    if s.get("moved"):
+        extra.append(f"{len(s['moved'])} moved (faces and names kept)")
+    if s.get("same_file"):
+        extra.append(f"{len(s['same_file'])} same file as another path (skipped)")
     return line + (f"; {', '.join(extra)}" if extra else "")
 
 
@@ -49,6 +53,9 @@ def print_index(summary: dict, verbose: bool, quiet: bool) -> None:
             con.print(out.Fitted([title + rel.note()]))
             con.print(out.table(None, ["photo", "error"], [(rel(b["path"]), b["error"]) for b in summary[key]],
                                 paths=["photo"]))
+    if verbose and summary.get("same_file"):
+        con.print(out.table("same file as another path (skipped)", ["path", "same file as"],
+                            [(a["path"], a["same_as"]) for a in summary["same_file"]], paths=["path", "same file as"]))
 
 
 def _count(v) -> str:

@@ -151,7 +151,7 @@ def dedupe_cmd(
     json_out: bool = JSON, quiet: bool = QUIET,
 ) -> None:
     """Find duplicate faces or photos within distance τ (report only unless --yes)."""
-    from facesearch.search.dedupe import DedupeOptions, apply_actions, find_duplicates, write_csv
+    from facesearch.search.dedupe import SAME_AS_KEEPER, DedupeOptions, apply_actions, find_duplicates, write_csv
 
     folder = resolve_index(index)
     report = find_duplicates(DedupeOptions(index=folder, tau=tau, scope=scope, keep=keep))
@@ -161,6 +161,9 @@ def dedupe_cmd(
         report["applied"] = apply_actions(report, folder, str(move_to) if move_to else None, link, yes)
         out.info(out.plain(f"{report['applied']['moved']} files {'linked' if link else 'moved'}; journal "
                       f"{report['applied']['journal']} (undo: facesearch undo --index {folder})"), quiet)
+        aliases = sum(a.get("skipped") == SAME_AS_KEEPER for a in report["applied"]["actions"])
+        if aliases:
+            out.warn(f"{aliases} left alone: the same file as their keeper under another path", quiet)
     if out_csv:
         write_csv(report, out_csv)
     _visuals(report, html, sheet, "dedupe", quiet)

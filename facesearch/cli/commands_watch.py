@@ -25,6 +25,9 @@ def watch_cmd(
     workers: Optional[int] = typer.Option(None, help="Detection worker processes for large batches (0: in-process)."),
     settle: float = typer.Option(1.0, "--settle", min=0.05, help="Seconds without changes before a batch is indexed."),
     batch: int = typer.Option(64, "--batch", min=1, help="Photos per indexing run."),
+    grace: Optional[float] = typer.Option(None, "--grace", min=0.0,
+                                          help="Seconds a deleted photo is held before it is forgotten, so a folder "
+                                               "moved out and back is a no-op (default: 5 x --settle)."),
     catch_up: bool = typer.Option(True, "--catch-up/--no-catch-up",
                                   help="First index what changed while nothing watched."),
     json_out: bool = typer.Option(False, "--json", help="One JSON object per event on stdout (a line each)."),
@@ -43,7 +46,8 @@ def watch_cmd(
                  code=out.EXIT_USAGE)
     opts = WatchOptions(IndexOptions(paths=[str(p) for p in paths], index=resolve_index(index), weights=weights,
                                      detector=detector, device=device, label_from_folder=label_from_folder, xmp=xmp,
-                                     workers=workers), settle=settle, batch=batch, catch_up=catch_up)
+                                     workers=workers), settle=settle, batch=batch, catch_up=catch_up,
+                        grace=grace)
     status = None if (json_out or quiet) else out.stderr().status("starting: indexing what changed meanwhile")
     line = _json_line if json_out else _StatusLine(status, quiet)
     try:
@@ -74,9 +78,10 @@ class _StatusLine:
 
     def __call__(self, e: dict) -> None:
         kind = e["event"]
-        if kind == "error":
-            return out.warn(e["error"], self.quiet)
-        if kind == "indexed":
+        if kind == "error":  # said as a warning, and kept on the status line until the next event
+            out.warn(e["error"], self.quiet)
+            last = f"error: {e['error']}"
+        elif kind == "indexed":
             self.totals["indexed"] += e["files"]
             last = f"indexed {e['files']} photos ({e['faces']} faces) in {e['seconds']} s"
         elif kind == "moved":

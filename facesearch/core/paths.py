@@ -43,8 +43,25 @@ def resolve_index(name: str | os.PathLike | None = None) -> Path:
 
 
 def canonical(path: str | os.PathLike) -> str:
-    """The one spelling of a photo's path stored in an index (absolute, normalised)."""
-    return os.path.abspath(os.fspath(path))
+    """The one spelling of a photo's path stored in an index: absolute, with symlinks resolved.
+
+    One file is one photo, whatever path reached it: a folder indexed by its real path and again
+    through a symlinked alias, or a symlink loop, must find the rows it already has. Resolving here
+    is the cheapest fix for those; hard links and bind mounts (one file, two real paths) are caught
+    by :func:`same_file` where a new path is planned. A path that no longer exists resolves as far
+    as its folders still do, so a deleted photo still finds its row.
+    """
+    return os.path.realpath(os.fspath(path))
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether ``a`` and ``b`` are one file now (same device and inode: an alias, a hard link, a
+    bind mount); False when either is gone. Checked live, never from stored inode numbers, which
+    a copied or restored folder would make stale."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def printable(text: str) -> str:

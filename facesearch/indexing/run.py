@@ -18,9 +18,10 @@ from facesearch.core.errors import FacesearchError
 from facesearch.core.paths import canonical, printable
 from facesearch.faces.detect import create_detector
 from facesearch.indexing.detection import detections
+from facesearch.indexing.moves import moved_from, same_file_as, take_over
 from facesearch.indexing.work import ENGINES, Committer, IndexOptions, IndexSummary, ProgressFn, Work
 from facesearch.models.weights_meta import read_meta, resolve_weights
-from facesearch.photos.scan import content_hash, scan_images, stat_file
+from facesearch.photos.scan import FileStat, content_hash, scan_images, stat_file
 from facesearch.photos.xmp import sidecar_signature
 from facesearch.store.face_index import FaceIndex
 from facesearch.store.vectors.base import DEFAULT_BACKEND
@@ -115,9 +116,22 @@ def _loaded_engine(weights: str, _mtime_ns: int, device: str, batch_size: int):
 
 
 def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: IndexSummary) -> list[Work]:
-    """Skip files whose size+mtime (then content hash), and XMP sidecars, are unchanged since the last run."""
+    """Skip files whose size+mtime (then content hash), and XMP sidecars, are unchanged since the last run,
+    and paths that reach a file another path already holds (one file is one photo)."""
     todo = []
     xmp = opts.xmp and opts.engine == "local"  # the Ray engine's result tables carry no region names yet
+    for path, key, st in _distinct_files(store, files, summary):
+        work = _plan_file(store, path, key, st, opts, xmp, summary)
+        if work is not None:
+            todo.append(work)
+    return todo
+
+
+def _distinct_files(store: FaceIndex, files: list[Path], summary: IndexSummary) -> list[tuple[Path, str, FileStat]]:
+    """``(path, stored path, stat)`` of each file once, by device and inode: a file reached under two real
+    paths in one run (a hard link, a bind mount) is planned under the name the index has, else the first,
+    and its other names are listed as ``same_file``. Files that cannot be stat'ed are bad."""
+    names: dict[tuple[int, int], list[tuple[Path, str, FileStat]]] = {}
     for path in files:
         try:
             st = stat_file(path)
@@ -125,26 +139,62 @@ def _plan(store: FaceIndex, files: list[Path], opts: IndexOptions, summary: Inde
             summary.bad += 1
             summary.bad_files.append({"path": str(path), "error": str(e)})
             continue
-        rec = store.lookup_file(canonical(path))
-        # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
-        label = printable(path.parent.name) if opts.label_from_folder else None
-        # Names edited in another tool change the sidecar, not the photo: its size+mtime count too.
-        sidecars = sidecar_signature(path) if xmp else None
-        same_sidecars = rec is None or sidecars is None or sidecars == store.catalogue.sidecar_signature(rec.path)
-        if rec is not None and rec.size == st.size and rec.mtime_ns == st.mtime_ns and same_sidecars:
-            summary.unchanged += 1
-            continue
-        digest = _safe_hash(path)
-        if rec is not None and digest is not None and rec.hash == digest and same_sidecars:
-            store.touch_file(canonical(path), st.size, st.mtime_ns)  # touched, not changed
-            summary.unchanged += 1
-            continue
-        todo.append(Work(canonical(path), st.size, st.mtime_ns, digest, label, xmp, sidecars))
-        if rec is None:
-            summary.new += 1
-        else:
-            summary.updated += 1
-    return todo
+        # Resolved once here: resolving costs a stat per folder of the path.
+        names.setdefault((st.dev, st.ino), []).append((path, canonical(path), st))
+    out = []
+    for group in names.values():
+        owner = next((n for n in group if len(group) > 1 and store.lookup_file(n[1]) is not None), group[0])
+        out.append(owner)
+        summary.same_file += [{"path": n[1], "same_as": owner[1]} for n in group if n is not owner]
+    return out
+
+
+def _plan_file(store: FaceIndex, path: Path, key: str, st: FileStat, opts: IndexOptions, xmp: bool,
+               summary: IndexSummary) -> Work | None:
+    """The work for one file (``key``: its stored path), or None when it is unchanged, moved or already
+    indexed under another path."""
+    rec = store.lookup_file(key)
+    # Names edited in another tool change the sidecar, not the photo: its size+mtime count too.
+    sidecars = sidecar_signature(path) if xmp else None
+    if rec is None:
+        return _plan_new(store, path, key, st, opts, xmp, sidecars, summary)
+    same_sidecars = sidecars is None or sidecars == store.catalogue.sidecar_signature(rec.path)
+    if rec.size == st.size and rec.mtime_ns == st.mtime_ns and same_sidecars:
+        summary.unchanged += 1
+        return None
+    digest = _safe_hash(path)
+    if digest is not None and rec.hash == digest and same_sidecars:
+        store.touch_file(key, st.size, st.mtime_ns)  # touched, not changed
+        summary.unchanged += 1
+        return None
+    summary.updated += 1
+    return Work(key, st.size, st.mtime_ns, digest, _folder_label(path, opts), xmp, sidecars)
+
+
+def _plan_new(store: FaceIndex, path: Path, key: str, st: FileStat, opts: IndexOptions, xmp: bool,
+              sidecars: str | None, summary: IndexSummary) -> Work | None:
+    """A path the index does not know: another path's file (skipped), a photo that moved here (its
+    record taken over, nothing re-embedded), or a new photo."""
+    digest = _safe_hash(path)
+    twin = same_file_as(store, path, digest)
+    if twin is not None:
+        summary.same_file.append({"path": key, "same_as": twin})
+        return None
+    # With --label-from-folder the new folder names the photo: it is indexed, not taken over.
+    old = None if opts.label_from_folder else moved_from(store, digest)
+    if old is not None and take_over(store, old, key, st):
+        summary.moved.append({"from": old, "to": key})
+        if sidecars is None or sidecars == store.catalogue.sidecar_signature(key):
+            return None
+        summary.updated += 1  # its sidecar changed on the way: read again
+    else:
+        summary.new += 1
+    return Work(key, st.size, st.mtime_ns, digest, _folder_label(path, opts), xmp, sidecars)
+
+
+def _folder_label(path: Path, opts: IndexOptions) -> str | None:
+    # A folder name with bytes that are not UTF-8 becomes a readable label ("Jos\\xe9").
+    return printable(path.parent.name) if opts.label_from_folder else None
 
 
 def _safe_hash(path: Path) -> str | None:

@@ -7,7 +7,11 @@ once, whole. Each batch, in order:
 1. **moves**: a photo that appeared with the content hash of an indexed photo that is gone (renamed,
    moved to another folder, a whole folder moved) takes over its record -- faces, labels, people,
    nothing re-embedded;
-2. **deletions**: indexed photos that are gone are forgotten;
+2. **deletions**: indexed photos that are gone are held for a grace window (``grace``, a few settle
+   intervals), so a folder moved out and back meanwhile is a no-op, and a photo that reappears under
+   another path is still a move; then they are forgotten, their names kept by content hash for their
+   return (:mod:`facesearch.store.removed`). A watched root that is gone (moved away, unmounted) is an
+   ``error`` event and prunes nothing;
 3. **new and changed photos**, and photos whose XMP sidecar changed, are indexed
    (:func:`~facesearch.indexing.run.index_collection`, incremental as ever) in runs of at most
    ``batch`` files.
@@ -22,21 +26,23 @@ import dataclasses
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from facesearch.core.errors import FacesearchError, IndexLockedError, IndexMissingError
 from facesearch.core.paths import canonical
+from facesearch.indexing.moves import moved_from, take_over
 from facesearch.indexing.run import index_collection
 from facesearch.indexing.work import IndexOptions
 from facesearch.photos.scan import IMAGE_EXTS, content_hash, scan_images, stat_file
-from facesearch.photos.xmp import is_sidecar, sidecar_signature
+from facesearch.photos.xmp import is_sidecar
 from facesearch.store.face_index import FaceIndex
 
 EventFn = Callable[[dict], None]
 IN_PROCESS_MAX = 64  # files a batch detects in this process rather than in a pool
 LOCK_TRIES = 30  # seconds a batch waits for another writer before it is reported and left for later
+GRACE_SETTLES = 5  # a deletion is held this many settle intervals before it is pruned (by default)
 
 
 @dataclass
@@ -48,6 +54,20 @@ class WatchOptions:
     settle: float = 1.0  # seconds without events before a batch is taken
     batch: int = 64  # files per indexing run
     catch_up: bool = True  # index what changed while nobody watched before waiting for events
+    grace: float | None = None  # seconds a deletion is held before pruning; None: GRACE_SETTLES x settle
+
+    def grace_s(self) -> float:
+        return GRACE_SETTLES * self.settle if self.grace is None else self.grace
+
+
+@dataclass
+class Held:
+    """Deletions held for the grace window (indexed path -> monotonic time it may be pruned), and the
+    watched roots seen gone (said once; nothing under them is pruned)."""
+
+    grace: float = 0.0
+    until: dict[str, float] = field(default_factory=dict)
+    roots_gone: set[str] = field(default_factory=set)
 
 
 def watch(opts: WatchOptions, on_event: EventFn, stop: threading.Event | None = None) -> dict:
@@ -62,6 +82,7 @@ def watch(opts: WatchOptions, on_event: EventFn, stop: threading.Event | None = 
     index_dir = os.path.abspath(opts.index.index)
     ms = max(1, int(opts.settle * 1000))
     ready = False
+    held = Held(opts.grace_s())
     # yield_on_timeout: the first (empty) yield says the watches are in place; the catch-up runs only
     # then, so a photo added meanwhile is in the next batch instead of lost between the two.
     for changes in watchfiles.watch(*opts.index.paths, watch_filter=lambda _c, p: _wanted(p, index_dir),
@@ -72,7 +93,9 @@ def watch(opts: WatchOptions, on_event: EventFn, stop: threading.Event | None = 
             on_event({"event": "ready", "paths": [str(p) for p in opts.index.paths], **totals})
             ready = True
         if changes:
-            handle_batch(opts, {p for _, p in changes}, on_event, totals)
+            handle_batch(opts, {p for _, p in changes}, on_event, totals, held=held)
+        elif held.until:  # a quiet tick: deletions whose grace window ended
+            _prune_due(opts, held, on_event, totals)
     return totals
 
 
@@ -96,34 +119,86 @@ def _wanted(path: str, index_dir: str) -> bool:
     return ext in IMAGE_EXTS or is_sidecar(path) or ext == "" or os.path.isdir(path)
 
 
-def handle_batch(opts: WatchOptions, paths: set[str], on_event: EventFn, totals: dict, kind: str = "batch") -> None:
-    """One batch of changed paths: moves, then deletions, then indexing (see the module docstring)."""
+def handle_batch(opts: WatchOptions, paths: set[str], on_event: EventFn, totals: dict, kind: str = "batch",
+                 held: Held | None = None) -> None:
+    """One batch of changed paths: moves, then deletions, then indexing (see the module docstring).
+    Without ``held`` (the catch-up) deletions are pruned at once."""
     t0 = time.perf_counter()
+    held = held if held is not None else Held()
     totals["batches"] += 1
     present, gone = _expand(paths)
     gone |= {p for p in paths if os.path.isdir(p)}  # a folder moved in may replace indexed photos gone from it
+    roots = _roots_gone(opts, held, on_event, totals)
+    gone = {p for p in gone if not _under(p, roots)}
     try:
-        moved, pruned = _when_unlocked(lambda: _moves_and_deletions(opts.index.index, present, gone, on_event))
+        moved = _when_unlocked(lambda: _moves_and_deletions(opts.index.index, present, gone, on_event, held))
     except FacesearchError as e:  # the photos are indexed below all the same; moves become new + pruned later
         totals["errors"] += 1
         on_event({"event": "error", "error": e.message})
-        moved, pruned = {}, 0
+        moved = {}
     totals["moved"] += len(moved)
-    totals["pruned"] += pruned
-    if pruned:
-        on_event({"event": "pruned", "files": pruned})
+    _prune_due(opts, held, on_event, totals)
     todo = sorted(p for p in present if p not in moved)
     for i in range(0, len(todo), opts.batch):
         _index(opts, todo[i:i + opts.batch], on_event, totals, kind, t0)
 
 
-def _moves_and_deletions(index: Path, present: set[str], gone: set[str], on_event: EventFn
-                         ) -> tuple[dict[str, str], int]:
+def _moves_and_deletions(index: Path, present: set[str], gone: set[str], on_event: EventFn, held: Held
+                         ) -> dict[str, str]:
+    """Moves are taken over now (from any indexed photo that is gone, held ones too); the other
+    photos gone are held until their grace window ends."""
     with FaceIndex.open(index) as store:
         gone_indexed = {p for g in gone for p in _indexed_under(store, g) if not os.path.exists(p)}
-        moved = _moves(store, present, gone_indexed, on_event)
-        pruned = store.remove_paths(sorted(gone_indexed - set(moved.values()))) if gone_indexed else 0
-    return moved, pruned
+        moved = _moves(store, present, on_event)
+    for old in moved.values():
+        held.until.pop(old, None)
+    now = time.monotonic()
+    for p in gone_indexed - set(moved.values()):
+        held.until.setdefault(p, now + held.grace)
+    return moved
+
+
+def _prune_due(opts: WatchOptions, held: Held, on_event: EventFn, totals: dict) -> None:
+    """Forget the held photos whose grace window ended and that are still gone (not under a root that
+    is gone: those are never pruned by the watcher)."""
+    now = time.monotonic()
+    due = sorted(p for p, t in held.until.items() if t <= now)
+    for p in due:
+        del held.until[p]
+    due = [p for p in due if not os.path.exists(p) and not _under(p, held.roots_gone)]
+    if not due:
+        return
+    try:
+        pruned = _when_unlocked(lambda: _remove(opts.index.index, due))
+    except FacesearchError as e:
+        totals["errors"] += 1
+        on_event({"event": "error", "error": e.message})
+        return
+    totals["pruned"] += pruned
+    if pruned:
+        on_event({"event": "pruned", "files": pruned})
+
+
+def _remove(index: Path, paths: list[str]) -> int:
+    with FaceIndex.open(index) as store:
+        return store.remove_paths(paths)
+
+
+def _roots_gone(opts: WatchOptions, held: Held, on_event: EventFn, totals: dict) -> set[str]:
+    """The watched roots that are not there now; each one newly gone is an ``error`` event. A root that
+    vanished is far more likely moved or unmounted than emptied on purpose: its photos stay indexed."""
+    gone = {canonical(r) for r in opts.index.paths if not os.path.isdir(r)}
+    for root in sorted(gone - held.roots_gone):
+        totals["errors"] += 1
+        on_event({"event": "error", "root": root,
+                  "error": f"the watched folder {root} is gone: nothing was pruned, its photos stay in the index "
+                           f"(put it back, or forget them with `facesearch remove {root}`)"})
+    held.roots_gone = gone
+    return gone
+
+
+def _under(path: str, folders: set[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
 
 
 def _when_unlocked(fn: Callable, tries: int = LOCK_TRIES):
@@ -162,11 +237,10 @@ def _photos_of_sidecar(sidecar: Path) -> set[str]:
 
 def _indexed_under(store: FaceIndex, path: str) -> list[str]:
     """Indexed photos at ``path`` or under it (a folder that went away takes its photos with it)."""
-    prefix = path.rstrip(os.sep) + os.sep
-    return [p for p in store.file_paths() if p == path or p.startswith(prefix)]
+    return [p for p in store.file_paths() if _under(p, {path})]
 
 
-def _moves(store: FaceIndex, present: set[str], gone: set[str], on_event: EventFn) -> dict[str, str]:
+def _moves(store: FaceIndex, present: set[str], on_event: EventFn) -> dict[str, str]:
     """New path -> old path for each photo that is an indexed one moved: same content hash, old path gone."""
     moved: dict[str, str] = {}
     for new in sorted(present):
@@ -176,28 +250,11 @@ def _moves(store: FaceIndex, present: set[str], gone: set[str], on_event: EventF
             digest, st = content_hash(new), stat_file(new)
         except OSError:
             continue
-        old = next((q for q in store.catalogue.paths_with_hash(digest)
-                    if q not in moved.values() and (q in gone or not os.path.exists(q))), None)
-        if old is not None and _move(store, old, new, st):
+        old = moved_from(store, digest)
+        if old is not None and take_over(store, old, new, st):
             moved[new] = old
             on_event({"event": "moved", "from": old, "to": new})
     return moved
-
-
-def _move(store: FaceIndex, old: str, new: str, st) -> bool:
-    """Hand ``old``'s record to ``new``; its sidecars count as read when they moved with it unchanged."""
-    before = store.catalogue.sidecar_signature(old)
-    if not store.catalogue.move_file(old, new, st.size, st.mtime_ns):
-        return False
-    after = sidecar_signature(new)
-    if _stamps(before) == _stamps(after):
-        store.catalogue.set_sidecar_signature(new, after)
-    return True
-
-
-def _stamps(signature: str) -> list[str]:
-    """A sidecar signature without the file names (a renamed photo's sidecar is renamed too)."""
-    return sorted(part.split(":", 1)[1] for part in signature.split(";") if ":" in part)
 
 
 def _batch_options(opts: IndexOptions, paths: list[str]) -> IndexOptions:

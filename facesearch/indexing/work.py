@@ -53,6 +53,10 @@ class IndexSummary:
     files_per_s: float = 0.0
     bad_files: list[dict] = field(default_factory=list)
     unsupported: dict[str, int] = field(default_factory=dict)  # files in the folders we cannot read, by extension
+    # paths skipped because they reach a file indexed under another path: {"path", "same_as"}
+    same_file: list[dict] = field(default_factory=list)
+    # photos found at a new path while their old one is gone: their record taken over, {"from", "to"}
+    moved: list[dict] = field(default_factory=list)
     failed: int = 0  # files an unexpected error stopped: not recorded, so the next run retries them
     failed_files: list[dict] = field(default_factory=list)
     # XMP face regions (facesearch.indexing.regions): named regions read, faces they labelled, faces

@@ -13,7 +13,7 @@ import logging
 import os
 import stat
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -36,11 +36,14 @@ COMPANION_EXTS: frozenset[str] = frozenset({".xmp"})
 
 @dataclass(frozen=True)
 class FileStat:
-    """What identifies a file version cheaply: path, size in bytes, modification time in ns."""
+    """What identifies a file version cheaply: path, size in bytes, modification time in ns; and
+    the file itself (device, inode), which a hard link or a bind mount shares under another path."""
 
     path: Path
     size: int
     mtime_ns: int
+    dev: int = field(default=0, compare=False)
+    ino: int = field(default=0, compare=False)
 
 
 def stat_file(path: str | os.PathLike) -> FileStat:
@@ -50,7 +53,7 @@ def stat_file(path: str | os.PathLike) -> FileStat:
     st = path.stat()
     if not stat.S_ISREG(st.st_mode):
         raise OSError(errno.EINVAL, "not a regular file (a pipe, device or folder)", str(path))
-    return FileStat(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return FileStat(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, dev=st.st_dev, ino=st.st_ino)
 
 
 def content_hash(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -26,9 +26,10 @@ from facesearch.store.face_index import FaceIndex
 from facesearch.core.journal import MoveJournal
 from facesearch.core.journal_file import latest_journal, read_journal
 from facesearch.core.journal import undo as undo_journal
-from facesearch.core.paths import journal_dir
+from facesearch.core.paths import journal_dir, same_file
 
 KEEP_RULES = ("largest", "sharpest", "oldest")
+SAME_AS_KEEPER = "same file as its keeper"  # moving it would move the keeper: the photo's only copy
 PHASH_BITS = 4  # of 64: re-encoded (JPEG q60) and 75 %-resized copies stay within it
 # Names that say "I am the copy": "copy of", "Kopie", "(1)", "_dup", "-copy2".
 _COPY_NAME = re.compile(r"copy|kopie|copie|duplicate|\bdup\b|_dup|\(\d+\)", re.IGNORECASE)
@@ -219,8 +220,12 @@ def plan_actions(report: dict, move_to: str | None = None) -> list[dict]:
             if m["path"] not in keepers:
                 todo.setdefault(m["path"], g["keeper"])
     root = _common_folder([*todo, *keepers]) if todo else None
-    return [{"src": p, "keeper": k, "dst": str(Path(move_to) / os.path.relpath(p, root)) if move_to else None}
-            for p, k in sorted(todo.items())]
+    actions = [{"src": p, "keeper": k, "dst": str(Path(move_to) / os.path.relpath(p, root)) if move_to else None}
+               for p, k in sorted(todo.items())]
+    for a in actions:  # an alias of a keeper (an index from before paths were resolved) is no copy
+        if any(same_file(a["src"], k) for k in keepers):
+            a["skipped"] = SAME_AS_KEEPER
+    return actions
 
 
 def apply_actions(report: dict, index: os.PathLike, move_to: str | None = None, link: bool = False,
@@ -252,6 +257,11 @@ def apply_actions(report: dict, index: os.PathLike, move_to: str | None = None, 
 
 def _act(journal: MoveJournal, a: dict, link: bool, move_to: str | None) -> None:
     src = Path(a["src"])
+    if a.get("skipped"):
+        return
+    if same_file(src, a["keeper"]):  # again right before the move: the disk may have changed since the plan
+        a["skipped"] = SAME_AS_KEEPER
+        return
     if not src.exists() or src.is_symlink():
         a["skipped"] = "missing" if not src.exists() else "already a link"
         return

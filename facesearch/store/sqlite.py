@@ -39,9 +39,15 @@ CREATE TABLE IF NOT EXISTS face_people(
 CREATE INDEX IF NOT EXISTS face_people_person ON face_people(person_id);
 CREATE TABLE IF NOT EXISTS sidecars(
     file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE, signature TEXT NOT NULL);
+""" + "\n" + """
+CREATE TABLE IF NOT EXISTS removed_files(
+    id INTEGER PRIMARY KEY, hash TEXT NOT NULL, path TEXT NOT NULL, label TEXT, faces TEXT NOT NULL,
+    removed_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS removed_files_hash ON removed_files(hash);
 """
 # Added after format 1 shipped: writers create them on open, readers of an older index see no
-# hashes, no people (facesearch.store.people) and no sidecars (a photo without one reads as such).
+# hashes, no people (facesearch.store.people), no sidecars (a photo without one reads as such) and no
+# forgotten files kept for their return (facesearch.store.removed; only writers read them).
 PHOTO_HASHES = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS photo_hashes"):]
 
 

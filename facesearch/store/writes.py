@@ -2,7 +2,8 @@
 
 Each function runs one write transaction and returns the face ids it removed and added, so
 :class:`~facesearch.store.face_index.FaceIndex` can mirror exactly that change into the vector
-store. Labels and people of re-detected faces carry over (:mod:`facesearch.store.carry`).
+store. Labels and people of re-detected faces carry over (:mod:`facesearch.store.carry`), and those
+of a forgotten file come back with a file of the same content (:mod:`facesearch.store.removed`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from facesearch.store import carry
+from facesearch.store import carry, removed
 from facesearch.store.catalogue import Catalogue, replace_sidecars
 from facesearch.store.records import STATUSES, FaceRecord, FileUpdate, as_face
 from facesearch.store.sqlite import chunks, placeholders as qs, to_db
@@ -75,11 +76,23 @@ def _write_file(db: sqlite3.Connection, u: FileUpdate, next_id: int, run_id: int
     if u.sidecars is not None:
         replace_sidecars(db, file_id, u.sidecars)
     old = carry.read_old(db, file_id)
+    if not old.ids:  # a photo that was forgotten and came back (any path): the words kept for it
+        old = _returning(db, file_id, u.hash) or old
     db.execute("DELETE FROM faces WHERE file_id = ?", (file_id,))
     ids = list(range(next_id, next_id + len(u.faces)))
     _insert_faces(db, file_id, ids, u.faces, carry.labels_for(old, u.faces), u.embeddings)
     carry.restore_people(db, old, ids, u.faces)  # people survive re-indexing
     return old.ids, ids
+
+
+def _returning(db: sqlite3.Connection, file_id: int, digest: str | None) -> carry.OldFaces | None:
+    """What was kept when a file with this content left the index (its file label restored here)."""
+    kept = removed.take(db, digest)
+    if kept is None:
+        return None
+    old, label = kept
+    db.execute("UPDATE files SET label = COALESCE(label, ?) WHERE id = ?", (label, file_id))
+    return old
 
 
 def _upsert_file(db: sqlite3.Connection, u: FileUpdate, run_id: int | None) -> int:
@@ -113,6 +126,7 @@ def _insert_faces(db: sqlite3.Connection, file_id: int, ids: list[int], faces: S
 def _delete_files(db: sqlite3.Connection, file_ids: list[int]) -> list[int]:
     """Delete files and their faces; the deleted face ids. Bumps the generation if faces went."""
     face_ids: list[int] = []
+    removed.keep(db, file_ids)  # restorable by content hash if the photo comes back
     for c in chunks(file_ids):
         face_ids += [r[0] for r in db.execute(f"SELECT id FROM faces WHERE file_id IN ({qs(c)})", c)]
         db.execute(f"DELETE FROM faces WHERE file_id IN ({qs(c)})", c)
