@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from facesearch.core.paths import canonical, same_file
 from facesearch.store.face_index import FaceIndex
 
 
@@ -20,7 +21,8 @@ class OwnPhoto:
 
     def __init__(self, path: str | os.PathLike | None, face: int | None = None):
         self.face = face
-        self.real, self.key = _identity(path) if path is not None else (None, None)
+        self.path = path
+        self.real = canonical(path) if path is not None else None
         self._seen: dict[str, bool] = {}  # per indexed path: a photo's faces share one stat
 
     def __call__(self, match) -> bool:
@@ -29,8 +31,7 @@ class OwnPhoto:
         if self.real is None:
             return False
         if match.path not in self._seen:
-            real, key = _identity(match.path)
-            self._seen[match.path] = real == self.real or (key is not None and key == self.key)
+            self._seen[match.path] = canonical(match.path) == self.real or same_file(match.path, self.path)
         return self._seen[match.path]
 
 
@@ -43,15 +44,3 @@ def own_photo(store: FaceIndex, path: str | os.PathLike | None, face: int | None
             pass  # not (or no longer) in the index: nothing of it can match
     return OwnPhoto(path, face)
 
-
-def _identity(path: str | os.PathLike) -> tuple[str | None, tuple[int, int] | None]:
-    """The resolved path and (device, inode) of a file; the inode is None when it cannot be read now."""
-    try:
-        real = os.path.realpath(path)
-    except (OSError, ValueError):
-        return None, None
-    try:
-        st = os.stat(path)
-    except (OSError, ValueError):
-        return real, None
-    return real, (st.st_dev, st.st_ino)
