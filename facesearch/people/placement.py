@@ -8,8 +8,10 @@ names one person, not everyone in it. :func:`choose_face` picks the face:
    name in the same batch, and each face already carrying it in the index, is one *vote* for every
    face of this photo within the model's strict verification τ of it (any of that photo's faces;
    :func:`facesearch.people.labels.placement_tau`);
-   the face with the most votes wins if it has at least one and at least :data:`MARGIN` more than
-   any other face of the photo (a tie is no evidence: a bystander who is in every photo too);
+   the face with the most votes wins if more than half the votes possible are its (:data:`MAJORITY`:
+   the person is in every photo of the name, a bystander in some; where the person was not
+   detected, a bystander seen in two of six photos must not take the name) and it has at least
+   :data:`MARGIN` more than any other face of the photo (a tie is no evidence);
 3. else none: the name is reported as not placed, never guessed.
 
 ``--face N`` bypasses the rule: faces are numbered 1, 2, … from left to right (:func:`left_to_right`).
@@ -23,6 +25,7 @@ from typing import Sequence
 import numpy as np
 
 MARGIN = 1  # votes the chosen face needs over the photo's next face
+MAJORITY = 0.5  # share of the other photos and named faces the chosen face must agree with (strictly more)
 
 
 @dataclass(frozen=True)
@@ -49,11 +52,14 @@ def choose_face(cands: np.ndarray, photos: Sequence[np.ndarray], faces: np.ndarr
     votes = support(cands, photos, faces, tau)
     order = np.argsort(-votes, kind="stable")
     best, second = int(votes[order[0]]), int(votes[order[1]])
+    possible = len(photos) + len(faces)
     if best == 0:
         return Choice(None, "none of its faces looks like the other faces of that name")
+    if best <= MAJORITY * possible:
+        return Choice(None, f"its best face looks like only {best} of {possible} other faces or photos of that name")
     if best - second < MARGIN:
         return Choice(None, f"{np.sum(votes == best)} of its faces look equally like the other faces of that name")
-    return Choice(int(order[0]), f"agrees with {best} of {len(photos) + len(faces)} other faces or photos of that name")
+    return Choice(int(order[0]), f"looks like {best} of {possible} other faces or photos of that name")
 
 
 def support(cands: np.ndarray, photos: Sequence[np.ndarray], faces: np.ndarray, tau: float) -> np.ndarray:
