@@ -6,7 +6,7 @@ names one person, not everyone in it. :func:`choose_face` picks the face:
 1. the photo's only face;
 2. else the face that agrees with the other faces of that name: each other photo given the
    name in the same batch, and each face already carrying it in the index, is one *vote* for every
-   face of this photo within the model's strict verification τ of it (any of that photo's faces;
+   face of this photo within the model's verification τ of it (any of that photo's faces;
    :func:`facesearch.people.labels.placement_tau`);
    the face with the most votes wins if more than half the votes possible are its (:data:`MAJORITY`:
    the person is in every photo of the name, a bystander in some; where the person was not
