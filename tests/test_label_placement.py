@@ -136,12 +136,15 @@ def test_an_old_index_is_repaired_on_first_write_and_lists_the_faces_that_lose_t
     idx, ann = group_index(tmp_path, old_style=True)
     with sqlite3.connect(Path(idx) / "meta.sqlite") as db:  # the old `label PATH`: every face labelled
         db.execute("UPDATE faces SET label = 'Ann'")
+        assert labels.sql.needs_repair(db)  # what `query` (read-only) warns about
     r = CliRunner().invoke(app, ["verify", "--fix", "--index", str(idx), "--json"])
     assert r.exit_code == 0, r.output
     names = json.loads(r.stdout)["names"]["repaired"]
     assert names["repaired_files"] == 4 and len(names["unnamed"]) == 4
     assert {u["face_id"] for u in names["unnamed"]}.isdisjoint(ann) and names["unnamed"][0]["name"] == "Ann"
     assert {f for f, lab in face_labels(idx).items() if lab} == set(ann)
+    with sqlite3.connect(Path(idx) / "meta.sqlite") as db:
+        assert not labels.sql.needs_repair(db)
     again = CliRunner().invoke(app, ["verify", "--fix", "--index", str(idx), "--json"])
     assert json.loads(again.stdout)["names"]["repaired"] is None  # once: the index says it is repaired
 

@@ -84,6 +84,16 @@ def files_named(db: sqlite3.Connection) -> list[int]:
     return [r[0] for r in db.execute("SELECT id FROM files WHERE label IS NOT NULL AND n_faces > 0 ORDER BY id")]
 
 
+def needs_repair(db: sqlite3.Connection) -> bool:
+    """An index from before names were placed, with named photos: its names are not to be trusted yet."""
+    flag = db.execute("SELECT value FROM state WHERE key = ?", (LABELS_PLACED,)).fetchone()
+    return flag is None and db.execute("SELECT 1 FROM files WHERE label IS NOT NULL LIMIT 1").fetchone() is not None
+
+
+OLD_NAMES_WARNING = ("this index was made before a photo's name named only its person's face: its names are not "
+                     "used until it is repaired; run `facesearch verify --fix` (or any `index`, `label`, `people`)")
+
+
 def set_placed(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO state(key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET value = '1'",
                (LABELS_PLACED,))
