@@ -98,7 +98,7 @@ def box(k):
     return (10.0 + 100 * k, 10.0, 90.0 + 100 * k, 90.0)
 
 
-def group_index(tmp_path, old_style=False):
+def group_index(tmp_path, old_style=False, in_run=False):
     """Ann's folder: 4 photos of Ann (position varies) beside a different stranger each; returns
     (index, Ann's face id in each photo)."""
     rng = np.random.default_rng(1)
@@ -112,6 +112,8 @@ def group_index(tmp_path, old_style=False):
                                   embeddings=x[order], label="Ann"))
         where.append(order.index(0))
     with store:
+        if in_run:  # as an `index` run (or a `watch` batch) writes them
+            store.catalogue.begin_run({})
         ids = store.write_batch(updates)
         if old_style:  # what the code before issue 36 left: names on files, trusted for every face
             with store.write_transaction() as db:
@@ -129,6 +131,16 @@ def test_folder_names_land_on_the_person_only(tmp_path):
     with FaceIndex.open(idx) as store:
         out = labels.place_photos(store, labels.sql.unplaced_files(store.catalogue.db))
     assert not out["unplaced"] and sorted(p["face_id"] for p in out["placed"]) == sorted(ann)
+    assert {f for f, lab in face_labels(idx).items() if lab} == set(ann)
+
+
+def test_watch_places_the_names_of_each_batch_it_indexed(tmp_path):
+    from facesearch.cli.commands_watch import _placing
+
+    idx, ann = group_index(tmp_path, in_run=True)
+    seen = []
+    _placing(seen.append, idx)({"event": "indexed", "files": 4})
+    assert seen == [{"event": "indexed", "files": 4, "unplaced": []}]
     assert {f for f, lab in face_labels(idx).items() if lab} == set(ann)
 
 
