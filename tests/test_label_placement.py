@@ -34,8 +34,8 @@ DIM = CONFIG["embedding_dim"]
 # -- the rule, against a brute-force oracle ------------------------------------------------------
 
 
-def oracle(cands, photos, faces, tau):
-    """choose_face written out pair by pair: votes, then majority, then margin."""
+def oracle(cands, photos, faces, tau, strict=None):
+    """choose_face written out pair by pair: votes, then majority, then margin, then one strict agreement."""
     if len(cands) <= 1:
         return 0 if len(cands) == 1 else None
     votes = []
@@ -48,7 +48,9 @@ def oracle(cands, photos, faces, tau):
     rest = votes[:k] + votes[k + 1:]
     if best == 0 or best <= MAJORITY * (len(photos) + len(faces)) or best - max(rest) < MARGIN:
         return None
-    return k
+    close = [np.linalg.norm(cands[k] - o) for other in photos for o in other] + \
+        [np.linalg.norm(cands[k] - f) for f in faces]
+    return k if strict is None or min(close) <= strict else None
 
 
 def unit(x):
@@ -65,7 +67,8 @@ def test_choose_face_agrees_with_brute_force_oracle(seed):
     faces = unit(person + 0.4 * rng.normal(size=(rng.integers(0, 4), d))).reshape(-1, d)
     cands = unit(np.vstack([person + 0.3 * rng.normal(size=d), others[: rng.integers(0, 3)]]))
     tau = float(rng.uniform(0.3, 1.2))
-    assert choose_face(cands, photos, faces, tau).face == oracle(cands, photos, faces, tau)
+    strict = None if seed % 2 else tau * float(rng.uniform(0.3, 1.0))
+    assert choose_face(cands, photos, faces, tau, strict).face == oracle(cands, photos, faces, tau, strict)
 
 
 def test_choose_face_without_evidence_places_nothing_but_an_only_face():
@@ -83,6 +86,16 @@ def test_a_bystander_in_some_photos_never_outvotes_the_person_in_all():
     photos = [unit(np.vstack([ann, bob]))] * 2 + [unit(ann[None])] * 4
     assert choose_face(unit(np.vstack([bob, rng.normal(size=16)])), photos, np.zeros((0, 16)), 0.3).face is None
     assert choose_face(unit(np.vstack([bob, ann])), photos, np.zeros((0, 16)), 0.3).face == 1
+
+
+def test_a_look_alike_agreeing_only_loosely_is_not_named():
+    rng = np.random.default_rng(2)
+    ann = unit(rng.normal(size=16))
+    alike = unit(ann + 0.35 * unit(rng.normal(size=16)))  # ~0.35 from each of Ann's faces
+    photos = [unit(ann[None])] * 3  # Ann herself was not detected in this photo; her look-alike was
+    cands = unit(np.vstack([alike, rng.normal(size=16)]))
+    assert choose_face(cands, photos, np.zeros((0, 16)), 0.4).face == 0
+    assert choose_face(cands, photos, np.zeros((0, 16)), 0.4, strict_tau=0.2).face is None
 
 
 def test_positions_count_faces_from_the_left_from_one():

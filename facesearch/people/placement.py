@@ -11,7 +11,8 @@ names one person, not everyone in it. :func:`choose_face` picks the face:
    the face with the most votes wins if more than half the votes possible are its (:data:`MAJORITY`:
    the person is in every photo of the name, a bystander in some; where the person was not
    detected, a bystander seen in two of six photos must not take the name) and it has at least
-   :data:`MARGIN` more than any other face of the photo (a tie is no evidence);
+   :data:`MARGIN` more than any other face of the photo (a tie is no evidence), and it agrees with
+   at least one of them within the stricter ``strict_tau`` (a look-alike stays loosely alike);
 3. else none: the name is reported as not placed, never guessed.
 
 ``--face N`` bypasses the rule: faces are numbered 1, 2, … from left to right (:func:`left_to_right`).
@@ -36,12 +37,14 @@ class Choice:
     reason: str
 
 
-def choose_face(cands: np.ndarray, photos: Sequence[np.ndarray], faces: np.ndarray, tau: float | None) -> Choice:
+def choose_face(cands: np.ndarray, photos: Sequence[np.ndarray], faces: np.ndarray, tau: float | None,
+                strict_tau: float | None = None) -> Choice:
     """The candidate face (rows of ``cands``) a photo's name means.
 
     ``photos``: the faces of each *other* photo given that name (one vote per photo);
     ``faces``: faces already carrying the name (one vote each); ``tau``: the verification τ
-    (None: no calibrated τ, so only an only face is placed).
+    (None: no calibrated τ, so only an only face is placed); ``strict_tau``: the τ one of those
+    agreements must also meet (None: no such check).
     """
     if len(cands) == 0:
         return Choice(None, "no face")
@@ -59,6 +62,8 @@ def choose_face(cands: np.ndarray, photos: Sequence[np.ndarray], faces: np.ndarr
         return Choice(None, f"its best face looks like only {best} of {possible} other faces or photos of that name")
     if best - second < MARGIN:
         return Choice(None, f"{np.sum(votes == best)} of its faces look equally like the other faces of that name")
+    if strict_tau is not None and not support(cands[order[:1]], photos, faces, strict_tau)[0]:
+        return Choice(None, "its best face is only loosely like the other faces of that name")
     return Choice(int(order[0]), f"looks like {best} of {possible} other faces or photos of that name")
 
 
