@@ -8,7 +8,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from facesearch.cli.answers import index_line, without_self
+from facesearch.cli.answers import index_line
 from facesearch.cli.main import app
 from facesearch.eval.tau import TauPolicy
 from facesearch.search.verdict import error_rate, face_verdict, match_verdict
@@ -65,13 +65,6 @@ def test_the_index_summary_is_one_line():
     assert index_line({**s, "unchanged": 30, "failed": 1}).endswith("; 30 unchanged, 1 failed")
 
 
-def test_the_query_photo_is_not_its_own_match(tmp_path):
-    me = tmp_path / "a.jpg"
-    me.write_bytes(b"x")
-    matches = [{"path": str(me)}, {"path": str(tmp_path / "b.jpg")}, {"path": str(tmp_path / "c.jpg")}]
-    assert [m["path"] for m in without_self(str(me), matches, 1)] == [str(tmp_path / "b.jpg")]
-
-
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory):
     from facesearch.photos.synthetic import make_identity_folder
@@ -120,5 +113,5 @@ def test_query_json_keeps_its_keys_and_adds_the_words(indexed):
     assert {"box", "score", "identity", "candidate", "distance", "margin", "quality", "quality_ok", "far",
             "far_is_bound", "same_person", "matches", "verdict", "verdict_text", "error_rate"} <= set(f)
     assert {"query", "tau", "tau_same", "tau_source", "gallery", "warnings"} <= set(out)
-    assert len(f["matches"]) == 2 and f["matches"][0]["path"] == str(probe)  # JSON: unchanged, itself included
+    assert len(f["matches"]) == 2 and str(probe) not in [m["path"] for m in f["matches"]]  # never itself
     assert {"path", "box", "distance", "similarity", "label", "face_id", "verdict"} <= set(f["matches"][0])

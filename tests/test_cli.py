@@ -42,9 +42,10 @@ def test_index_json_summary(indexed):
     assert s["faces"] == 16
 
 
-def test_query_json_shape_and_identification(runner, indexed, collection):
+def test_query_json_shape_and_identification(runner, indexed, collection, tmp_path):
     idx, _ = indexed
-    probe = sorted((collection / "person_02").iterdir())[0]
+    probe = tmp_path / "copy.png"  # another file with an indexed photo's bytes (the photo itself is no match)
+    probe.write_bytes(sorted((collection / "person_02").iterdir())[0].read_bytes())
     r = invoke(runner, "query", probe, "--index", idx, "--detector", "none", "--top", "3", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
@@ -52,7 +53,7 @@ def test_query_json_shape_and_identification(runner, indexed, collection):
     face = out["faces"][0]
     assert len(face["box"]) == 4 and len(face["matches"]) == 3
     assert set(face["matches"][0]) >= {"path", "box", "distance", "label", "similarity"}
-    assert face["matches"][0]["distance"] == pytest.approx(0.0, abs=1e-3)  # itself is indexed
+    assert face["matches"][0]["distance"] == pytest.approx(0.0, abs=1e-3)  # its twin is indexed
     assert face["identity"] == "person_02"
     assert face["matches"][0]["similarity"] == pytest.approx(1 - face["matches"][0]["distance"] ** 2 / 2, abs=1e-4)
 
@@ -289,7 +290,9 @@ def test_end_to_end_train_index_query_dedupe(runner, tmp_path):
                "--label-from-folder", "--workers", "0", "--json")
     assert json.loads(r.stdout)["faces"] == 30
     probe = sorted((data / "person_03").iterdir())[0]
-    r = invoke(runner, "query", probe, "--index", idx, "--weights", f"{w}.json", "--detector", "none", "--json")
+    twin = tmp_path / "twin.png"  # the same bytes in another file: the indexed photo is its nearest match
+    twin.write_bytes(probe.read_bytes())
+    r = invoke(runner, "query", twin, "--index", idx, "--weights", f"{w}.json", "--detector", "none", "--json")
     assert json.loads(r.stdout)["faces"][0]["matches"][0]["path"] == str(probe)
     r = invoke(runner, "dedupe", "--index", idx, "--tau", "0.001", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["n_groups"] == 0

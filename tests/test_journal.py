@@ -349,10 +349,13 @@ def test_symlink_round_trip(tmp_path):
 def test_list_and_latest_journal(tmp_path):
     folder = tmp_path / "journals"
     assert list_journals(folder) == [] and latest_journal(folder) is None
-    older = MoveJournal.create(folder, "dedupe", {}).path
-    newer = MoveJournal.create(folder, "dedupe", {}).path
+    older, newer = MoveJournal.create(folder, "dedupe", {}), MoveJournal.create(folder, "dedupe", {})
+    older.write(tmp_path / "a.txt", b"a")
+    newer.write(tmp_path / "b.txt", b"b")
+    older, newer = older.path, newer.path
+    empty = MoveJournal.create(folder, "dedupe", {}).path  # refused before its first file: nothing to undo
     (folder / "notes.txt").write_text("not a journal")
-    assert list_journals(folder) == [newer, older]
+    assert list_journals(folder) == [empty, newer, older]
     assert latest_journal(folder) == newer
     undo(newer)
     assert latest_journal(folder) == older

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from facesearch.cli.main import app
-from facesearch.core.errors import DataError
+from facesearch.core.errors import DataError, NotFoundError
 from facesearch.eval.tau import TauPolicy
 from facesearch.store.face_index import FaceIndex, FileUpdate
 from facesearch.models.weights_meta import read_meta, resolve_weights
@@ -153,7 +153,7 @@ def test_corrections_refuse_what_makes_no_sense(tmp_path):
         merge_people(idx, a, b)
     with pytest.raises(DataError, match="already called 'Eve'"):
         name_person(idx, b, "Eve")
-    with pytest.raises(DataError, match="no person 999"):
+    with pytest.raises(NotFoundError, match="no person 999"):  # the service's 404
         name_person(idx, 999, "Gus")
     with pytest.raises(DataError):
         name_person(idx, a, "  ")

@@ -56,7 +56,9 @@ def index(runner, photos, idx, *extra):
 
 def test_query_json_states_its_tau_and_the_open_set_answer(runner, collection, tmp_path):
     index(runner, collection, tmp_path / "idx", "--label-from-folder")
-    probe = sorted((collection / "person_01").iterdir())[0]
+    indexed = sorted((collection / "person_01").iterdir())[0]
+    probe = tmp_path / "copy.png"  # another file with the same bytes: the indexed photo is a match
+    probe.write_bytes(indexed.read_bytes())
     r = runner.invoke(app, ["query", str(probe), "--index", str(tmp_path / "idx"), "--detector", "none", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
@@ -65,7 +67,7 @@ def test_query_json_states_its_tau_and_the_open_set_answer(runner, collection, t
     assert 0 < out["tau"] < verification  # a gallery needs a stricter τ than one pair
     (face,) = out["faces"]
     assert face["identity"] == face["candidate"] == "person_01" and face["distance"] == pytest.approx(0, abs=1e-3)
-    assert 0 < face["far"] <= 1e-4 and face["far_is_bound"] and str(probe) in face["same_person"]
+    assert 0 < face["far"] <= 1e-4 and face["far_is_bound"] and str(indexed) in face["same_person"]
 
 
 def test_unlabelled_collection_answers_same_person_as(runner, collection, tmp_path):
@@ -89,7 +91,9 @@ def test_faces_below_the_quality_gate_are_not_named(runner, collection, tmp_path
     meta = json.loads(manifest.read_text())
     meta["model_config"]["calibration"]["quality_min"] = 1e6
     manifest.write_text(json.dumps(meta))
-    probe = sorted((collection / "person_01").iterdir())[0]
+    indexed = sorted((collection / "person_01").iterdir())[0]
+    probe = tmp_path / "copy.png"  # another file with the same bytes: the indexed photo is the nearest match
+    probe.write_bytes(indexed.read_bytes())
     args = ["query", str(probe), "--index", str(tmp_path / "idx"), "--detector", "none"]
     r = runner.invoke(app, [*args, "--json"])
     assert r.exit_code == 0, r.output
@@ -97,7 +101,7 @@ def test_faces_below_the_quality_gate_are_not_named(runner, collection, tmp_path
     (face,) = out["faces"]
     assert out["quality_min"] == 1e6 and face["quality_ok"] is False and 0 < face["quality"] < 1e6
     assert face["identity"] is None and face["candidate"] == "person_01" and face["same_person"] == []
-    assert face["matches"][0]["path"] == str(probe)
+    assert face["matches"][0]["path"] == str(indexed)
     assert "too hard to read to name" in runner.invoke(app, args).stdout
     ungated = json.loads(runner.invoke(app, [*args, "--json", "--no-quality-gate"]).stdout)["faces"][0]
     assert ungated["identity"] == "person_01" and ungated["quality_ok"] is True

@@ -81,15 +81,6 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def without_self(query: str, matches: list[dict], top: int) -> list[dict]:
-    """The matches minus the query photo itself (an indexed photo finds itself at distance 0), ``top`` at most."""
-    try:
-        me = os.path.realpath(query)
-    except (OSError, ValueError):
-        return matches[:top]
-    return [m for m in matches if os.path.realpath(m["path"]) != me][:top]
-
-
 def print_query(answer: dict, top: int, verbose: bool, quiet: bool) -> None:
     """Every face of every photo: its answer in words, then its matches (the raw numbers with ``verbose``)."""
     if verbose:
@@ -99,7 +90,7 @@ def print_query(answer: dict, top: int, verbose: bool, quiet: bool) -> None:
         if r.get("error"):
             out.warn(f"skipped {r['query']}: {r['error']}", quiet)
         for n, f in enumerate(r["faces"], 1):
-            matches = without_self(r["query"], f["matches"], top)
+            matches = f["matches"][:top]  # the query photo is not among them (facesearch.search.own)
             rel = Relative([m["path"] for m in matches])
             con.print(out.plain(f"{Path(r['query']).name}, face {n} of {len(r['faces'])}: {f['verdict_text']}"))
             con.print(out.plain(f"  {f['error_rate']}"), style="dim")

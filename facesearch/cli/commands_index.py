@@ -123,10 +123,8 @@ def query_cmd(
     """One-shot identification: the nearest indexed faces for every face in each photo."""
     from facesearch.search.query import QueryOptions, query
 
-    # One more match for the table: an indexed query photo finds itself first, and is not listed.
-    answer = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights,
-                                                          top=top if json_out else top + 1, tau=tau,
-                                                          detector=detector, device=device,
+    answer = query([str(p) for p in images], QueryOptions(index=resolve_index(index), weights=weights, top=top,
+                                                          tau=tau, detector=detector, device=device,
                                                           quality_gate=quality_gate))
     results = answer["results"]
     for w in answer["warnings"]:
@@ -196,7 +194,7 @@ def undo_cmd(
     result = undo(resolve_index(index), journal)
     if json_out:
         return out.emit_json(result)
-    out.stdout().print(out.plain(f"restored {result['restored']} files from {result['journal']}"
+    out.stdout().print(out.plain(f"undid {result['op']}: restored {result['restored']} files from {result['journal']}"
                             + (f", cleaned {result['cleaned']} partial copies" if result.get("cleaned") else "")))
     for c in result.get("conflicts", []):
         out.warn(f"left alone: {c}", quiet)
@@ -336,6 +334,7 @@ def serve_cmd(
     import uvicorn
 
     from facesearch.service.app import create_app
+    from facesearch.service.logs import log_config
     from facesearch.service.state import ServeOptions
 
     opts = ServeOptions(index=resolve_index(index), weights=weights, detector=detector, device=device, token=token,
@@ -348,7 +347,8 @@ def serve_cmd(
     watcher = _start_watcher(opts, watch or [], quiet)
     out.info(f"serving {opts.index} on http://{host}:{port}/ (Ctrl-C stops)", quiet)
     try:
-        uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info")
+        uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info",
+                    log_config=log_config())  # the access log without ?token= values
     finally:
         if watcher is not None:
             watcher.stop()

@@ -146,6 +146,8 @@ def write_xmp_cmd(
         out.warn(f"{c['path']}: the region named {c['from']!r} is now {c['to']!r}", quiet)
     message = (f"{r['faces']} faces of {r['people']} people: {r['files_written']} files written "
                f"({r['files_created']} new), {r['unchanged']} already up to date")
+    if r["collisions"]:
+        message += f", {len(r['collisions'])} sidecars not written: each would be shared by two photos"
     if r["journal"]:
         message += f"; undo: facesearch undo {r['journal']}"
     _done(r, json_out, message, quiet)

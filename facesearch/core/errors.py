@@ -53,6 +53,10 @@ class IndexMissingError(FacesearchError):
     """The named index does not exist."""
 
 
+class NotFoundError(FacesearchError):
+    """Something named by id or asked for does not exist (a person, a journal to undo): the service's 404."""
+
+
 class DataError(FacesearchError):
     """A dataset folder that cannot be used as asked (empty, one identity, ...)."""
 

@@ -24,7 +24,7 @@ from facesearch.core.atomic import fsync_dir
 from facesearch.core.errors import FacesearchError, os_reason
 from facesearch.core.journal_file import append, create_journal, read_journal
 from facesearch.core.safe_move import (
-    check_move, is_regular, missing_dirs, part_path, remove, same_content, transfer,
+    check_move, is_regular, linked_folder, missing_dirs, part_path, remove, same_content, transfer,
 )
 from facesearch.core.safe_write import (
     backup_path, check_writable, digest, digest_bytes, keep_backup, replace_bytes, undo_write,
@@ -54,19 +54,25 @@ class MoveJournal:
         """Where the journal is; ``facesearch undo <path>`` reverts its batch."""
         return self._path
 
-    def move(self, src: os.PathLike, dst: os.PathLike) -> dict:
+    def move(self, src: os.PathLike, dst: os.PathLike, within: os.PathLike | None = None) -> dict:
         """Move the file ``src`` to ``dst`` (never overwriting), so that :func:`undo` can put it back.
 
         Same filesystem: one rename. Across filesystems: copy to a hidden ``.part`` file beside
         ``dst``, fsync, check size and SHA-256, rename it into place, then delete ``src``.
         Raises :class:`FacesearchError`, with ``src`` intact, when ``src`` is not a regular file,
         ``dst`` exists or the transfer fails (disk full, permissions).
+        With ``within``, refused too when a folder below ``within`` on the way to ``dst`` is a symlink
+        (checked before and again after its folders are made), so nothing lands outside ``within``.
         Returns ``{"src", "dst", "n", "via"}`` (``via``: ``"rename"`` or ``"copy"``).
         """
-        src, dst = _abspath(src), _abspath(dst)
+        src, dst, root = _abspath(src), _abspath(dst), within and _abspath(within)
         check_move(src, dst)
+        if linked_folder(dst, root):
+            raise FacesearchError(f"cannot move {src}: {linked_folder(dst, root)} is a symlink (or not a folder), "
+                                  f"and the move must stay inside {root}", hint="nothing was moved; choose another "
+                                  "destination, or replace the link by a real folder")
         n, tmp = self._intent("move", src, dst)
-        via = self._transfer(n, src, dst, tmp)
+        via = self._transfer(n, src, dst, tmp, root)
         self._append({"type": "done", "n": n, "via": via})
         return {"src": str(src), "dst": str(dst), "n": n, "via": via}
 
@@ -120,10 +126,12 @@ class MoveJournal:
                       "tmp": str(tmp), "made": made, **extra})
         return n, tmp
 
-    def _transfer(self, n: int, src: Path, dst: Path, tmp: Path) -> str:
+    def _transfer(self, n: int, src: Path, dst: Path, tmp: Path, root: Path | None = None) -> str:
         """Make ``dst``'s folders and move; a failure is journaled and leaves ``src`` in place."""
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
+            if linked_folder(dst, root):  # planted while the folders were made
+                raise OSError(errno.ELOOP, f"{linked_folder(dst, root)} became a symlink", str(dst))
             if os.path.lexists(dst):  # appeared after the check: still never overwrite
                 raise FileExistsError(errno.EEXIST, "the destination already exists", str(dst))
             return transfer(src, dst, tmp)

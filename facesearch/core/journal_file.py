@@ -109,11 +109,14 @@ def list_journals(folder: os.PathLike) -> list[Path]:
 
 
 def latest_journal(folder: os.PathLike) -> Path | None:
-    """The newest journal in ``folder`` that has not been undone yet, or None."""
+    """The newest journal in ``folder`` that has something to undo and has not been undone yet, or None."""
     for path in list_journals(folder):
         # An unreadable journal is one killed while writing its header: nothing was moved under it.
         with contextlib.suppress(FacesearchError):
-            if not any(r.get("type") == "undone" for r in read_journal(path)):
+            types = {r.get("type") for r in read_journal(path)}
+            # A journal with no intent touched nothing (a batch refused before its first file): undoing
+            # it would use up the one `undo` the user has, and leave the batch before it in place.
+            if "intent" in types and "undone" not in types:
                 return path
     return None
 

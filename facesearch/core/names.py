@@ -26,6 +26,9 @@ def check_name(name: object, what: str = "name") -> str:
     """``name`` stripped of surrounding white space, or :class:`DataError` with a hint saying why not."""
     if not isinstance(name, str):
         raise DataError(f"a {what} must be text, got {type(name).__name__}", hint=f"send the {what} as a string")
+    if any(unicodedata.category(c) == "Cs" for c in name):  # undecodable argv bytes, a JSON "\ud800"
+        raise DataError(f"the {what} is not valid text (it holds undecodable bytes or a lone surrogate)",
+                        hint=f"give the {what} as UTF-8 text")
     clean = name.strip()
     if not clean:
         raise DataError(f"an empty {what} is not usable", hint=f"give a {what} of 1-{MAX_NAME} visible characters")

@@ -32,6 +32,28 @@ def check_move(src: Path, dst: Path) -> None:
                               hint="facesearch never overwrites a file; choose an empty destination folder")
 
 
+def linked_folder(dst: Path, root: Path | None) -> Path | None:
+    """The first folder between ``root`` and ``dst`` (both absolute) that is a symlink or not a folder,
+    or None. A move into ``root`` must not land outside it through a link planted below it; folders
+    not made yet are fine (the mover makes them, as real folders)."""
+    if root is None:
+        return None
+    try:
+        below = dst.parent.relative_to(root).parts
+    except ValueError:
+        return dst.parent
+    here = root
+    for part in below:
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISDIR(st.st_mode):  # lstat: a symlink to a folder is S_ISLNK, not S_ISDIR
+            return here
+    return None
+
+
 def transfer(src: Path, dst: Path, tmp: Path) -> str:
     """Move ``src`` to ``dst`` through ``tmp`` if it must copy; ``"rename"`` or ``"copy"``.
 

@@ -36,10 +36,15 @@ def digest_bytes(data: bytes) -> str:
 
 
 def check_writable(path: Path) -> None:
-    """Refuse to rewrite anything but a regular file (or nothing): a symlink's target is not ours to change."""
-    if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+    """Refuse to rewrite anything but a regular file (or nothing): a symlink's target is not ours to change.
+    A read-only file is refused too: replacing it through its folder would work, but its owner said no."""
+    exists = os.path.lexists(path)
+    if exists and not stat.S_ISREG(os.lstat(path).st_mode):
         raise FacesearchError(f"cannot write {path}: not a regular file",
                               hint="facesearch only writes regular files; symlinks and folders are left alone")
+    if (exists and not os.access(path, os.W_OK)) or not os.access(path.parent, os.W_OK | os.X_OK):
+        raise FacesearchError(f"cannot write {path}: {'the file' if exists else 'its folder'} is read-only",
+                              hint="make it writable, or leave it out")
 
 
 def backup_path(journal: Path, n: int) -> Path:

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
 
-from facesearch.core.errors import DataError, one_line
+from facesearch.core.errors import DataError, FacesearchError, one_line
 from facesearch.core.journal import MoveJournal
 from facesearch.core.paths import journal_dir
+from facesearch.core.safe_write import check_writable
 from facesearch.faces.face import iou
 from facesearch.indexing.regions import REGION_IOU
 from facesearch.photos.scan import content_hash, stat_file
-from facesearch.photos.xmp import SIDECAR_NAMES, sidecar_path, sidecar_signature
+from facesearch.photos.xmp import SIDECAR_NAMES, sidecar_path, sidecar_signature, stem_sharers
 from facesearch.photos.xmp_frame import read_frame
-from facesearch.photos.xmp_write import EMPTY_PACKET, NamedFace, merge_regions
+from facesearch.photos.xmp_write import EMPTY_PACKET, MergeResult, NamedFace, merge_regions
 from facesearch.store import people as catalogue
 from facesearch.store.face_index import FaceIndex
 
@@ -46,40 +47,98 @@ def write_xmp(opts: XmpExportOptions) -> dict:
     """Write the named faces of the index into XMP; the JSON contract of ``people write-xmp --json``.
 
     Returns ``{"journal", "files_written", "files_created", "unchanged", "regions_added",
-    "regions_updated", "regions_kept", "renamed", "skipped", "people", "faces"}``; ``journal`` is None
-    when nothing was written.
+    "regions_updated", "regions_kept", "renamed", "skipped", "collisions", "people", "faces"}``;
+    ``journal`` is None when nothing was written. ``collisions`` lists the photos left alone because
+    they would share one ``photo.xmp`` (``sidecar_name="stem"``): ``{"sidecar", "photos"}``.
+    With ``embed`` every photo is checked first: one that cannot be written refuses the whole run
+    (DataError), so it never stops part way.
     """
     if opts.sidecar_name not in SIDECAR_NAMES:
         raise DataError(f"unknown sidecar name {opts.sidecar_name!r}", hint=f"use one of {', '.join(SIDECAR_NAMES)}")
     out = {"journal": None, "files_written": 0, "files_created": 0, "unchanged": 0, "regions_added": 0,
-           "regions_updated": 0, "regions_kept": 0, "renamed": [], "skipped": [], "people": 0, "faces": 0}
+           "regions_updated": 0, "regions_kept": 0, "renamed": [], "skipped": [], "collisions": [],
+           "people": 0, "faces": 0}
     with FaceIndex.open(opts.index) as store:
         faces = catalogue.named_faces(store, opts.persons)
         out["people"], out["faces"] = len({f[2] for f in faces}), len(faces)
-        journal = None
-        for path, group in groupby(faces, key=lambda f: f[0]):
-            named = [NamedFace(name, box) for _, box, _, name in group]
-            journal = _write_photo(store, Path(path), named, opts, out, journal)
-        out["journal"] = journal and str(journal.path)
+        photos = {Path(path): [NamedFace(name, box) for _, box, _, name in group]
+                  for path, group in groupby(faces, key=lambda f: f[0])}
+        if opts.embed:
+            _check_embeddable(photos)
+        elif opts.sidecar_name == "stem":
+            photos = _without_collisions(photos, out)
+        _write_all(store, photos, opts, out)
     return out
 
 
-def _write_photo(store: FaceIndex, photo: Path, faces: list[NamedFace], opts: XmpExportOptions, out: dict,
-                 journal: MoveJournal | None) -> MoveJournal | None:
-    """Merge ``faces`` into the photo's sidecar (or the photo) and write it through the journal."""
-    target = photo if opts.embed else sidecar_path(photo, opts.sidecar_name)
+def _check_embeddable(photos: dict[Path, list[NamedFace]]) -> None:
+    """Refuse before anything is written when any photo cannot take its regions (a symlink, read-only,
+    a format exiv2 cannot write): a run that stopped half way would leave some photos named and not others."""
+    problems = []
+    for photo, faces in photos.items():
+        if not os.path.lexists(photo):
+            continue  # gone since it was indexed: nothing to write, skipped as in sidecar mode
+        try:
+            check_writable(photo)
+            merge_regions(photo.read_bytes(), read_frame(photo), faces, same_face)
+        except FacesearchError as e:
+            problems.append(e.message)
+        except (OSError, ValueError) as e:
+            problems.append(f"cannot write XMP into {photo}: {one_line(e)}")
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(f"{problems[0]}{more}; nothing was written",
+                        hint="leave those photos out (--person), fix them, or write sidecars instead (--sidecar)")
+
+
+def _without_collisions(photos: dict[Path, list[NamedFace]], out: dict) -> dict[Path, list[NamedFace]]:
+    """``photos`` less those whose ``photo.xmp`` another photo beside them would read too (``x.jpg`` and
+    ``x.png``): a shared sidecar would hand one photo's names to the other. Each such group is listed."""
+    shared = stem_sharers(list(photos))
+    for photo, others in shared.items():
+        out["skipped"].append({"path": str(photo), "error": "shares the sidecar "
+                               f"{sidecar_path(photo, 'stem').name} with {', '.join(o.name for o in others)}"})
+    groups = {tuple(sorted([p, *o])) for p, o in shared.items()}
+    out["collisions"] = [{"sidecar": str(sidecar_path(g[0], "stem")), "photos": [str(p) for p in g]}
+                         for g in sorted(groups)]
+    return {p: f for p, f in photos.items() if p not in shared}
+
+
+def _write_all(store: FaceIndex, photos: dict[Path, list[NamedFace]], opts: XmpExportOptions, out: dict) -> None:
+    """Write each photo's XMP through one journal, made at the first write (a run that changes nothing
+    leaves none); a failure part way says which journal puts back what was written before it."""
+    journal = None
+    for photo, faces in photos.items():
+        target = photo if opts.embed else sidecar_path(photo, opts.sidecar_name)
+        merged, old = _merge(photo, target, faces, out)
+        if merged is None:
+            continue
+        if merged.data == old:
+            out["unchanged"] += 1
+            continue
+        journal = journal or MoveJournal.create(journal_dir(opts.index), "write-xmp", {"index": str(opts.index)})
+        out["journal"] = str(journal.path)
+        try:
+            _write(store, journal, photo, target, merged, opts, out)
+        except FacesearchError as e:
+            raise _stopped(e, journal, out["files_written"]) from e
+
+
+def _merge(photo: Path, target: Path, faces: list[NamedFace], out: dict) -> tuple[MergeResult | None, bytes | None]:
+    """The merged XMP for ``target`` and its old bytes; (None, None) and a skip when it cannot be read,
+    or written (a sidecar that is a symlink or read-only: skipped here, so the run never stops half way)."""
     try:
+        check_writable(target)
         frame = read_frame(photo)
         old = target.read_bytes() if target.exists() else None
-        merged = merge_regions(old if old is not None else EMPTY_PACKET, frame, faces, same_face)
-    except (OSError, ValueError) as e:  # a photo gone or unreadable, XMP we cannot parse: left alone
+        return merge_regions(old if old is not None else EMPTY_PACKET, frame, faces, same_face), old
+    except (OSError, ValueError, FacesearchError) as e:  # a photo gone or unreadable, XMP we cannot parse
         out["skipped"].append({"path": str(target), "error": one_line(e)})
-        return journal
-    if merged.data == old:
-        out["unchanged"] += 1
-        return journal
-    if journal is None:  # created on the first write: a run that changes nothing leaves no journal
-        journal = MoveJournal.create(journal_dir(opts.index), "write-xmp", {"index": str(opts.index)})
+        return None, None
+
+
+def _write(store: FaceIndex, journal: MoveJournal, photo: Path, target: Path, merged: MergeResult,
+           opts: XmpExportOptions, out: dict) -> None:
     created = journal.write(target, merged.data)["created"]
     out["files_written"] += 1
     out["files_created"] += int(created)
@@ -88,7 +147,14 @@ def _write_photo(store: FaceIndex, photo: Path, faces: list[NamedFace], opts: Xm
     out["regions_kept"] += merged.kept
     out["renamed"] += [{"path": str(target), **r} for r in merged.renamed]
     _record(store, photo, opts.embed)
-    return journal
+
+
+def _stopped(e: FacesearchError, journal: MoveJournal, written: int) -> FacesearchError:
+    """The error of a write that failed part way, with the way back to before the run."""
+    if not written:
+        return e  # nothing changed: its own hint says what to do
+    return FacesearchError(f"{e.message} (after {written} files were written)",
+                           hint=f"`facesearch undo {journal.path}` puts those back; or fix it and run write-xmp again")
 
 
 def _record(store: FaceIndex, photo: Path, embedded: bool) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facesearch.core.errors import one_line
+from facesearch.photos.scan import IMAGE_EXTS
 from facesearch.photos.xmp_frame import Box, Frame, read_frame, to_display
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,28 @@ def sidecar_path(photo: str | os.PathLike, naming: str = "full") -> Path:
         raise ValueError(f"sidecar naming must be one of {SIDECAR_NAMES}, not {naming!r}")
     photo = Path(photo)
     return photo.with_name(photo.name + ".xmp") if naming == "full" else photo.with_suffix(".xmp")
+
+
+def stem_sharers(photos: list[Path]) -> dict[Path, list[Path]]:
+    """The photos of ``photos`` whose ``photo.xmp`` (``stem`` naming) another photo would read as its own
+    too, each with those others: photos beside it (on disk or in ``photos``) whose names differ only in
+    the extension (``x.jpg``, ``x.png``; ``IMG_1.HEIC``, ``IMG_1.JPG``). Case is ignored, as on the
+    case-insensitive disks of Windows and macOS, where ``IMG_1.xmp`` and ``img_1.xmp`` are one file."""
+    by_stem: dict[tuple[Path, str], set[Path]] = {}
+    for folder in {p.parent for p in photos}:
+        for name in _listdir(folder):
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTS:
+                by_stem.setdefault((folder, os.path.splitext(name)[0].casefold()), set()).add(folder / name)
+    for p in photos:  # a photo gone from the disk still shares the name of its sidecar
+        by_stem.setdefault((p.parent, p.stem.casefold()), set()).add(p)
+    return {p: sorted(others) for p in photos if (others := by_stem[(p.parent, p.stem.casefold())] - {p})}
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:  # an unreadable folder: the photos the index knows there are still compared
+        return []
 
 
 def sidecars(photo: str | os.PathLike) -> list[Path]:

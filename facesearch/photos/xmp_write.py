@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from facesearch.core.errors import one_line
 from facesearch.photos.xmp import (
     MP, MP_LIST, MWG, MWG_DIMS, MWG_LIST, applied_to, is_face, list_items, mp_rectangle, mwg_area, read_xmp_keys,
 )
@@ -50,7 +51,8 @@ def merge_regions(data: bytes, frame: Frame, faces: list[NamedFace], same_face: 
                   microsoft: bool = True) -> MergeResult:
     """``data`` (a photo or a sidecar) with ``faces`` merged in as MWG regions (and MP, as digiKam writes).
 
-    Raises ValueError when ``data``'s XMP is malformed: nothing is written into XMP we cannot read.
+    Raises ValueError when ``data``'s XMP is malformed (nothing is written into XMP we cannot read) or
+    exiv2 cannot write XMP into its format.
     """
     import pyexiv2
 
@@ -69,6 +71,8 @@ def merge_regions(data: bytes, frame: Frame, faces: list[NamedFace], same_face: 
     try:
         img.modify_xmp(changes)
         result.data = img.get_bytes()
+    except RuntimeError as e:  # a format exiv2 reads but cannot write (BMP): as unusable as malformed XMP
+        raise ValueError(one_line(e)) from None
     finally:
         img.close()
     return result

@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from facesearch.core.atomic import atomic_write_bytes
-from facesearch.core.errors import FacesearchError
+from facesearch.core.errors import FacesearchError, NotFoundError
 from facesearch.eval.tau import GIVEN, TauPolicy, tau_or_policy
 from facesearch.photos.load import hamming64
 from facesearch.store.vectors.components import keeper_groups
 from facesearch.store.face_index import FaceIndex
 from facesearch.core.journal import MoveJournal
-from facesearch.core.journal_file import latest_journal
+from facesearch.core.journal_file import latest_journal, read_journal
 from facesearch.core.journal import undo as undo_journal
 from facesearch.core.paths import journal_dir
 
@@ -242,7 +242,7 @@ def apply_actions(report: dict, index: os.PathLike, move_to: str | None = None, 
     done: list[str] = []
     try:
         for a in actions:
-            _act(journal, a, link)
+            _act(journal, a, link, move_to)
             if not a.get("skipped"):
                 done.append(a["src"])
     finally:
@@ -250,7 +250,7 @@ def apply_actions(report: dict, index: os.PathLike, move_to: str | None = None, 
     return {"actions": actions, "moved": len(done), "journal": str(journal.path)}
 
 
-def _act(journal: MoveJournal, a: dict, link: bool) -> None:
+def _act(journal: MoveJournal, a: dict, link: bool, move_to: str | None) -> None:
     src = Path(a["src"])
     if not src.exists() or src.is_symlink():
         a["skipped"] = "missing" if not src.exists() else "already a link"
@@ -259,8 +259,8 @@ def _act(journal: MoveJournal, a: dict, link: bool) -> None:
         backup = Path(a["dst"]) if a["dst"] else _free_name(src.with_name(src.name + ".dup"))
         journal.symlink(src, Path(a["keeper"]), backup)
         a["dst"] = str(backup)
-    else:
-        journal.move(src, Path(a["dst"]))
+    else:  # within move_to: a symlinked folder under it would carry the photo out of it
+        journal.move(src, Path(a["dst"]), within=move_to)
 
 
 def _forget(index: os.PathLike, paths: list[str]) -> None:
@@ -282,14 +282,23 @@ def _free_name(p: Path) -> Path:
     return cand
 
 
+UNDO_HINTS = {  # what is left to do after an undo, by the run that is undone (its journal's "op")
+    "dedupe": "restored photos are not in the index yet: re-run `facesearch index` on their folders",
+    "write-xmp": "the sidecars and photos write-xmp changed are as they were; the index itself was not changed",
+}
+
+
 def undo(index: os.PathLike, journal: str | os.PathLike | None = None) -> dict:
-    """Undo a dedupe run from its journal (default: the index's newest one not yet undone)."""
+    """Undo a dedupe or write-xmp run from its journal (default: the index's newest one not yet undone);
+    ``op`` in the answer names the run undone."""
     path = Path(journal) if journal else latest_journal(journal_dir(index))
     if path is None or not path.is_file():
-        raise FacesearchError(f"no dedupe journal to undo{f' at {path}' if path else f' in {index}'}",
-                              hint="pass the journal path that dedupe printed")
-    result = undo_journal(path)
-    result["hint"] = "restored files are not in the index yet: re-run `facesearch index` on their folders"
+        raise NotFoundError(f"nothing to undo{f': no journal at {path}' if path else f' in {index}'}",
+                            hint="undo puts back what a `dedupe --move-to/--link` or `people write-xmp` run changed; "
+                                 "pass the journal path it printed")
+    op = read_journal(path)[0].get("op", "dedupe")
+    result = {"op": op, **undo_journal(path)}
+    result["hint"] = UNDO_HINTS.get(op, "the files are as they were before that run")
     return result
 
 

@@ -31,6 +31,7 @@ from facesearch.store.face_index import FaceIndex
 from facesearch.store.labels import OLD_NAMES_WARNING, needs_repair
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.weights_meta import resolve_weights
+from facesearch.search.own import own_photo
 from facesearch.search.verdict import add_verdicts
 
 IDENTIFY_K = 50  # neighbours scanned for the nearest labelled faces
@@ -99,13 +100,18 @@ class Searcher:
             self.policy = replace(self.policy, quality_min=None)
         self.detector = create_detector(detector)
 
-    def search(self, images: list, top: int = 5, tau: float | None = None, names: list[str] | None = None) -> dict:
-        """Like :func:`query`; ``images`` are paths or decoded arrays (then ``names`` label them)."""
+    def search(self, images: list, top: int = 5, tau: float | None = None, names: list[str] | None = None,
+               face: int | None = None) -> dict:
+        """Like :func:`query`; ``images`` are paths or decoded arrays (then ``names`` label them).
+
+        ``face``: the images are that indexed face (the service's search by face id), so neither it nor
+        the rest of its photo is a match. An image given by path is never its own match either.
+        """
         with FaceIndex.open(self.index, readonly=True) as store:
             n_labelled, n_faces = store.count_labelled(), store.count()
             th = query_thresholds(self.policy, tau, n_labelled, n_faces)
             ctx = _Query(store, self.engine, self.detector, th, self.policy, top,
-                         k=min(max(top, IDENTIFY_K), max(n_faces, 1)))
+                         k=min(max(top, IDENTIFY_K), max(n_faces, 1)), n_faces=n_faces, face=face)
             names = names or [str(p) for p in images]
             results = [_query_safe(im, name, ctx, single=len(images) == 1) for im, name in zip(images, names)]
             with store.read_transaction() as db:  # read-only here: say so rather than name by the old rule
@@ -128,6 +134,8 @@ class _Query:
     policy: TauPolicy
     top: int
     k: int  # neighbours searched per face
+    n_faces: int = 0
+    face: int | None = None  # the indexed face the images are (a search by face id)
     notes: list = field(default_factory=list)  # images read as face crops (faces.crop), for the warnings
 
 
@@ -150,8 +158,11 @@ def _query_one(image, path: str, q: _Query) -> dict:
     if any(c.face.whole_image for c in crops):
         q.notes.append(f"{path}: no face detected; read the whole image as a face crop (checked, see --detector none)")
     emb, quality = q.engine.embed_with_quality([c.chip for c in crops])
+    own = own_photo(q.store, None if isinstance(image, np.ndarray) else image, q.face)
+    # Each face may find its photo's own faces first: search that many more, then drop them.
+    found = q.store.search(emb, min(q.k + len(crops), max(q.n_faces, 1)))
     faces = []
-    for k, (crop, matches) in enumerate(zip(crops, q.store.search(emb, q.k))):
+    for k, (crop, matches) in enumerate(zip(crops, [[m for m in ms if not own(m)] for ms in found])):
         rating = None if quality is None else float(quality[k])
         readable = q.policy.can_name(rating)
         answer = identify(matches, q.th.name if readable else -1.0)

@@ -8,8 +8,9 @@ The app is assembled here from its parts: ``routes_query`` (page, health, query,
 ``routes_people`` (people and their corrections), ``routes_dedupe`` (duplicates, moving copies
 away, undo), ``routes_index`` (index jobs, run one at a time by
 ``jobs``), request bodies and uploads in ``bodies``, and in front of them all ``security``: the
-``Host`` allow-list, the token, same-origin and content-type checks (``docs/security.md``). The
-CLI binds 127.0.0.1 unless told otherwise, and refuses any other address without a token. Errors
+``Host`` allow-list, the token, same-origin and content-type checks (``docs/security.md``), and
+``headers``: no framing, no inline code, on every answer. ``logs`` keeps the token out of the
+server's log. The CLI binds 127.0.0.1 unless told otherwise, and refuses any other address without a token. Errors
 are JSON ``{"error", "hint"}`` with the CLI's one-line messages.
 """
 
@@ -21,6 +22,8 @@ from facesearch.core.errors import DataError
 from facesearch.search.query import Searcher
 from facesearch.service import routes_dedupe, routes_index, routes_people, routes_query, security
 from facesearch.service.state import ServeOptions, Service
+
+ROUTES = (routes_query, routes_people, routes_dedupe, routes_index)  # every route of the app is in one of these
 
 
 def check_bind(host: str, token: str | None) -> None:
@@ -37,6 +40,6 @@ def create_app(opts: ServeOptions, searcher: Searcher | None = None) -> FastAPI:
     # Bound to every address (behind a token, check_bind): any IP literal names us; DNS names must be listed.
     any_ip = opts.host.strip("[]") in security.WILDCARD
     security.install(app, security.host_names(opts.host, opts.allow_hosts), any_ip, opts.token)
-    for module in (routes_query, routes_people, routes_dedupe, routes_index):
+    for module in ROUTES:
         app.include_router(module.router)
     return app

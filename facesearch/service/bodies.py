@@ -7,6 +7,7 @@ which the service answers as ``{"error", "hint"}`` JSON with a 4xx code, never a
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -18,6 +19,7 @@ from facesearch.core.names import check_name
 
 MAX_UPLOAD = 25 * 1024 * 1024  # bytes: a large phone photo is ~10 MB
 MAX_JSON = 1024 * 1024  # bytes: a list of folders, a name
+MAX_DEPTH = 32  # JSON nesting: our bodies are 3 deep; json.loads recurses, and 100k levels is a RecursionError
 MAX_ID = 2**63 - 1  # SQLite's integers: a larger face/person id names nothing (and would overflow SQLite)
 UPLOADS = "uploads"  # inside the index folder: photos sent to /api/index live beside the index they are in
 
@@ -36,6 +38,8 @@ async def json_object(request: Request, example: str) -> dict:
         raw += chunk
         if len(raw) > MAX_JSON:
             raise HTTPException(413, f"a JSON body larger than {MAX_JSON // 2**20} MB")
+    if json_depth(raw) > MAX_DEPTH:
+        raise DataError(f"the JSON body is nested more than {MAX_DEPTH} levels deep", hint=f"send {example}")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
@@ -43,6 +47,21 @@ async def json_object(request: Request, example: str) -> dict:
     if not isinstance(body, dict):
         raise DataError("the body is JSON but not an object", hint=f"send {example}")
     return body
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)  # a JSON string: brackets inside it do not nest
+
+
+def json_depth(raw: bytes) -> int:
+    """How deep ``raw``'s arrays and objects nest, counted without recursion (so before ``json.loads``)."""
+    depth = deepest = 0
+    for c in _STRING.sub(b"", raw).translate(None, delete=_NOT_BRACKETS):
+        depth += 1 if c in b"[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def upload_name(upload) -> str:

@@ -8,25 +8,28 @@ error. ``queued`` → ``running`` → ``done`` | ``failed``.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
-from facesearch.core.errors import FacesearchError
+from facesearch.core.errors import DataError, FacesearchError
 
 KEEP_FINISHED = 1000  # finished jobs remembered for GET /api/jobs/ID; older ones are forgotten
 
 
 @dataclass
 class Job:
-    """One index run: what it reads, where it stands, what it found."""
+    """One index run: what it reads (``paths`` as checked, and ``resolved`` then), where it stands, what it found."""
 
     id: str
     paths: list[str]
     label_from_folder: bool = False
+    resolved: list[Path | None] = field(default_factory=list)
     status: str = "queued"
     done: int = 0
     total: int | None = None
@@ -57,9 +60,10 @@ class JobQueue:
         self._lock = threading.Lock()
         self._worker: threading.Thread | None = None
 
-    def submit(self, paths: list[str], label_from_folder: bool = False) -> Job:
-        """Queue a job; it runs after every job submitted before it."""
-        job = Job(uuid.uuid4().hex[:12], list(paths), label_from_folder)
+    def submit(self, paths: list[os.PathLike | str], label_from_folder: bool = False) -> Job:
+        """Queue a job; it runs after every job submitted before it, on ``paths`` as they resolve now."""
+        job = Job(uuid.uuid4().hex[:12], [str(p) for p in paths], label_from_folder,
+                  resolved=[_resolve(p) for p in paths])
         with self._lock:
             self._forget_old()
             self.jobs[job.id] = job
@@ -82,6 +86,7 @@ class JobQueue:
 
         job.status, job.started = "running", time.time()
         try:
+            check_unchanged(job)
             job.summary = index_and_place(self.make_options(job.paths, job.label_from_folder), job.progress).to_dict()
             job.status = "done"
         except FacesearchError as e:
@@ -93,3 +98,19 @@ class JobQueue:
         finished = [j for j in self.jobs.values() if j.status in ("done", "failed")]
         for j in finished[:max(0, len(finished) - KEEP_FINISHED)]:
             del self.jobs[j.id]
+
+
+def check_unchanged(job: Job) -> None:
+    """Refuse a job whose paths resolve elsewhere than when it was queued (and checked): a folder
+    swapped for a symlink meanwhile would lead the job out of the folders it may read."""
+    for path, then in zip(job.paths, job.resolved):
+        if _resolve(path) != then:
+            raise DataError(f"{path} changed since the job was queued: it now leads to {_resolve(path)}",
+                            hint="nothing was indexed; check the folder and send it again")
+
+
+def _resolve(path: os.PathLike | str) -> Path | None:
+    try:
+        return Path(path).resolve()
+    except (OSError, ValueError, RuntimeError):  # a symlink loop, a NUL byte: unresolvable is a change too
+        return None

@@ -5,7 +5,9 @@
 - ``/#person=ID``: one person's photos: name, split faces off, "not this person", merge;
 - ``/#duplicates``: duplicate photos side by side, choose per group, move (after a confirmation), undo.
 
-Plain HTML and JavaScript (``page_js.py``), no CDN, no fetch beyond this server. User text is inserted
+Plain HTML and JavaScript (``page_js.py``), no CDN, no fetch beyond this server. The script and the
+style are files of their own (``/app.js``, ``/app.css``), never inline, so the page keeps working under
+the service's Content-Security-Policy (``headers.py``), which runs no inline code. User text is inserted
 with ``textContent``, never as markup. A token given as ``/?token=…`` travels with every call (the
 hash of a view's URL leaves the query string alone). Everything is reachable by keyboard: views are
 links (``accesskey`` s, p, d), faces are checkboxes, forms submit on Enter.
@@ -38,11 +40,11 @@ nav a[aria-current=page]{background:#556}main{padding:16px}
 .verdict{font-size:16px}.tools{margin:8px 0;display:flex;gap:8px;flex-wrap:wrap;align-items:center}
 #confirm{position:fixed;left:50%;top:30%;transform:translateX(-50%);background:#fff;border:2px solid #223;
  border-radius:8px;padding:16px 20px;box-shadow:0 6px 30px #0005;max-width:560px;z-index:9}
-button{font:inherit;padding:3px 10px}details{margin-top:4px}
+button{font:inherit;padding:3px 10px}details{margin-top:4px}nav{margin-top:6px}
 """
 
 BODY = r"""<header><b>facesearch</b> <span id="health" class="muted"></span>
-<nav style="margin-top:6px"><a href="#search" accesskey="s">Search</a><a href="#people" accesskey="p">People</a>
+<nav><a href="#search" accesskey="s">Search</a><a href="#people" accesskey="p">People</a>
 <a href="#duplicates" accesskey="d">Duplicates</a></nav></header>
 <main>
 <section id="search"><div id="drop" tabindex="0" role="button">Drop a photo here, or click to choose one
@@ -56,5 +58,7 @@ BODY = r"""<header><b>facesearch</b> <span id="health" class="muted"></span>
 </main>"""
 
 PAGE = ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>facesearch</title>\n"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<style>" + STYLE + "</style></head>"
-        "<body>\n" + BODY + "\n<script>" + SCRIPT + "</script></body></html>\n")
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        "<link rel=\"stylesheet\" href=\"/app.css\"></head>"
+        "<body>\n" + BODY + "\n<script src=\"/app.js\"></script></body></html>\n")
+FILES = {"/app.js": (SCRIPT, "text/javascript; charset=utf-8"), "/app.css": (STYLE, "text/css; charset=utf-8")}

@@ -57,6 +57,7 @@ async function searchFace(faceId) {
 async function search(f) {
   const out = $("result"); say("status", "searching…"); out.replaceChildren();
   const form = new FormData(); form.append("image", f); form.append("top", "6");
+  if (selfFace !== null) form.append("face", String(selfFace));  // the server leaves it out of the matches
   let r;
   try { r = await api("/api/query", {method: "POST", body: form}); }
   catch (e) { say("status", ""); out.append(el("p", e.message, "err")); return; }

@@ -65,7 +65,7 @@ async def undo(request: Request, s: Service = Depends(service)) -> dict:
                         hint='send "confirm": true')
     result = undo(s.index)
     back = sorted({r["src"] for r in read_journal(result["journal"]) if r.get("type") == "intent"
-                   and Path(r["src"]).is_file()})
+                   and r.get("kind") in ("move", "symlink") and Path(r["src"]).is_file()})  # photos, not sidecars
     if back:
         result["job"] = s.jobs.submit(back).to_dict()
         result["hint"] = "the restored photos are being indexed again (GET /api/jobs/ID)"

@@ -2,7 +2,8 @@
 
 A job reads only what the user allowed: folders under a ``serve --allow-index-root`` root, and
 photos uploaded into the index's own ``uploads/`` folder. Paths are resolved first, so neither
-``..`` nor a symlink given as the path leads out of a root.
+``..`` nor a symlink given as the path leads out of a root, and the job reads the path as it was
+resolved then: one that resolves elsewhere by the time the job runs fails it (``jobs.py``).
 """
 
 from __future__ import annotations
@@ -31,9 +32,8 @@ async def index(request: Request, s: Service = Depends(service)) -> dict:
     paths = body.get("paths")
     if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
         raise DataError(f"send {PATHS_EXAMPLE}, or a multipart photo", hint="paths on the server's disk")
-    for p in paths:
-        check_root(p, s.opts.index_roots, s.index)
-    return s.jobs.submit(paths, bool(body.get("label_from_folder"))).to_dict()
+    checked = [check_root(p, s.opts.index_roots, s.index) for p in paths]  # resolved once, here: what the job reads
+    return s.jobs.submit(checked, bool(body.get("label_from_folder"))).to_dict()
 
 
 async def _upload(request: Request, s: Service) -> dict:
@@ -45,7 +45,7 @@ async def _upload(request: Request, s: Service) -> dict:
     if not hasattr(photo, "read"):
         raise DataError("send the photo as the multipart field 'image'", hint="and optionally 'label'")
     saved = save_upload(s.index, photo, label if isinstance(label, str) and label else None)
-    return s.jobs.submit([str(saved)], label_from_folder=bool(label)).to_dict()
+    return s.jobs.submit([saved], label_from_folder=bool(label)).to_dict()
 
 
 @router.get("/api/jobs/{job_id}")

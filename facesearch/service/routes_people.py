@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from facesearch.core.errors import DataError
+from facesearch.core.errors import DataError, NotFoundError
 from facesearch.service.bodies import MAX_ID, json_object
 from facesearch.service.state import Service, service
 
@@ -32,7 +32,7 @@ def person(person: int, s: Service = Depends(service)) -> dict:
     for p in people(PeopleOptions(s.index))["people"]:
         if p["id"] == person:
             return {**p, "photos": sorted({f["path"] for f in p["faces"]})}
-    raise DataError(f"no person {person} in this index", hint="GET /api/people lists them")
+    raise NotFoundError(f"no person {person} in this index", hint="GET /api/people lists them")
 
 
 @router.post("/api/people/{person}/name")
@@ -83,9 +83,12 @@ async def not_person(face_id: int, request: Request, s: Service = Depends(servic
 
 
 def _id(value, what: str) -> int:
-    """A person or face id as sent: an integer SQLite can hold (a bool is not one)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
-        raise DataError(f"no {what} {value!r} in this index", hint=f"send a {what} id from GET /api/people")
+    """A person or face id as sent: an integer (a bool is not one); one SQLite cannot hold names nothing (404)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"a {what} id is an integer, got {type(value).__name__}",
+                        hint=f"send a {what} id from GET /api/people")
+    if not 0 <= value <= MAX_ID:
+        raise NotFoundError(f"no {what} {value} in this index", hint=f"GET /api/people lists the {what} ids")
     return value
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 
 from facesearch.core.errors import DataError
@@ -24,6 +24,16 @@ def page() -> str:
     return PAGE
 
 
+@router.get("/app.js")
+@router.get("/app.css")
+def page_file(request: Request) -> Response:
+    """The page's script and style, served as files: the CSP (``headers.py``) runs nothing inline."""
+    from facesearch.service.page import FILES
+
+    text, media = FILES[request.url.path]
+    return Response(text, media_type=media)
+
+
 @router.get("/api/health")
 def health(s: Service = Depends(service)) -> dict:
     with FaceIndex.open(s.index, readonly=True) as store:
@@ -34,14 +44,17 @@ def health(s: Service = Depends(service)) -> dict:
 
 @router.post("/api/query")
 def query(image: UploadFile = File(...), top: int = Form(5), tau: float | None = Form(None),
-          s: Service = Depends(service)) -> dict:
-    """``query --json`` for one photo, flattened: that photo's result with the answer's τ and gallery."""
+          face: int | None = Form(None), s: Service = Depends(service)) -> dict:
+    """``query --json`` for one photo, flattened: that photo's result with the answer's τ and gallery.
+    ``face``: the photo is that indexed face's crop (the page's search by face), never its own match."""
     if not 1 <= top <= MAX_TOP:
         raise DataError(f"top must be 1..{MAX_TOP}, got {top}", hint="ask for fewer matches")
+    if face is not None and not 0 <= face <= MAX_ID:
+        raise DataError(f"no face {face}", hint="give the id of an indexed face")
     _check_tau(tau)
     img = decode_upload(image)
     with s.compute:  # queue here, not inside the CPU: 16 clients at once thrash 2 cores
-        answer = s.searcher.search([img], top=top, tau=tau, names=[upload_name(image)])
+        answer = s.searcher.search([img], top=top, tau=tau, names=[upload_name(image)], face=face)
     return {**answer["results"][0], **{k: v for k, v in answer.items() if k != "results"}}
 
 

@@ -27,9 +27,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from facesearch.core.errors import (BadImageError, DataError, FacesearchError, IndexLockedError, IndexMissingError,
-                                    NoFaceError)
+from facesearch.core.errors import (DataError, FacesearchError, IndexLockedError, IndexMissingError,
+                                    NotFoundError)
 from facesearch.service.bodies import media_type
+from facesearch.service.headers import SECURITY_HEADERS, Hardening
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 WILDCARD = ("0.0.0.0", "::", "")
@@ -119,6 +120,8 @@ def install(app: FastAPI, names: frozenset[str], any_ip: bool, token: str | None
     async def guard(request: Request, call_next):
         return refusal(request, names, any_ip, token) or await call_next(request)
 
+    app.add_middleware(Hardening)  # added last, so outermost: the guard's refusals get the headers too
+
     app.add_exception_handler(FacesearchError, _library_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -126,16 +129,17 @@ def install(app: FastAPI, names: frozenset[str], any_ip: bool, token: str | None
 
 
 def status(e: FacesearchError) -> int:
-    """The HTTP status of a library error."""
-    for kind, code in ((IndexMissingError, 404), (IndexLockedError, 409), (Forbidden, 403),
-                       ((BadImageError, NoFaceError, DataError), 400)):
+    """The HTTP status of a library error: every FacesearchError is the user's or the data's (a 4xx),
+    400 unless it says more (the library raises plain FacesearchError for many a refusal)."""
+    for kind, code in ((IndexMissingError, 404), (NotFoundError, 404), (IndexLockedError, 409), (Forbidden, 403)):
         if isinstance(e, kind):
             return code
-    return 500
+    return 400
 
 
 def _error(code: int, error: str, hint: str | None) -> JSONResponse:
-    return JSONResponse({"error": error, "hint": hint}, status_code=code)
+    # The headers here too: a 500 is answered outside every middleware (Starlette's ServerErrorMiddleware).
+    return JSONResponse({"error": error, "hint": hint}, status_code=code, headers=SECURITY_HEADERS)
 
 
 async def _library_error(request: Request, e: FacesearchError) -> JSONResponse:

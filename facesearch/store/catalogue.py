@@ -25,6 +25,8 @@ from facesearch.core.errors import FacesearchError
 from facesearch.store.records import STATUSES, FaceRow, FileRecord
 from facesearch.store.sqlite import chunks, from_db, placeholders as qs, to_db
 
+PEOPLE_GENERATION = "people_generation"  # the index generation people were last clustered at (store/people.py)
+
 FILE_COLS = "id, path, size, mtime_ns, hash, status, error, n_faces, label, indexed_at, run_id"
 
 
@@ -248,9 +250,13 @@ class Catalogue:
                 file_ids = self.file_ids_under(target)
                 for c in chunks(file_ids):
                     db.execute(f"UPDATE files SET label = ? WHERE id IN ({qs(c)})", (label, *c))
-                return _update_labels(db, "file_id", file_ids, label)
-            ids = [int(target)] if isinstance(target, (int, np.integer)) else [int(i) for i in target]
-            return _update_labels(db, "id", ids, label)
+                n = _update_labels(db, "file_id", file_ids, label)
+            else:
+                ids = [int(target)] if isinstance(target, (int, np.integer)) else [int(i) for i in target]
+                n = _update_labels(db, "id", ids, label)
+            if n:  # a label pins its faces to that name's person: `people` must cluster again to show it
+                db.execute("DELETE FROM state WHERE key = ?", (PEOPLE_GENERATION,))
+            return n
 
     def labels_by_path(self) -> dict[str, str]:
         """Path -> label: the file's label, else the one label all its labelled faces share."""

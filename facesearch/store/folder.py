@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
 import sqlite3
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +77,9 @@ def check_ours(folder: Path) -> None:
     foreign = sorted(p.name for p in folder.iterdir()
                      if not (p.name in OURS or p.name.startswith(MANIFEST) and _our_manifest(p))) \
         if folder.is_dir() else []
+    if not foreign and (folder / DB).is_file() and not _our_manifest(folder / MANIFEST) \
+            and not _started_by_us(folder):
+        foreign = [f"{DB}, a database facesearch did not start"]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise FacesearchError(f"{folder} is not empty and holds no facesearch index (it has {shown})",
@@ -86,12 +91,35 @@ def _our_manifest(path: Path) -> bool:
     return data is not None and (data.get("kind") == KIND or {"model_id", "dim", "metric"} <= data.keys())
 
 
+# An interrupted create leaves a database with the schema and nothing else (a few pages, and its WAL):
+# anything bigger is someone's data (another program's, or an index that lost its manifest).
+_STARTED_MAX = 4 << 20
+
+
+def _started_by_us(folder: Path) -> bool:
+    """Whether ``folder``'s database, with no manifest beside it, is what an interrupted create of ours
+    left: empty, or small with our schema. Read from a copy: the file and its WAL stay byte for byte."""
+    files = [folder / name for name in (DB, DB + "-wal") if (folder / name).is_file()]
+    size = sum(f.stat().st_size for f in files)
+    if size == 0 or size > _STARTED_MAX:
+        return size == 0
+    with tempfile.TemporaryDirectory(prefix="facesearch-check-") as tmp:
+        for f in files:
+            shutil.copyfile(f, Path(tmp) / f.name)
+        return sqlite.has_our_schema(Path(tmp) / DB)
+
+
 def read_manifest(folder: Path) -> dict:
     """The manifest of the index in ``folder``; FacesearchError when unreadable or too new."""
     manifest = read_json_dict(folder / MANIFEST)
-    if manifest is None or "model_id" not in manifest or "dim" not in manifest:
-        raise FacesearchError(f"the index manifest {folder / MANIFEST} is unreadable",
-                              hint=f"rebuild the index: facesearch index PATH --index {folder}")
+    if not _our_manifest(folder / MANIFEST):  # another program's folder: never suggest writing into it
+        raise FacesearchError(f"{folder} is not a facesearch index (its {MANIFEST} was written by another "
+                              "program, or is unreadable)",
+                              hint="choose another folder for the index (--index NAME|PATH); this one was not changed")
+    if "model_id" not in manifest or "dim" not in manifest:
+        raise FacesearchError(f"the index manifest {folder / MANIFEST} is damaged",
+                              hint="rebuild it: move the index folder aside and re-run `facesearch index` on your "
+                                   "photo folders")
     if int(manifest.get("format", 1)) > FORMAT:
         raise FacesearchError(f"index {folder} was written by a newer facesearch",
                               hint="upgrade facesearch (pip install -U facesearch)")

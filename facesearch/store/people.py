@@ -21,11 +21,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesearch.core.errors import DataError
+from facesearch.core.errors import DataError, NotFoundError
+from facesearch.store.catalogue import PEOPLE_GENERATION
 from facesearch.store.face_index import FaceIndex
 from facesearch.store.sqlite import chunks, from_db, placeholders
 
-PEOPLE_GENERATION = "people_generation"  # the index generation the people were last clustered at
 
 
 @dataclass
@@ -164,10 +164,10 @@ def unpin(db: sqlite3.Connection, face_ids: list[int], person: int) -> None:
 
 
 def check_person(db: sqlite3.Connection, person: int) -> str | None:
-    """The person's name; DataError for an unknown id."""
+    """The person's name; NotFoundError for an unknown id."""
     row = db.execute("SELECT name FROM people WHERE id = ?", (int(person),)).fetchone()
     if row is None:
-        raise DataError(f"no person {person} in this index", hint="`facesearch people` lists them")
+        raise NotFoundError(f"no person {person} in this index", hint="`facesearch people` lists them")
     return row[0]
 
 

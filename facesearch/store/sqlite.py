@@ -87,6 +87,25 @@ def create_schema(db: sqlite3.Connection, fmt: int) -> None:
                         (LABELS_PLACED, "1")])
 
 
+def has_our_schema(path: Path) -> bool:
+    """Whether the database at ``path`` is one :func:`create_schema` made: our tables and our state keys.
+
+    Opens ``path`` for writing (SQLite may replay its WAL into it): give it a copy of a file not known
+    to be ours. A file that is not SQLite at all is simply not ours.
+    """
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            state = dict(db.execute("SELECT key, value FROM state WHERE key IN ('format', 'uuid')")) \
+                if {"files", "faces", "state"} <= tables else {}
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return set(state) == {"format", "uuid"} and str(state["format"]).isdigit()
+
+
 # SQLite TEXT must be valid UTF-8, but a POSIX file name is bytes: Python keeps the bytes that are
 # not UTF-8 as lone surrogates U+DC80-U+DCFF (PEP 383). They are stored as U+10FF80-U+10FFFF
 # (private use), char for char, so folder prefixes still match. Valid names are stored unchanged.

@@ -19,7 +19,7 @@ HUGE = "99999999999999999999999"
     ("GET", "/api/faces/x/thumb", {}, 422),
     ("GET", "/api/no/such/route", {}, 404),
     ("GET", "/api/jobs/nothing", {}, 404),
-    ("POST", f"/api/people/{HUGE}/name", {"json": {"name": "Ann"}}, 400),
+    ("POST", f"/api/people/{HUGE}/name", {"json": {"name": "Ann"}}, 404),  # unknown ids are 404 (issue 37, 7)
     ("POST", "/api/people/1/name", {"content": b'{"name": ', "headers": {"Content-Type": "application/json"}}, 400),
     ("POST", "/api/people/1/name", {"content": b"\xff\xfe", "headers": {"Content-Type": "application/json"}}, 400),
     ("POST", "/api/people/1/name", {"json": ["Ann"]}, 400),
