@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from facesearch.store.catalogue import PEOPLE_GENERATION
 from facesearch.store.sqlite import LABELS_PLACED, chunks, from_db, placeholders
 
 _UNPLACED = ("SELECT f.id FROM files f WHERE f.label IS NOT NULL AND f.n_faces > 0 AND NOT EXISTS "
@@ -67,16 +68,26 @@ def set_photo_name(db: sqlite3.Connection, file_id: int, name: str) -> None:
 
 def place(db: sqlite3.Connection, face_id: int, name: str) -> None:
     """Put a photo's name on the face it means."""
-    db.execute("UPDATE faces SET label = ? WHERE id = ?", (name, int(face_id)))
+    if db.execute("UPDATE faces SET label = ? WHERE id = ? AND label IS NOT ?", (name, int(face_id), name)).rowcount:
+        _people_stale(db)
+
+
+def _people_stale(db: sqlite3.Connection) -> None:
+    """A name pins its face to that name's person: `people` must cluster again to show it."""
+    db.execute("DELETE FROM state WHERE key = ?", (PEOPLE_GENERATION,))
 
 
 def unname_faces(db: sqlite3.Connection, face_ids: list[int], name: str) -> None:
-    """Take ``name`` off faces, and out of the person of that name unless the user said otherwise
-    face by face: they were given it only because their photo was (the pre-placement rule)."""
+    """Take ``name`` off faces, and out of the person of that name (pinned or not): they had it only
+    because their photo did, or the user moved the photo's name to another of its faces."""
     for c in chunks(face_ids):
-        db.execute(f"UPDATE faces SET label = NULL WHERE label = ? AND id IN ({placeholders(c)})", (name, *c))
-        db.execute(f"UPDATE face_people SET person_id = NULL, pinned = 0 WHERE face_id IN ({placeholders(c)}) "
-                   "AND person_id IN (SELECT id FROM people WHERE name = ?)", (*c, name))
+        named = db.execute(f"UPDATE faces SET label = NULL WHERE label = ? AND id IN ({placeholders(c)})",
+                           (name, *c)).rowcount
+        pinned = db.execute(f"UPDATE face_people SET person_id = NULL, pinned = 0 WHERE face_id IN "
+                            f"({placeholders(c)}) AND person_id IN (SELECT id FROM people WHERE name = ?)",
+                            (*c, name)).rowcount
+        if named or pinned:
+            _people_stale(db)
 
 
 def files_named(db: sqlite3.Connection) -> list[int]:
