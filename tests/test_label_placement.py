@@ -280,3 +280,16 @@ def test_people_never_gives_one_person_two_faces_of_a_photo(groups, tmp_path):
     for p in json.loads(r.stdout)["people"]:
         photos = [f["path"] for f in p["faces"]]
         assert len(photos) == len(set(photos))
+
+
+def test_words_carried_to_a_rebuilt_index_keep_an_old_index_due_for_repair(tmp_path):
+    from facesearch.store.transfer import read_words, write_words
+
+    old, _ = group_index(tmp_path / "old", old_style=True)
+    new, _ = group_index(tmp_path / "new")
+    with FaceIndex.open(old, readonly=True) as store:
+        words = read_words(store)
+    with FaceIndex.open(new) as store:
+        write_words(store, words)
+    with sqlite3.connect(Path(new) / "meta.sqlite") as db:
+        assert labels.sql.needs_repair(db)  # not trusted because it was rebuilt: its first write repairs it
