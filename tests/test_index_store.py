@@ -127,7 +127,9 @@ def test_write_batch_accepts_dicts_and_face_objects(tmp_path):
         ])
         assert ids == [[1], []]
         row = store.faces([1])[0]
-        assert row.path == str(p1) and row.box == (0, 0, 5, 5) and row.label == "ann"
+        # The photo's name is stored on the photo; which face carries it is placement's (people.labels).
+        assert row.path == str(p1) and row.box == (0, 0, 5, 5) and store.file_info(p1)["label"] == "ann"
+        assert row.label is None
         assert row.landmarks == [[1.0, 1.0]] * 5
         assert store.exact_duplicate_files() == [[str(p1), str(p2)]]
         with pytest.raises(ValueError):  # embeddings must match faces
@@ -153,7 +155,8 @@ def test_labels_by_path_by_id_and_carried_over_on_reindex(tmp_path):
         s = store.stats()
         assert (s["labelled_faces"], s["labels"]) == (3, 2)
         assert store.set_label(ids_a, None) == 2
-        assert store.faces(ids_a)[0].label == "alice"  # file label still applies
+        # The photo keeps its name, but no face takes it from the photo: a name is one face's (issue 36).
+        assert store.faces(ids_a)[0].label is None and store.file_info(a)["label"] == "alice"
 
 
 def test_readonly_refuses_writes(tmp_path):

@@ -18,8 +18,10 @@ import pytest
 from PIL import Image
 
 from facesearch.indexing import maintenance
+from facesearch.people import labels
 from facesearch.store.face_index import FaceIndex
 from facesearch.indexing.run import IndexOptions, index_collection
+from facesearch.people.labels import index_and_place
 from facesearch.models.weights_meta import read_meta, resolve_weights
 from facesearch.photos.synthetic import make_identity_folder
 
@@ -27,7 +29,7 @@ from facesearch.photos.synthetic import make_identity_folder
 def run(paths, index, **kw):
     kw.setdefault("detector", "none")
     kw.setdefault("workers", 0)
-    return index_collection(IndexOptions(paths=[str(p) for p in paths], index=Path(index), **kw))
+    return index_and_place(IndexOptions(paths=[str(p) for p in paths], index=Path(index), **kw))
 
 
 def test_incremental_add_change_delete_prune(collection, tmp_path):
@@ -62,7 +64,7 @@ def test_remove_label_export_verify_rebuild(collection, tmp_path):
     idx = tmp_path / "idx"
     run([collection], idx)
     assert maintenance.remove(idx, [str(collection / "person_03")])["removed_files"] == 4
-    assert maintenance.label(idx, str(collection / "person_00"), "alice")["labelled_faces"] == 4
+    assert labels.label(idx, str(collection / "person_00"), "alice")["labelled_faces"] == 4
     out = maintenance.export(idx, str(tmp_path / "e.npz"))
     data = np.load(tmp_path / "e.npz")
     dim = read_meta(resolve_weights(None))["config"]["embedding_dim"]
@@ -216,7 +218,7 @@ def test_rebuild_refuses_concurrent_writes_instead_of_losing_them(collection, tm
 
     def index_and_meanwhile_label(opts, *a, **kw):  # another process labels while the rebuild runs
         try:
-            maintenance.label(idx, probe, "renamed")
+            labels.label(idx, probe, "renamed")
             attempts.append("labelled")
         except FacesearchError as e:
             attempts.append(e.message)
@@ -226,7 +228,7 @@ def test_rebuild_refuses_concurrent_writes_instead_of_losing_them(collection, tm
     out = maintenance.rebuild(idx, weights=str(tiny), detector="none", workers=0)
     assert len(attempts) == 1 and "locked" in attempts[0]  # refused, not accepted and then lost
     assert out["summary"]["index"] == str(idx)  # not the .rebuild folder
-    assert maintenance.label(idx, probe, "renamed")["labelled_faces"] == 1  # writable again after the swap
+    assert labels.label(idx, probe, "renamed")["labelled_faces"] == 1  # writable again after the swap
 
 
 @pytest.mark.slow

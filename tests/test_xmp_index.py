@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from facesearch.cli.main import app
 from facesearch.indexing.run import IndexOptions, index_collection
+from facesearch.people.labels import index_and_place
 from facesearch.photos.xmp import sidecar_path
 from facesearch.store.face_index import FaceIndex
 from tests.test_xmp import exiftool, mp_arg, mwg_arg, needs_exiftool
@@ -26,7 +27,7 @@ pytestmark = needs_exiftool
 def run(paths, index, **kw):
     kw.setdefault("detector", "none")  # the whole photo is the face: box (0, 0, w, h)
     kw.setdefault("workers", 0)
-    return index_collection(IndexOptions(paths=[str(p) for p in paths], index=Path(index), **kw))
+    return index_and_place(IndexOptions(paths=[str(p) for p in paths], index=Path(index), **kw))
 
 
 def labels(index) -> dict[str, list]:

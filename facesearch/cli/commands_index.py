@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from facesearch.cli import answers, output as out
+from facesearch.cli.commands_labels import unplaced_report
 from facesearch.cli.app import (DETECTOR, DEVICE, ENGINES, INDEX, INDEX_TYPES, JSON, QUIET, WEIGHTS, app,
                                  check_backend, check_engine, check_index_type, check_keep, check_policy,
                                  check_scope, check_tau)
@@ -43,7 +44,8 @@ def index_cmd(
     json_out: bool = JSON, quiet: bool = QUIET, verbose: bool = answers.VERBOSE,
 ) -> None:
     """Find, align and embed every face under PATHS into an index (incremental)."""
-    from facesearch.indexing.run import IndexOptions, index_collection
+    from facesearch.indexing.run import IndexOptions
+    from facesearch.people.labels import index_and_place
 
     if engine == "ray":
         _require_ray()
@@ -60,7 +62,7 @@ def index_cmd(
             elif event == "file":
                 bar.update(task, completed=data["done"], status=f"{data['faces']} faces")
 
-        summary = index_collection(opts, on_progress).to_dict()
+        summary = index_and_place(opts, on_progress).to_dict()
     if html:
         from facesearch.indexing.maintenance import sample_photos
         from facesearch.report import render_index_html
@@ -73,6 +75,7 @@ def index_cmd(
     else:
         answers.print_index(summary, verbose, quiet)
         _xmp_report(summary, quiet)
+        unplaced_report(summary, quiet)
     if summary["failed"]:  # not the files' fault: say so with the exit code too
         out.fail(f"{summary['failed']} files failed for a reason other than the file itself",
                  "they were not recorded and are retried by the next `facesearch index`; FACESEARCH_DEBUG=1 shows why")
@@ -217,25 +220,6 @@ def remove_cmd(paths: List[Path] = typer.Argument(...), index: Optional[str] = I
     _report(remove(resolve_index(index), [str(p) for p in paths]), json_out)
 
 
-@app.command("label")
-@handle_errors
-def label_cmd(path: Path, name: str, index: Optional[str] = INDEX, json_out: bool = JSON) -> None:
-    """Label the faces of PATH (a photo or folder) as NAME, for identification."""
-    from facesearch.indexing.maintenance import label
-
-    _report(label(resolve_index(index), str(path), name), json_out)
-
-
-@app.command("enroll")
-@handle_errors
-def enroll_cmd(name: str, photos: List[Path], index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS,
-               detector: str = DETECTOR, json_out: bool = JSON) -> None:
-    """Add PHOTOS of person NAME to the gallery."""
-    from facesearch.indexing.maintenance import enroll
-
-    _report(enroll(resolve_index(index), name, [str(p) for p in photos], weights=weights, detector=detector), json_out)
-
-
 @app.command("rebuild")
 @handle_errors
 def rebuild_cmd(index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS,
@@ -255,8 +239,11 @@ def rebuild_cmd(index: Optional[str] = INDEX, weights: Optional[str] = WEIGHTS,
 def verify_cmd(index: Optional[str] = INDEX, fix: bool = typer.Option(False, "--fix"), json_out: bool = JSON) -> None:
     """Check FAISS against SQLite against the files on disk."""
     from facesearch.indexing.maintenance import verify
+    from facesearch.people.labels import fix_names
 
     report = verify(resolve_index(index), fix=fix)
+    if fix:
+        report["names"] = fix_names(resolve_index(index))
     _report(report, json_out)
     if report.get("files_missing"):
         out.info("hint: files that are gone leave the index with `facesearch index FOLDER --prune`", json_out)

@@ -53,7 +53,7 @@ def watch_cmd(
     try:
         if status is not None:
             status.start()
-        watch(opts, line)
+        watch(opts, _placing(line, opts.index.index) if label_from_folder else line)
     except KeyboardInterrupt:  # the batch being written is committed or rolled back whole
         if status is not None:
             status.stop()
@@ -62,6 +62,18 @@ def watch_cmd(
     finally:
         if status is not None:
             status.stop()
+
+
+def _placing(line, index: Path):
+    """``line`` with each indexed batch's folder names placed on one face per photo first (reported
+    as ``unplaced`` on the event: photos where the name could not be placed)."""
+    from facesearch.people.labels import place_last_run
+
+    def on_event(e: dict) -> None:
+        if e["event"] == "indexed" and e["files"]:
+            e = {**e, "unplaced": place_last_run(index)["unplaced"]}
+        line(e)
+    return on_event
 
 
 def _json_line(event: dict) -> None:

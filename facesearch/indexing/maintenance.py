@@ -1,4 +1,4 @@
-"""Index maintenance: info, remove, label, enroll, rebuild, verify, export.
+"""Index maintenance: info, remove, rebuild, verify, export (names: :mod:`facesearch.people.labels`).
 
 Plain functions over an index folder; they return data and print nothing.
 """
@@ -13,7 +13,6 @@ import numpy as np
 
 from facesearch.core.atomic import atomic_path
 from facesearch.core.errors import FacesearchError
-from facesearch.core.names import check_name
 from facesearch.store.lock import WriterLock
 from facesearch.store import swap
 from facesearch.store.face_index import FaceIndex
@@ -46,28 +45,6 @@ def remove(index: os.PathLike, paths: list[str]) -> dict:
         raise FacesearchError(f"nothing under {', '.join(map(str, paths))} is in the index",
                               hint="check the path (`facesearch info` shows the index); nothing was changed")
     return {"removed_files": n}
-
-
-def label(index: os.PathLike, path: str, name: str) -> dict:
-    """Give every face of ``path`` (a file or a folder of files) the label ``name``."""
-    name = check_name(name, "label")
-    with FaceIndex.open(index) as store:
-        n = store.set_label(canonical(path), name)
-    if n == 0:
-        raise FacesearchError(f"no indexed faces under {path}", hint="index it first: facesearch index PATH")
-    return {"labelled_faces": n, "label": name}
-
-
-def enroll(index: os.PathLike, name: str, photos: list[str], **kw) -> dict:
-    """Index ``photos`` and label their faces ``name``: a gallery entry for identification."""
-    summary = index_collection(IndexOptions(paths=photos, index=Path(index), **kw))
-    n = sum(label(index, p, name)["labelled_faces"] for p in photos if _has_faces(index, p))
-    return {"label": name, "faces": n, "index_summary": summary.to_dict()}
-
-
-def _has_faces(index: os.PathLike, path: str) -> bool:
-    with FaceIndex.open(index, readonly=True) as store:
-        return store.count_faces_under(canonical(path)) > 0
 
 
 def verify(index: os.PathLike, fix: bool = False) -> dict:

@@ -67,6 +67,11 @@ class IndexSummary:
     xmp_failed: list[dict] = field(default_factory=list)
     xmp_conflicts: list[dict] = field(default_factory=list)
     xmp_warnings: list[str] = field(default_factory=list)
+    # Photo names (folder, upload) placed on one face each after the run (facesearch.people.labels):
+    # how many were, the photos where none could be, and an old index's repair (None: none needed)
+    names_placed: int = 0
+    unplaced: list[dict] = field(default_factory=list)
+    repaired: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

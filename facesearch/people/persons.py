@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesearch.people import cluster
+from facesearch.people.labels import repair_if_needed
 from facesearch.core.errors import DataError, IndexLockedError
 from facesearch.core.names import check_name
 from facesearch.eval.tau import TauPolicy
@@ -53,7 +54,10 @@ def people(opts: PeopleOptions) -> dict:
                                  "again when it is done"]}
     with store:
         info = cluster_index(store)
-        return {**catalogue.listing(store), "clustered": True, "warnings": [], **info}
+        warnings = [f"{c['path']}: {len(c['face_ids'])} faces are labelled {c['name']!r}; one person cannot be two "
+                    "faces of one photo, so " + ("only face %d keeps it" % c["kept"] if c["kept"] else "none is pinned")
+                    for c in info["label_conflicts"]]
+        return {**catalogue.listing(store), "clustered": True, "warnings": warnings, **info}
 
 
 def _stale(store: FaceIndex) -> bool:
@@ -65,7 +69,8 @@ def _stale(store: FaceIndex) -> bool:
 def cluster_index(store: FaceIndex) -> dict:
     """Cluster every face of an open (writable) index into people, keeping the user's decisions."""
     tau, source = TauPolicy.from_config(store.manifest["model_config"]).people()
-    catalogue.pin_labelled(store)
+    repair_if_needed(store)  # an index from before names were placed: its names re-placed first
+    conflicts = catalogue.pin_labelled(store)
     state = catalogue.read_state(store)
     ids, x = store.all_embeddings()
     if not np.array_equal(ids, state.face_ids):
@@ -75,7 +80,7 @@ def cluster_index(store: FaceIndex) -> dict:
     labels = cluster.chinese_whispers(len(ids), i, j, min_size=MIN_FACES, groups=state.file_ids, pinned=pinned,
                                       forbid=state.not_people)
     catalogue.write_assignment(store, ids, _people_of(labels, pinned, state.person), store.generation())
-    return {"tau": round(tau, 4), "tau_source": source}
+    return {"tau": round(tau, 4), "tau_source": source, "label_conflicts": conflicts}
 
 
 def _people_of(labels: np.ndarray, pinned: np.ndarray, old: np.ndarray) -> np.ndarray:
@@ -130,6 +135,7 @@ def merge_people(index: os.PathLike, keep: int, other: int) -> dict:
             raise DataError(f"person {keep} is {a!r} and person {other} is {b!r}",
                             hint="rename one of them first if they are the same person")
         faces = catalogue.faces_of(db, keep) + catalogue.faces_of(db, other)
+        catalogue.check_one_per_photo(db, faces)  # cannot-link: never two faces of one photo
         db.execute("DELETE FROM people WHERE id = ?", (int(other),))
         db.execute("UPDATE people SET name = ? WHERE id = ?", (a or b, int(keep)))
         catalogue.pin(db, faces, keep)
@@ -183,6 +189,7 @@ def assign_faces(index: os.PathLike, person: int, face_ids: list[int]) -> dict:
                 from None
         with store.write_transaction() as db:
             name = catalogue.check_person(db, person)
+            catalogue.check_one_per_photo(db, catalogue.faces_of(db, person) + moved)
             for face in moved:
                 _leave_for(db, face, int(person))
             catalogue.pin(db, moved, person)

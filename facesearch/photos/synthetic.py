@@ -159,6 +159,15 @@ def compose_photo(faces: list[Image.Image], canvas_size: tuple[int, int] = (640,
     return canvas, boxes
 
 
+def group_photo(crops: list[Image.Image], rng: np.random.Generator, height: int = 112
+                ) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
+    """A group photo of real face crops (2-3 people): each scaled to ``height`` px and pasted, apart,
+    into a scene wide enough for all; the photo and each crop's box (in ``crops`` order)."""
+    tiles = [c.convert("RGB").resize((max(1, round(c.width * height / c.height)), height)) for c in crops]
+    width = int(sum(t.width for t in tiles) * 1.8) + 40
+    return compose_photo(tiles, (width, int(height * 1.6)), rng)
+
+
 # ----------------------------------------------------------------- photo finish
 
 

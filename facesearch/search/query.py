@@ -28,6 +28,7 @@ from facesearch.eval.tau import GIVEN, TauPolicy, tau_or_policy
 from facesearch.faces.chips import extract_faces
 from facesearch.photos.load import load_array
 from facesearch.store.face_index import FaceIndex
+from facesearch.store.labels import OLD_NAMES_WARNING, needs_repair
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.weights_meta import resolve_weights
 from facesearch.search.own import own_photo
@@ -113,6 +114,9 @@ class Searcher:
                          k=min(max(top, IDENTIFY_K), max(n_faces, 1)), n_faces=n_faces, face=face)
             names = names or [str(p) for p in images]
             results = [_query_safe(im, name, ctx, single=len(images) == 1) for im, name in zip(images, names)]
+            with store.read_transaction() as db:  # read-only here: say so rather than name by the old rule
+                if needs_repair(db):
+                    ctx.notes.append(OLD_NAMES_WARNING)
         answer = {"results": results, "tau": round(th.name, 4), "tau_same": round(th.same, 4), "tau_source": th.source,
                   "gallery": {"labelled_faces": n_labelled, "faces": n_faces}, "quality_min": self.policy.quality_min,
                   "warnings": ([th.warning] if th.warning else []) + ctx.notes}

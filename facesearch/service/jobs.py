@@ -82,13 +82,13 @@ class JobQueue:
 
     def run(self, job: Job) -> None:
         """Run one job to its end; whatever goes wrong is the job's error, never the thread's death."""
-        from facesearch.indexing.run import index_collection
+        from facesearch.people.labels import index_and_place  # an upload's label names one face
 
         job.status, job.started = "running", time.time()
         try:
             check_unchanged(job)
-            summary = index_collection(self.make_options(job.paths, job.label_from_folder), job.progress)
-            job.summary, job.status = summary.to_dict(), "done"
+            job.summary = index_and_place(self.make_options(job.paths, job.label_from_folder), job.progress).to_dict()
+            job.status = "done"
         except FacesearchError as e:
             job.status, job.error = "failed", e.message
         except Exception as e:  # a bug: the job says so instead of dying silently in its thread

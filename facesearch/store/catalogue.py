@@ -213,10 +213,9 @@ class Catalogue:
         return int(self.db.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
 
     def count_labelled(self) -> int:
-        """Faces that carry a name (their own label, else their file's): the gallery a query names from."""
-        return int(self.db.execute(
-            "SELECT COUNT(*) FROM faces fa JOIN files f ON f.id = fa.file_id "
-            "WHERE COALESCE(fa.label, f.label) IS NOT NULL").fetchone()[0])
+        """Faces that carry a name: the gallery a query names from (a photo's name is on one face only,
+        :mod:`facesearch.store.labels`)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM faces WHERE label IS NOT NULL").fetchone()[0])
 
     def count_faces_under(self, path: str | os.PathLike) -> int:
         """Faces of the file ``path``, or of all files under the folder ``path``."""
@@ -229,7 +228,7 @@ class Catalogue:
         for c in chunks(sorted(set(ids))):
             for r in self.db.execute(
                     "SELECT fa.id, fa.file_id, fi.path, fa.x1, fa.y1, fa.x2, fa.y2, fa.score, fa.landmarks, "
-                    f"COALESCE(fa.label, fi.label), fi.size, fi.mtime_ns FROM faces fa JOIN files fi ON fi.id = "
+                    f"fa.label, fi.size, fi.mtime_ns FROM faces fa JOIN files fi ON fi.id = "
                     f"fa.file_id WHERE fa.id IN ({qs(c)})", c):
                 out[r[0]] = FaceRow(r[0], r[1], from_db(r[2]), (r[3], r[4], r[5], r[6]), r[7],
                                     json.loads(r[8]) if r[8] else None, r[9], r[10], r[11])
@@ -295,8 +294,7 @@ class Catalogue:
         """Files (in all and by status), faces, labelled faces and distinct labels."""
         q = self.db.execute
         by_status = {s: 0 for s in STATUSES} | dict(q("SELECT status, COUNT(*) FROM files GROUP BY status").fetchall())
-        labelled = q("SELECT COUNT(*), COUNT(DISTINCT COALESCE(fa.label, fi.label)) FROM faces fa "
-                     "JOIN files fi ON fi.id = fa.file_id WHERE COALESCE(fa.label, fi.label) IS NOT NULL").fetchone()
+        labelled = q("SELECT COUNT(*), COUNT(DISTINCT label) FROM faces WHERE label IS NOT NULL").fetchone()
         return {"files": sum(by_status.values()), "files_by_status": by_status, "faces": self.count(),
                 "labelled_faces": labelled[0], "labels": labelled[1]}
 

@@ -93,20 +93,74 @@ def person_for_name(db: sqlite3.Connection, name: str) -> int:
     return int(row[0]) if row else int(db.execute("INSERT INTO people(name) VALUES (?)", (name,)).lastrowid)
 
 
-def pin_labelled(store: FaceIndex) -> None:
-    """Pin every labelled face (its own label, else its file's) to the person of that name: a label
-    is the user's word, unless the user also said the face is not that person."""
+def pin_labelled(store: FaceIndex) -> list[dict]:
+    """Pin every labelled face to the person of that name: a label is the user's word, unless the
+    user also said the face is not that person, or it would give the person two faces of one photo.
+
+    Cannot-link is the law: where labels name two faces of one photo alike, the face already pinned
+    there stays (if one is), the others are left to clustering, and each case is returned
+    (``{"path", "name", "face_ids", "kept"}``) to be reported, never obeyed.
+    """
     with store.write_transaction() as db:
-        rows = db.execute("SELECT fa.id, COALESCE(fa.label, fi.label), fp.not_people FROM faces fa "
-                          "JOIN files fi ON fi.id = fa.file_id LEFT JOIN face_people fp ON fp.face_id = fa.id "
-                          "WHERE COALESCE(fa.label, fi.label) IS NOT NULL").fetchall()
-        by_person: dict[int, list[int]] = {}
-        for fid, label, nots in rows:
+        rows = db.execute("SELECT fa.id, fa.file_id, fi.path, fa.label, fp.not_people, fp.person_id, "
+                          "COALESCE(fp.pinned, 0) FROM faces fa JOIN files fi ON fi.id = fa.file_id "
+                          "LEFT JOIN face_people fp ON fp.face_id = fa.id WHERE fa.label IS NOT NULL "
+                          "ORDER BY fa.id").fetchall()
+        wanted: dict[tuple[int, int], list[tuple]] = {}  # (person, photo) -> its faces
+        for fid, file_id, path, label, nots, person, pinned in rows:
             pid = person_for_name(db, label)
             if pid not in set(json.loads(nots or "[]")):
-                by_person.setdefault(pid, []).append(fid)
+                wanted.setdefault((pid, file_id), []).append((fid, from_db(path), label, person == pid and pinned))
+        by_person: dict[int, list[int]] = {}
+        conflicts = []
+        for (pid, _), faces in wanted.items():
+            keep = _one_per_photo(faces)
+            if len(faces) > 1:
+                conflicts.append({"path": faces[0][1], "name": faces[0][2], "face_ids": [f[0] for f in faces],
+                                  "kept": keep})
+                unpin(db, [f[0] for f in faces if f[0] != keep], pid)
+            if keep is not None:
+                by_person.setdefault(pid, []).append(keep)
         for pid, faces in by_person.items():
             pin(db, faces, pid)
+        _unpin_second_faces(db)
+    return conflicts
+
+
+def _unpin_second_faces(db: sqlite3.Connection) -> None:
+    """A pin that gives a person a second face of one photo (an index from before cannot-link held for
+    pins, a hand-made one) is dropped: the photo's first face keeps the person, clustering places the rest."""
+    db.execute("UPDATE face_people SET person_id = NULL, pinned = 0 WHERE face_id IN (SELECT fp.face_id FROM "
+               "face_people fp JOIN faces fa ON fa.id = fp.face_id WHERE fp.pinned = 1 AND EXISTS (SELECT 1 FROM "
+               "face_people fq JOIN faces fb ON fb.id = fq.face_id WHERE fq.pinned = 1 AND fq.person_id = "
+               "fp.person_id AND fb.file_id = fa.file_id AND fb.id < fa.id))")
+
+
+def _one_per_photo(faces: list[tuple]) -> int | None:
+    """The face of one photo a person may hold: the only one, else the one the user already
+    pinned there (if exactly one), else none."""
+    if len(faces) == 1:
+        return faces[0][0]
+    pinned = [f[0] for f in faces if f[3]]
+    return pinned[0] if len(pinned) == 1 else None
+
+
+def check_one_per_photo(db: sqlite3.Connection, face_ids: list[int]) -> None:
+    """DataError when ``face_ids`` (a person's faces to be) hold two faces of one photo."""
+    seen: dict[int, int] = {}
+    for c in chunks(sorted(set(face_ids))):
+        for fid, file_id in db.execute(f"SELECT id, file_id FROM faces WHERE id IN ({placeholders(c)})", c):
+            if file_id in seen:
+                raise DataError(f"faces {seen[file_id]} and {fid} are in one photo: one person cannot be both",
+                                hint="two faces of one photo are two people; leave one of them out")
+            seen[file_id] = fid
+
+
+def unpin(db: sqlite3.Connection, face_ids: list[int], person: int) -> None:
+    """Take faces out of ``person`` (back to clustering, which keeps them apart by photo)."""
+    for c in chunks(face_ids):
+        db.execute(f"UPDATE face_people SET person_id = NULL, pinned = 0 WHERE person_id = ? "
+                   f"AND face_id IN ({placeholders(c)})", (person, *c))
 
 
 def check_person(db: sqlite3.Connection, person: int) -> str | None:

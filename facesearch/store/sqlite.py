@@ -15,6 +15,9 @@ from typing import Iterator, Sequence
 from facesearch.core.errors import FacesearchError
 
 CHUNK = 900  # SQLite host-parameter limit is 999 on old builds
+# Set once an index's photo names follow the one-face rule (facesearch.store.labels): a new index
+# starts so; one made before has its names re-placed by the first writing command.
+LABELS_PLACED = "labels_placed"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files(
@@ -86,7 +89,8 @@ def create_schema(db: sqlite3.Connection, fmt: int) -> None:
     with db:
         db.executescript(SCHEMA)
         db.executemany("INSERT INTO state(key, value) VALUES (?, ?)",
-                       [("uuid", uuid.uuid4().hex), ("generation", "0"), ("format", str(fmt))])
+                       [("uuid", uuid.uuid4().hex), ("generation", "0"), ("format", str(fmt)),
+                        (LABELS_PLACED, "1")])
 
 
 def has_our_schema(path: Path) -> bool:

@@ -18,7 +18,8 @@ from facesearch.store.carry import best_overlaps
 from facesearch.store.face_index import FaceIndex
 from facesearch.store.people import has_people
 from facesearch.store.records import FaceRecord
-from facesearch.store.sqlite import from_db, to_db
+from facesearch.store.labels import needs_repair
+from facesearch.store.sqlite import LABELS_PLACED, from_db, to_db
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Words:
     faces: dict[str, list[FaceWords]] = field(default_factory=dict)
     file_labels: dict[str, str] = field(default_factory=dict)
     people: list[tuple[int, str | None]] = field(default_factory=list)
+    names_placed: bool = True  # False: names from before they were placed on one face, still to repair
 
 
 def read_words(store: FaceIndex) -> Words:
@@ -44,6 +46,7 @@ def read_words(store: FaceIndex) -> Words:
     people = has_people(store)
     out = Words()
     with store.read_transaction() as db:
+        out.names_placed = not needs_repair(db)
         for path, label in db.execute("SELECT path, label FROM files WHERE label IS NOT NULL"):
             out.file_labels[from_db(path)] = label
         for row in db.execute(_FACES_SQL if people else _FACES_SQL_NO_PEOPLE):
@@ -70,6 +73,8 @@ def write_words(store: FaceIndex, words: Words) -> int:
                        [(label, to_db(path)) for path, label in words.file_labels.items()])
         for path, old in words.faces.items():
             carried += _carry_file(db, path, old)
+        if not words.names_placed:  # the new index inherits the repair the old one still needed
+            db.execute("DELETE FROM state WHERE key = ?", (LABELS_PLACED,))
     return carried
 
 
