@@ -17,7 +17,8 @@ from facesearch.cli.main import app
 from facesearch.core.journal import MoveJournal
 from facesearch.core.journal_file import list_journals
 from facesearch.core.paths import journal_dir
-from facesearch.indexing.run import IndexOptions, index_collection
+from facesearch.indexing.run import IndexOptions
+from facesearch.people.labels import index_and_place
 from facesearch.people.persons import PeopleOptions, people
 from facesearch.photos.xmp import read_regions, sidecar_path
 
@@ -25,7 +26,7 @@ from facesearch.photos.xmp import read_regions, sidecar_path
 def named_index(tmp_path: Path) -> Path:
     """Index tmp/jpegs with folder names as labels (the whole photo is the face) and name its people."""
     idx = tmp_path / "idx"
-    index_collection(IndexOptions(paths=[str(tmp_path / "jpegs")], index=idx, detector="none", workers=0,
+    index_and_place(IndexOptions(paths=[str(tmp_path / "jpegs")], index=idx, detector="none", workers=0,
                                   label_from_folder=True))
     people(PeopleOptions(index=idx))
     return idx
@@ -79,14 +80,16 @@ def test_full_sidecar_names_never_collide(collection, tmp_path):
 
 
 def embed_gallery(collection, tmp_path) -> tuple[Path, list[Path]]:
-    """Three named JPEGs, the last a symlink to a photo outside the gallery (sorted last, so written last)."""
+    """Three named JPEGs, the last swapped for a symlink to a photo outside the gallery once indexed
+    (sorted last, so written last). Before indexing it would be stored as the file it resolves to:
+    an index holds resolved paths, so a symlinked photo is one that became a link afterwards."""
     srcs = sources(collection)
-    plain = [photo(s, tmp_path / "jpegs" / f"P{i}" / "a.jpg") for i, s in enumerate(srcs[:2])]
+    photos = [photo(s, tmp_path / "jpegs" / f"P{i}" / "a.jpg") for i, s in enumerate(srcs[:3])]
+    idx = named_index(tmp_path)
     real = photo(srcs[2], tmp_path / "elsewhere" / "real.jpg")
-    link = tmp_path / "jpegs" / "P2" / "a.jpg"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(real)
-    return named_index(tmp_path), [*plain, link]
+    photos[2].unlink()
+    photos[2].symlink_to(real)
+    return idx, photos
 
 
 def test_embed_refuses_a_symlinked_photo_before_writing_any(collection, tmp_path):
