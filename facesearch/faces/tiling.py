@@ -63,13 +63,19 @@ HOLE_SHRINK = 0.1
 HOLE_MIN_SHARE = 0.1
 STRIP_SHARE = 0.8
 MAX_TILE_PIXELS = 40_000_000  # ~4 s of tiles on one CPU core: a 4000x3000 photo at 1.5x fits
-# The last view's long side: a face filling the frame is then at most this wide, inside YuNet's
-# range (dev crops cut to the face: 40/40 found at long sides 96-480, 37/40 at 640).
+# The last view's long side at most: a face filling the frame is then at most this wide, inside
+# YuNet's range (dev crops cut to the face: 40/40 found at long sides 96-480, 37/40 at 640); and at
+# least MIN_VIEW_SIDE, the smallest of those sizes.
 VIEW_SIDE = 480
+MIN_VIEW_SIDE = 96
 # Consecutive passes differ in scale by at most this: a face at the bottom of the next view's
 # share (KEEP_MARGIN x 30 = 45 px there) is then at most 6 x 45 = 270 px in the larger one, well
 # inside YuNet's range, so every width is found by some pass with margin. Smaller ratios cost
-# more views; larger ones more tile overlap (tiles keep faces up to that share, see _tiles).
+# more views; larger ones more tile overlap (tiles keep faces up to that share, see _tiles). After
+# a whole (untiled) first pass the one view left is the full ratio smaller, not VIEW_SIDE long:
+# 0.02 MP instead of 0.18 after a 500x375 photo's, photos of 500-640 px 0.76 -> 0.59 MP, at the
+# same recall (issue 38, bench/detectors.py --passes, --scales); after tiles the views stay evenly
+# spaced, as a smaller next view widens the tiles' overlap (1600x1200 groups: 6.1 -> 7.3 MP).
 PASS_RATIO = 6.0
 KEEP_MARGIN = 1.5  # a tile keeps faces up to this many times the next view's smallest face
 # A face counts as ``min_face`` wide when YuNet's box is at least this share of it: YuNet's boxes
@@ -107,10 +113,11 @@ def scale_plan(hw: tuple[int, int], min_face: float, max_side: int = YUNET_MAX_S
     """The passes that find every face from ``min_face`` px to the whole frame in a photo of ``hw``.
 
     The first makes ``min_face`` faces ``min_visible`` px (tiled past ``max_side``, within the
-    tile budget); each next one is at most ``pass_ratio`` times smaller, evenly spaced, no larger
-    than ``max_side``; the last has a long side of ``view_side``. A photo whose first pass is
-    already no longer than ``view_side`` gets that pass alone: it cannot hold a face too large
-    for it.
+    tile budget). After tiles each next one is at most ``pass_ratio`` times smaller, evenly
+    spaced, no larger than ``max_side``; the last has a long side of ``view_side``. After a whole
+    first pass the one view left is ``pass_ratio`` times smaller (its long side at least
+    ``MIN_VIEW_SIDE``). A photo whose first pass is already no longer than ``view_side`` gets
+    that pass alone: it cannot hold a face too large for it.
     """
     long_side = max(hw)
     s = min_visible / max(min_face, 1)
@@ -120,8 +127,11 @@ def scale_plan(hw: tuple[int, int], min_face: float, max_side: int = YUNET_MAX_S
     plan = [Pass(s, tiled)]
     end = view_side / long_side
     while s > end * (1 + 1e-9):
-        steps = max(1, math.ceil(math.log(s / end) / math.log(pass_ratio) - 1e-9))
-        s = min(s / (s / end) ** (1 / steps), max_side / long_side)
+        if tiled:
+            steps = max(1, math.ceil(math.log(s / end) / math.log(pass_ratio) - 1e-9))
+            s = min(s / (s / end) ** (1 / steps), max_side / long_side)
+        else:  # at most max_side long, so 6x smaller is at most 256 px: one view
+            s = max(s / pass_ratio, MIN_VIEW_SIDE / long_side)
         plan.append(Pass(s, False))
     return plan
 
@@ -161,9 +171,7 @@ class YuNetFaceDetector:
         plan = self.plan(rgb.shape[:2])
         rows = self._search(rgb, plan, self.score_threshold)
         if not len(rows) and max(rgb.shape[:2]) <= RETRY_MAX_SIDE:
-            # The second look only at the last view (the whole photo for most small ones): a crop's
-            # face is there, and each extra view at the lower score adds false faces.
-            rows = self._search(rgb, plan[-1:], YUNET_RETRY_SCORE)
+            rows = self._search(rgb, [self._retry_pass(plan, rgb.shape[:2])], YUNET_RETRY_SCORE)
         faces = select_faces([_yunet_face(r) for r in rows], self.min_face * self.min_face_slack, self.policy)
         if not faces and self.crop_fallback:
             faces = [f for f in [whole_image_face(rgb, lambda im, s: self._run([im], s)[0])] if f is not None]
@@ -179,6 +187,13 @@ class YuNetFaceDetector:
         hog_model()
         cnn_model()
         shape_predictor()
+
+    def _retry_pass(self, plan: list[Pass], hw: tuple[int, int]) -> Pass:
+        """The second look's one view: the photo ``view_side`` long, or at the min-face scale if
+        that is smaller (the whole photo for most small ones): a crop's face is there, and each
+        extra view at the lower score adds false faces. Not the plan's last view, which may be 6x
+        smaller than that."""
+        return Pass(min(plan[0].scale, self.view_side / max(hw)), False)
 
     def _search(self, rgb: np.ndarray, plan: list[Pass], score: float) -> np.ndarray:
         """Rows (photo pixels) of every pass, one per face after the merge."""
