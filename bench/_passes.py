@@ -1,7 +1,8 @@
 """What each YuNet pass buys (issue 38): ``bench/detectors.py --passes``.
 
-For the detector as issue 27 left it and today's (whose min-face pass skips the inside of a large
-face the later views found), on the same photos, taking turns per photo:
+For the detector as issue 27 left it and today's (after a whole min-face pass one view 6x smaller,
+not 480 px long; the min-face pass skips the inside of a large face the later views found), on the
+same photos, taking turns per photo:
 
 * per photo: YuNet network calls, the megapixels fed to it (each image padded to 32, as YuNet pads
   it), ms, faces found and false faces;
@@ -18,8 +19,10 @@ landmark step is the same per face for both plans (``bench/stages.py`` times it)
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,17 +31,39 @@ import _web
 import groups
 from facesearch.faces import tiling
 from facesearch.faces.face import select_faces
-from facesearch.faces.tiling import Pass, YuNetFaceDetector
+from facesearch.faces.tiling import MAX_TILE_PIXELS, Pass, YuNetFaceDetector
 
 SMALL_WEB = ((500, 375), (640, 480))
-# The detector as issue 27 left it: the min-face pass searched inside the faces the later views found.
-ISSUE27 = {"skip_found": False}
+def issue27_plan(hw, min_face, max_side, min_visible, view_side, pass_ratio) -> list[Pass]:
+    """``tiling.scale_plan`` as issue 27 left it: views evenly spaced down to ``view_side``, also
+    after a whole first pass."""
+    long_side = max(hw)
+    s = min_visible / max(min_face, 1)
+    tiled = long_side * s > max_side
+    if tiled:
+        s = min(s, math.sqrt(MAX_TILE_PIXELS / (hw[0] * hw[1])))
+    plan, end = [Pass(s, tiled)], view_side / long_side
+    while s > end * (1 + 1e-9):
+        steps = max(1, math.ceil(math.log(s / end) / math.log(pass_ratio) - 1e-9))
+        s = min(s / (s / end) ** (1 / steps), max_side / long_side)
+        plan.append(Pass(s, False))
+    return plan
 
 
-class SmallLastView(YuNetFaceDetector):
-    """Not adopted, measured: each later view the full ``pass_ratio`` smaller than the one before
-    (the last one 125 px for a 500 px photo, not 480); ``tests/test_detect_scales.py`` pins the
-    480 px last view of a portrait, so this is the lead's call."""
+@dataclass
+class Issue27Detector(YuNetFaceDetector):
+    """The detector as issue 27 left it: its plan, and a min-face pass that searched inside the
+    faces the later views found."""
+
+    skip_found: bool = False
+
+    def plan(self, hw: tuple[int, int]) -> list[Pass]:
+        return issue27_plan(hw, self.min_face, self.max_side, self.min_visible, self.view_side, self.pass_ratio)
+
+
+class SmallViews(YuNetFaceDetector):
+    """Measured, not adopted: each later view the full ``pass_ratio`` smaller also after tiles
+    (today's plan does that only after a whole first pass)."""
 
     def plan(self, hw: tuple[int, int]) -> list[Pass]:
         plan = super().plan(hw)[:1]
@@ -48,8 +73,8 @@ class SmallLastView(YuNetFaceDetector):
 
 
 def detectors() -> dict:
-    return {"issue 27": YuNetFaceDetector(**ISSUE27), "issue 38": YuNetFaceDetector(),
-            "issue 38, last view 6x smaller (not adopted)": SmallLastView()}
+    return {"issue 27": Issue27Detector(), "issue 38": YuNetFaceDetector(),
+            "issue 38, smaller views after tiles too (not adopted)": SmallViews()}
 
 
 class Counting:

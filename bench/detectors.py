@@ -91,7 +91,7 @@ def variants() -> dict[str, tuple[dict, float]]:
 BEFORE = {"view_side": 1536, "pass_ratio": 1e9, "crop_fallback": False, "min_face_slack": 1.0, "skip_found": False}
 SCALE_VARIANTS = {
     "before (1536 view + tiles)": (BEFORE, True),
-    "issue 27 (min-face pass everywhere)": (P.ISSUE27, True),
+    "issue 27 plan": ({}, True),  # bench/_passes.Issue27Detector
     "after (scale plan)": ({}, True),
     "after, min_visible 36": ({"min_visible": 36}, False),
     "after, min_visible 40": ({"min_visible": 40}, False),
@@ -263,7 +263,7 @@ def run_scales(args) -> int:
     for name, (kw, everywhere) in SCALE_VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        det = create_detector("auto")
+        det = P.Issue27Detector() if name == "issue 27 plan" else create_detector("auto")
         for k, v in kw.items():
             setattr(det, k, v)
         det.warmup()
