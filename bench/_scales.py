@@ -144,8 +144,6 @@ def cost_photos(sources: list, bgs: dict) -> dict[str, np.ndarray]:
 def plan_megapixels(det, hw: tuple[int, int]) -> float:
     """Megapixels YuNet sees for a photo of ``hw`` under ``det``'s plan (each image padded to 32 as
     YuNet pads it): a cost that no other work on a shared CPU can disturb."""
-    from facesearch.faces.tiling import KEEP_MARGIN, TILE, _tiles
-
     def pad(n: int) -> int:
         return -(-n // 32) * 32
 
@@ -155,6 +153,6 @@ def plan_megapixels(det, hw: tuple[int, int]) -> float:
         if not p.tiled:
             total += pad(h) * pad(w)
             continue
-        overlap = int(min(KEEP_MARGIN * det.min_visible / plan[i + 1].scale * p.scale, min(h, w))) + 1
-        total += sum(pad(y1 - y0) * pad(x1 - x0) for x0, y0, x1, y1 in _tiles((h, w), max(TILE, 2 * overlap), overlap))
+        tiles, _ = det.tile_grid((h, w), p.scale, plan[i + 1].scale)
+        total += sum(pad(y1 - y0) * pad(x1 - x0) for x0, y0, x1, y1 in tiles)
     return round(total / 1e6, 3)

@@ -24,6 +24,11 @@ rate per close-up size, false positives, and face-free photos; it writes
 ``bench/results/detectors_scales.json``. Detection only: dlib's landmarks are skipped (their cost
 is in ``bench/stages.py``), except where the crop fallback needs them to decide.
 
+``--passes`` (issue 38, ``bench/_passes.py``) weighs each pass of the plan on web-sized photos,
+crowds, groups and close-ups, issue 27's detector against today's on the same photos: YuNet calls,
+megapixels and ms per photo and per pass, faces found per pass and only there; it writes
+``bench/results/detectors_passes.json``.
+
 Prints a table and writes ``bench/results/detectors.json``.
 """
 
@@ -51,6 +56,7 @@ from facesearch.photos.load import load_array  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
+import _passes as P  # noqa: E402
 import _scales as S  # noqa: E402
 import groups  # noqa: E402
 
@@ -82,9 +88,10 @@ def variants() -> dict[str, tuple[dict, float]]:
 
 
 # The scale plan (issue 27) against the plan it replaced; the crowd settings tried for 20-30 px faces.
-BEFORE = {"view_side": 1536, "pass_ratio": 1e9, "crop_fallback": False, "min_face_slack": 1.0}
+BEFORE = {"view_side": 1536, "pass_ratio": 1e9, "crop_fallback": False, "min_face_slack": 1.0, "skip_found": False}
 SCALE_VARIANTS = {
     "before (1536 view + tiles)": (BEFORE, True),
+    "issue 27 plan": ({}, True),  # bench/_passes.Issue27Detector
     "after (scale plan)": ({}, True),
     "after, min_visible 36": ({"min_visible": 36}, False),
     "after, min_visible 40": ({"min_visible": 40}, False),
@@ -254,7 +261,9 @@ def run_scales(args) -> int:
     free = S.face_free(bgs, seed=13)
     results = {"environment": environment(), "quick": args.quick, "source_faces": len(sources), "variants": {}}
     for name, (kw, everywhere) in SCALE_VARIANTS.items():
-        det = create_detector("auto")
+        if args.only and name not in args.only:
+            continue
+        det = P.Issue27Detector() if name == "issue 27 plan" else create_detector("auto")
         for k, v in kw.items():
             setattr(det, k, v)
         det.warmup()
@@ -300,6 +309,28 @@ def run_cost(args) -> int:
     return 0
 
 
+def run_passes(args) -> int:
+    """The ``--passes`` report: both plans on the same photos, taking turns (``bench/_passes.py``)."""
+    from facesearch.faces import tiling
+
+    tiling.hog_box = lambda rgb, box, cnn=True: None
+    tiling.landmarks = lambda rgb, box: np.zeros((5, 2))
+    paths = list_images(DEV / "pins_celebs", None) + list_images(DEV / "orl_att_faces", None)
+    sources = groups.source_faces(paths, limit=60, seed=7)
+    sets = P.photo_sets(sources, groups.backgrounds(), args.quick)
+    dets = P.detectors()
+    for det in dets.values():
+        det.warmup()
+    results = {"environment": environment(), "quick": args.quick, "sets": {}}
+    for name, photos in sets.items():
+        results["sets"][name] = P.compare(dets, photos, reps=1 if args.quick else 2)
+        print(f"done {name}", flush=True)
+    results["cost_curve"] = P.cost_curve()
+    P.print_report(results)
+    atomic_write_json(args.out.with_name("detectors_passes.json"), results)
+    return 0
+
+
 def print_scales(results: dict) -> None:
     bins = [S.bin_name(lo, hi) for lo, hi in S.WIDTH_BINS]
     print(f"{'variant':34s} {'set':12s} {'faces':>5s} " + " ".join(f"{b:>8s}" for b in bins)
@@ -328,12 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scales", action="store_true", help="faces at every scale, before/after (issue 27)")
     ap.add_argument("--closeups", type=int, default=30, help="--scales: close-ups per photo size")
     ap.add_argument("--cost", action="store_true", help="ms per photo before/after the scale plan, taking turns")
+    ap.add_argument("--passes", action="store_true", help="what each YuNet pass buys, issue 27 vs today")
     args = ap.parse_args(argv)
     if not YALE.is_dir() or not DEV.is_dir():
         print(f"skipped: shared face data not found at {DATA}")
         return 0
     if args.cost:
         return run_cost(args)
+    if args.passes:
+        return run_passes(args)
     if args.scales:
         return run_scales(args)
     n_photos, per_set = (4, 12) if args.quick else (args.photos, None if args.full else args.per_set)

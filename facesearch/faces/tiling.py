@@ -8,7 +8,8 @@ to a 3000 px frame-filling face, so :func:`scale_plan` chooses a few: the ``min_
 (tiled when that makes the photo larger than ``max_side``), then views each at most
 ``PASS_RATIO`` times smaller, down to a view whose long side is ``VIEW_SIDE``, where even a face
 filling the frame is inside YuNet's range. ``weights/README.md`` lists which face widths each
-pass covers and why the set is complete.
+pass covers and why the set is complete. The smaller views run first: where they found a large
+face, the min-face pass searches only the bands around it (a face holds no smaller face).
 
 Each face then gets dlib's 5 landmarks on dlib's own box for it (:mod:`facesearch.faces.reconcile`).
 A photo with no face at all may be a face crop: :mod:`facesearch.faces.crop` then takes a second,
@@ -46,19 +47,35 @@ YUNET_SCORE = 0.7
 YUNET_RETRY_SCORE = 0.5
 RETRY_MAX_SIDE = 640
 YUNET_NMS = 0.3
-# Up to this long side (after scaling) a pass is one image; larger ones are tiles. On a CPU YuNet
-# costs ~56 ms per megapixel up to 1024 px and twice that at 1536 (cache misses), so tiles stay at
-# 1024 and go one at a time; no whole view is larger than this.
+# Up to this long side (after scaling) a pass is one image; larger ones are tiles, one at a time; no
+# whole view is larger than this. YuNet costs more per megapixel in larger images (cache misses):
+# ~56 ms/MP up to 1024 px and twice that at 1536 on one CPU; 41-48 ms/MP up to 1024x768, 54 at
+# 1536x1152, 59 at 2048-3072 px on a bf16 EPYC (issue 38), where 2048 px tiles cut the web race's
+# calls 3.7 -> 2 and MP 15 % but not its ms, for 2.4x the memory (bench/results/detectors_passes.json).
 YUNET_MAX_SIDE = 1536
 TILE = 1024
+# The min-face pass skips the inside of a face the later views found at this score or more, shrunk
+# by HOLE_SHRINK of its size each side (YuNet's boxes vary by ~10 %), when that is at least
+# HOLE_MIN_SHARE of the photo and the strips left to search are at most STRIP_SHARE of it: a
+# close-up's min-face pass is then its margins (issue 38, bench/detectors.py --passes).
+HOLE_SCORE = 0.8
+HOLE_SHRINK = 0.1
+HOLE_MIN_SHARE = 0.1
+STRIP_SHARE = 0.8
 MAX_TILE_PIXELS = 40_000_000  # ~4 s of tiles on one CPU core: a 4000x3000 photo at 1.5x fits
-# The last view's long side: a face filling the frame is then at most this wide, inside YuNet's
-# range (dev crops cut to the face: 40/40 found at long sides 96-480, 37/40 at 640).
+# The last view's long side at most: a face filling the frame is then at most this wide, inside
+# YuNet's range (dev crops cut to the face: 40/40 found at long sides 96-480, 37/40 at 640); and at
+# least MIN_VIEW_SIDE, the smallest of those sizes.
 VIEW_SIDE = 480
+MIN_VIEW_SIDE = 96
 # Consecutive passes differ in scale by at most this: a face at the bottom of the next view's
 # share (KEEP_MARGIN x 30 = 45 px there) is then at most 6 x 45 = 270 px in the larger one, well
 # inside YuNet's range, so every width is found by some pass with margin. Smaller ratios cost
-# more views; larger ones more tile overlap (tiles keep faces up to that share, see _tiles).
+# more views; larger ones more tile overlap (tiles keep faces up to that share, see _tiles). After
+# a whole (untiled) first pass the one view left is the full ratio smaller, not VIEW_SIDE long:
+# 0.02 MP instead of 0.18 after a 500x375 photo's, photos of 500-640 px 0.76 -> 0.59 MP, at the
+# same recall (issue 38, bench/detectors.py --passes, --scales); after tiles the views stay evenly
+# spaced, as a smaller next view widens the tiles' overlap (1600x1200 groups: 6.1 -> 7.3 MP).
 PASS_RATIO = 6.0
 KEEP_MARGIN = 1.5  # a tile keeps faces up to this many times the next view's smallest face
 # A face counts as ``min_face`` wide when YuNet's box is at least this share of it: YuNet's boxes
@@ -96,10 +113,11 @@ def scale_plan(hw: tuple[int, int], min_face: float, max_side: int = YUNET_MAX_S
     """The passes that find every face from ``min_face`` px to the whole frame in a photo of ``hw``.
 
     The first makes ``min_face`` faces ``min_visible`` px (tiled past ``max_side``, within the
-    tile budget); each next one is at most ``pass_ratio`` times smaller, evenly spaced, no larger
-    than ``max_side``; the last has a long side of ``view_side``. A photo whose first pass is
-    already no longer than ``view_side`` gets that pass alone: it cannot hold a face too large
-    for it.
+    tile budget). After tiles each next one is at most ``pass_ratio`` times smaller, evenly
+    spaced, no larger than ``max_side``; the last has a long side of ``view_side``. After a whole
+    first pass the one view left is ``pass_ratio`` times smaller (its long side at least
+    ``MIN_VIEW_SIDE``). A photo whose first pass is already no longer than ``view_side`` gets
+    that pass alone: it cannot hold a face too large for it.
     """
     long_side = max(hw)
     s = min_visible / max(min_face, 1)
@@ -109,8 +127,11 @@ def scale_plan(hw: tuple[int, int], min_face: float, max_side: int = YUNET_MAX_S
     plan = [Pass(s, tiled)]
     end = view_side / long_side
     while s > end * (1 + 1e-9):
-        steps = max(1, math.ceil(math.log(s / end) / math.log(pass_ratio) - 1e-9))
-        s = min(s / (s / end) ** (1 / steps), max_side / long_side)
+        if tiled:
+            steps = max(1, math.ceil(math.log(s / end) / math.log(pass_ratio) - 1e-9))
+            s = min(s / (s / end) ** (1 / steps), max_side / long_side)
+        else:  # at most max_side long, so 6x smaller is at most 256 px: one view
+            s = max(s / pass_ratio, MIN_VIEW_SIDE / long_side)
         plan.append(Pass(s, False))
     return plan
 
@@ -125,6 +146,7 @@ class YuNetFaceDetector:
     ``crop_fallback``: where no face is found, take a checked second look at the whole image as
     one face (:func:`facesearch.faces.crop.whole_image_face`).
     ``min_face_slack``: a face is kept when YuNet's box is at least this share of ``min_face``.
+    ``skip_found``: the min-face pass skips the inside of a large face the later views found.
     """
 
     name: str = "yunet"
@@ -137,6 +159,7 @@ class YuNetFaceDetector:
     pass_ratio: float = PASS_RATIO
     crop_fallback: bool = True
     min_face_slack: float = MIN_FACE_SLACK
+    skip_found: bool = True
 
     def plan(self, hw: tuple[int, int]) -> list[Pass]:
         """The passes this detector makes over a photo of ``hw`` (height, width)."""
@@ -148,9 +171,7 @@ class YuNetFaceDetector:
         plan = self.plan(rgb.shape[:2])
         rows = self._search(rgb, plan, self.score_threshold)
         if not len(rows) and max(rgb.shape[:2]) <= RETRY_MAX_SIDE:
-            # The second look only at the last view (the whole photo for most small ones): a crop's
-            # face is there, and each extra view at the lower score adds false faces.
-            rows = self._search(rgb, plan[-1:], YUNET_RETRY_SCORE)
+            rows = self._search(rgb, [self._retry_pass(plan, rgb.shape[:2])], YUNET_RETRY_SCORE)
         faces = select_faces([_yunet_face(r) for r in rows], self.min_face * self.min_face_slack, self.policy)
         if not faces and self.crop_fallback:
             faces = [f for f in [whole_image_face(rgb, lambda im, s: self._run([im], s)[0])] if f is not None]
@@ -167,14 +188,48 @@ class YuNetFaceDetector:
         cnn_model()
         shape_predictor()
 
+    def _retry_pass(self, plan: list[Pass], hw: tuple[int, int]) -> Pass:
+        """The second look's one view: the photo ``view_side`` long, or at the min-face scale if
+        that is smaller (the whole photo for most small ones): a crop's face is there, and each
+        extra view at the lower score adds false faces. Not the plan's last view, which may be 6x
+        smaller than that."""
+        return Pass(min(plan[0].scale, self.view_side / max(hw)), False)
+
     def _search(self, rgb: np.ndarray, plan: list[Pass], score: float) -> np.ndarray:
         """Rows (photo pixels) of every pass, one per face after the merge."""
-        views = [p.scale for p in plan if not p.tiled]
-        found = [_scale_rows(r, 1 / s) for s, r in zip(views, self._run([_resize(rgb, s) for s in views], score))]
-        if plan[0].tiled:
-            found.append(self._tiles(rgb, plan[0].scale, plan[1].scale, score))
-        rows = np.concatenate(found) if found else np.zeros((0, 15), np.float32)
+        # The later views first: the min-face pass then skips the faces they found (min_face_rows).
+        # One view at a time, also on a GPU: a batch would pad each view to the largest.
+        later = [self.pass_rows(rgb, plan, i, score) for i in range(1, len(plan))]
+        first = self.min_face_rows(rgb, plan, score, later)
+        # Whole views in plan order, then tiles: the order NMS breaks score ties in.
+        rows = np.concatenate(later + [first] if plan[0].tiled else [first] + later)
         return _merge(rows) if len(plan) > 1 else rows
+
+    def min_face_rows(self, rgb: np.ndarray, plan: list[Pass], score: float, later: list) -> np.ndarray:
+        """Pass 0's rows given the ``later`` passes' rows; where those found a large face, only from
+        strips around it: a face holds no smaller face inside it (a portrait's min-face pass is
+        mostly its face)."""
+        hole = _hole(np.concatenate(later), rgb.shape[:2]) if later and self.skip_found else None
+        if hole is None:
+            return self.pass_rows(rgb, plan, 0, score)
+        # The min-face pass keeps faces below this wide (photo px); the next view finds the larger
+        # ones. Those it cannot find are 1/KEEP_MARGIN as wide, so they fit the bands even if taller.
+        margin = KEEP_MARGIN * self.min_visible / plan[1].scale
+        strips = _strips(rgb.shape[:2], hole, margin)
+        if sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in strips) > STRIP_SHARE * rgb.shape[0] * rgb.shape[1]:
+            return self.pass_rows(rgb, plan, 0, score)
+        found = [np.zeros((0, 15), np.float32)]
+        for x0, y0, x1, y1 in strips:
+            rows = self._tiles(rgb[y0:y1, x0:x1], plan[0].scale, plan[1].scale, score)
+            found.append(_shift_rows(rows, x0, y0))
+        return np.concatenate(found)
+
+    def pass_rows(self, rgb: np.ndarray, plan: list[Pass], i: int, score: float) -> np.ndarray:
+        """Rows (photo pixels) of pass ``i`` of ``plan`` alone (bench/_passes.py weighs each)."""
+        p = plan[i]
+        if p.tiled:
+            return self._tiles(rgb, p.scale, plan[i + 1].scale, score)
+        return _scale_rows(self._run([_resize(rgb, p.scale)], score)[0], 1 / p.scale)
 
     def _run(self, images: list[np.ndarray], score: float) -> list[np.ndarray]:
         model = yunet_model()
@@ -187,17 +242,25 @@ class YuNetFaceDetector:
         """Faces too small for the next pass, from tiles of ``rgb`` scaled by ``g``."""
         img = _resize(rgb, g)
         g = img.shape[1] / rgb.shape[1]
-        # Tile px; the next view has the faces above (no face is larger than the photo's short side).
-        keep = min(KEEP_MARGIN * self.min_visible / next_scale * g, min(img.shape[:2]))
-        overlap = int(keep) + 1  # each kept face lies whole inside some tile
-        tiles = _tiles(img.shape[:2], max(TILE, 2 * overlap), overlap)
+        tiles, keep = self.tile_grid(img.shape[:2], g, next_scale)
+        if max(img.shape[:2]) <= self.max_side:  # a strip around a face (min_face_rows) small enough
+            tiles = [(0, 0, img.shape[1], img.shape[0])]
         found = [np.zeros((0, 15), np.float32)]
-        per_pass = 8 if _on_gpu(yunet_model()) else 1  # batching pays only on a GPU
+        # Batching pays only on a GPU: on a CPU two 768 px tiles took 59 ms in one call, 51 in two.
+        per_pass = 8 if _on_gpu(yunet_model()) else 1
         for i in range(0, len(tiles), per_pass):
             batch = tiles[i:i + per_pass]
             for (x0, y0, _, _), rows in zip(batch, self._run([img[y0:y1, x0:x1] for x0, y0, x1, y1 in batch], score)):
                 found.append(_scale_rows(_shift_rows(rows[rows[:, 2] < keep], x0, y0), 1 / g))
         return np.concatenate(found)
+
+    def tile_grid(self, hw: tuple[int, int], g: float, next_scale: float) -> tuple[list[tuple], float]:
+        """The tiles of an image of ``hw`` (the photo scaled by ``g``) and the largest face (tile px)
+        a tile keeps: the next view, at ``next_scale``, has the faces above."""
+        # No face is larger than the photo's short side.
+        keep = min(KEEP_MARGIN * self.min_visible / next_scale * g, min(hw))
+        overlap = int(keep) + 1  # each kept face lies whole inside some tile
+        return _tiles(hw, max(TILE, 2 * overlap), overlap), keep
 
 
 def _resize(rgb: np.ndarray, f: float) -> np.ndarray:
@@ -217,6 +280,34 @@ def _tiles(hw: tuple[int, int], tile: int, overlap: int) -> list[tuple[int, int,
         return [(int(s), int(s) + side) for s in starts]
     h, w = hw
     return [(x0, y0, x1, y1) for y0, y1 in spans(h) for x0, x1 in spans(w)]
+
+
+def _hole(rows: np.ndarray, hw: tuple[int, int]) -> tuple[float, float, float, float] | None:
+    """The inside of the largest sure face in ``rows`` (x0, y0, x1, y1, photo px), if it is large
+    enough that skipping it pays."""
+    sure = rows[rows[:, 14] >= HOLE_SCORE]
+    if not len(sure):
+        return None
+    x, y, w, h = sure[np.argmax(sure[:, 2] * sure[:, 3]), :4]
+    box = (x + HOLE_SHRINK * w, y + HOLE_SHRINK * h, x + (1 - HOLE_SHRINK) * w, y + (1 - HOLE_SHRINK) * h)
+    box = (max(box[0], 0), max(box[1], 0), min(box[2], hw[1]), min(box[3], hw[0]))
+    big = (box[2] - box[0]) * (box[3] - box[1]) >= HOLE_MIN_SHARE * hw[0] * hw[1]
+    return box if big else None
+
+
+def _strips(hw: tuple[int, int], hole: tuple, margin: float) -> list[tuple[int, int, int, int]]:
+    """Rectangles (x0, y0, x1, y1) covering every face up to ``margin`` px of an image of ``hw``
+    that does not lie wholly inside ``hole``: such a face crosses one of the hole's sides, so it
+    lies in the band beyond that side, widened ``margin`` px into the hole."""
+    h, w = hw
+    x0, y0, x1, y1 = hole
+    m = math.ceil(margin)
+    bands = [(0, 0, w, math.ceil(y0) + m) if y0 > 0 else None,
+             (0, int(y1) - m, w, h) if y1 < h else None,
+             (0, int(y0), math.ceil(x0) + m, math.ceil(y1)) if x0 > 0 else None,
+             (int(x1) - m, int(y0), w, math.ceil(y1)) if x1 < w else None]
+    clip = [(max(a, 0), max(b, 0), min(c, w), min(d, h)) for a, b, c, d in filter(None, bands)]
+    return [r for r in clip if r[2] > r[0] and r[3] > r[1]]
 
 
 def _shift_rows(rows: np.ndarray, dx: float, dy: float) -> np.ndarray:
