@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,20 @@ import pytest
 from facesearch.photos.synthetic import make_identity_folder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@contextmanager
+def one_at_a_time(name: str, tmp_path_factory):
+    """Hold ``name``'s lock for the block, across the run's pytest workers (their temp folders share a
+    parent). Ray runtimes are the reason: a local runtime and a two-node cluster started together by two
+    workers of a 2-core machine left the cluster unstarted (its tests skipped), so they take turns."""
+    lock = tmp_path_factory.getbasetemp().parent / f"{name}.lock"
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session")

@@ -179,13 +179,16 @@ def test_face_embeddings_has_exactly_n_rows(common, seed):
 
 
 @pytest.mark.slow
-def test_scale_bench_engines_agree_on_synthetic_photos(tmp_path):
-    """bench/scale.py's engine comparison, on a few synthetic photos (its own Ray runtime: slow)."""
+def test_scale_bench_engines_agree_on_synthetic_photos(tmp_path, tmp_path_factory):
+    """bench/scale.py's engine comparison, on a few synthetic photos (its own Ray runtime: slow; never
+    beside another test's Ray runtime on another pytest worker)."""
     pytest.importorskip("ray")
     from facesearch.photos.synthetic import make_identity_folder
+    from tests.conftest import one_at_a_time
 
     photos = sorted(make_identity_folder(tmp_path / "photos", n_people=2, per_person=3, seed=4).rglob("*.png"))
-    res = load("scale").bench_engines(photos, tmp_path / "work", workers=1)
+    with one_at_a_time("ray", tmp_path_factory):
+        res = load("scale").bench_engines(photos, tmp_path / "work", workers=1)
     assert res["photos"] == 6 and res["runs"]["ray"]["faces"] == res["runs"]["local"]["faces"] > 0
     same = res["same_results"]
     assert same["same_files"] and same["same_statuses"] and same["same_face_counts"]

@@ -24,6 +24,7 @@ from facesearch.indexing import ray_engine  # noqa: E402
 from facesearch.indexing.run import IndexOptions, index_collection  # noqa: E402
 from facesearch.photos.synthetic import make_identity_folder  # noqa: E402
 from tests import servers  # noqa: E402
+from tests.conftest import one_at_a_time  # noqa: E402
 from tests.test_ray_engine import assert_same_index, snapshot  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,18 +32,20 @@ RUN_TIMEOUT = 420  # seconds for one CLI run on the cluster (2 busy cores)
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A head node (1 CPU) and a worker node (1 CPU) on loopback, stopped after the module."""
-    try:
-        c = servers.start_ray_cluster(head_cpus=1)
-    except RuntimeError as e:
-        pytest.skip(f"no Ray cluster: {e}")
-    try:
-        c.add_worker(num_cpus=1)
-        c.opened_off_loopback = servers.off_loopback(c.proc.pid)
-        yield c
-    finally:
-        c.stop()
+def cluster(tmp_path_factory):
+    """A head node (1 CPU) and a worker node (1 CPU) on loopback, stopped after the module; never beside
+    the local runtime of tests/test_ray_engine.py on another pytest worker."""
+    with one_at_a_time("ray", tmp_path_factory):
+        try:
+            c = servers.start_ray_cluster(head_cpus=1)
+        except RuntimeError as e:
+            pytest.skip(f"no Ray cluster: {e}")
+        try:
+            c.add_worker(num_cpus=1)
+            c.opened_off_loopback = servers.off_loopback(c.proc.pid)
+            yield c
+        finally:
+            c.stop()
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 ray = pytest.importorskip("ray")
 
 from facesearch.indexing import ray_cluster, ray_engine  # noqa: E402
+from tests.conftest import one_at_a_time  # noqa: E402
 from facesearch.indexing import work  # noqa: E402
 from facesearch.cli.main import app  # noqa: E402
 from facesearch.store.face_index import FaceIndex  # noqa: E402
@@ -23,11 +24,13 @@ from facesearch.photos.synthetic import make_identity_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
-def ray_runtime():
-    """One Ray runtime for the module (ray.init costs seconds); the engine uses it and leaves it running."""
-    ray_cluster.start_local(2, log_to_driver=False, configure_logging=False)  # retries a raylet slow to register
-    yield
-    ray.shutdown()
+def ray_runtime(tmp_path_factory):
+    """One Ray runtime for the module (ray.init costs seconds); the engine uses it and leaves it running.
+    Never beside the cluster of tests/test_ray_cluster.py on another pytest worker."""
+    with one_at_a_time("ray", tmp_path_factory):
+        ray_cluster.start_local(2, log_to_driver=False, configure_logging=False)  # retries a raylet slow to register
+        yield
+        ray.shutdown()
 
 
 @pytest.fixture(scope="module")
