@@ -23,9 +23,16 @@ import numpy as np
 
 from facesearch.core.errors import FacesearchError
 from facesearch.store.records import STATUSES, FaceRow, FileRecord
-from facesearch.store.sqlite import chunks, from_db, placeholders as qs, to_db
+from facesearch.store.sqlite import chunks, embeddings, from_db, placeholders as qs, to_db
 
 PEOPLE_GENERATION = "people_generation"  # the index generation people were last clustered at (store/people.py)
+
+
+
+def mark_people_stale(db: sqlite3.Connection) -> None:
+    """Forget when people were last clustered: the next ``people`` clusters again (a name changed)."""
+    db.execute("DELETE FROM state WHERE key = ?", (PEOPLE_GENERATION,))
+
 
 FILE_COLS = "id, path, size, mtime_ns, hash, status, error, n_faces, label, indexed_at, run_id"
 
@@ -238,7 +245,7 @@ class Catalogue:
         """``(ids, X)``: every face id (int64, ascending) and its embedding (float32, (n, dim))."""
         rows = self.db.execute("SELECT id, emb FROM faces ORDER BY id").fetchall()
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        X = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32).reshape(-1, self.dim)
+        X = embeddings((r[1] for r in rows), self.dim)
         return ids, X
 
     # -- labels ---------------------------------------------------------------------------
@@ -255,7 +262,7 @@ class Catalogue:
                 ids = [int(target)] if isinstance(target, (int, np.integer)) else [int(i) for i in target]
                 n = _update_labels(db, "id", ids, label)
             if n:  # a label pins its faces to that name's person: `people` must cluster again to show it
-                db.execute("DELETE FROM state WHERE key = ?", (PEOPLE_GENERATION,))
+                mark_people_stale(db)
             return n
 
     def labels_by_path(self) -> dict[str, str]:

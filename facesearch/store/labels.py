@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from facesearch.store.catalogue import PEOPLE_GENERATION
-from facesearch.store.sqlite import LABELS_PLACED, chunks, from_db, placeholders
+from facesearch.store.catalogue import mark_people_stale
+from facesearch.store.sqlite import LABELS_PLACED, chunks, embeddings, from_db, placeholders
 
 _UNPLACED = ("SELECT f.id FROM files f WHERE f.label IS NOT NULL AND f.n_faces > 0 AND NOT EXISTS "
              "(SELECT 1 FROM faces fa WHERE fa.file_id = f.id AND fa.label = f.label)")
@@ -39,7 +39,7 @@ def photo_faces(db: sqlite3.Connection, file_id: int, dim: int) -> PhotoFaces:
     path, name = db.execute("SELECT path, label FROM files WHERE id = ?", (file_id,)).fetchone()
     rows = db.execute("SELECT id, x1, y1, x2, y2, label, emb FROM faces WHERE file_id = ? ORDER BY id",
                       (file_id,)).fetchall()
-    emb = np.frombuffer(b"".join(r[6] for r in rows), dtype="<f4").astype(np.float32).reshape(-1, dim)
+    emb = embeddings((r[6] for r in rows), dim)
     return PhotoFaces(file_id, from_db(path), name, [r[0] for r in rows], [tuple(r[1:5]) for r in rows],
                       emb, [r[5] for r in rows])
 
@@ -48,7 +48,7 @@ def named_embeddings(db: sqlite3.Connection, name: str, dim: int) -> tuple[np.nd
     """``(file_ids, X)`` of the faces that carry ``name``: the evidence of what that person looks like."""
     rows = db.execute("SELECT file_id, emb FROM faces WHERE label = ?", (name,)).fetchall()
     return (np.array([r[0] for r in rows], np.int64),
-            np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").astype(np.float32).reshape(-1, dim))
+            embeddings((r[1] for r in rows), dim))
 
 
 def unplaced_files(db: sqlite3.Connection, run_id: int | None = None) -> list[int]:
@@ -69,12 +69,7 @@ def set_photo_name(db: sqlite3.Connection, file_id: int, name: str) -> None:
 def place(db: sqlite3.Connection, face_id: int, name: str) -> None:
     """Put a photo's name on the face it means."""
     if db.execute("UPDATE faces SET label = ? WHERE id = ? AND label IS NOT ?", (name, int(face_id), name)).rowcount:
-        _people_stale(db)
-
-
-def _people_stale(db: sqlite3.Connection) -> None:
-    """A name pins its face to that name's person: `people` must cluster again to show it."""
-    db.execute("DELETE FROM state WHERE key = ?", (PEOPLE_GENERATION,))
+        mark_people_stale(db)  # a name pins its face: `people` must cluster again
 
 
 def unname_faces(db: sqlite3.Connection, face_ids: list[int], name: str) -> None:
@@ -87,7 +82,7 @@ def unname_faces(db: sqlite3.Connection, face_ids: list[int], name: str) -> None
                             f"({placeholders(c)}) AND person_id IN (SELECT id FROM people WHERE name = ?)",
                             (*c, name)).rowcount
         if named or pinned:
-            _people_stale(db)
+            mark_people_stale(db)  # a name pins its face: `people` must cluster again
 
 
 def files_named(db: sqlite3.Connection) -> list[int]:

@@ -12,6 +12,8 @@ import uuid
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import numpy as np
+
 from facesearch.core.errors import FacesearchError
 
 CHUNK = 900  # SQLite host-parameter limit is 999 on old builds
@@ -127,6 +129,11 @@ def to_db(path: str | os.PathLike) -> str:
 def from_db(text: str) -> str:
     """A stored ``path`` back as the file name Python opens."""
     return text.translate(_FROM_DB)
+
+
+def embeddings(blobs, dim: int) -> np.ndarray:
+    """Stored ``emb`` BLOBs (little-endian float32) as one (n, dim) float32 matrix."""
+    return np.frombuffer(b"".join(blobs), dtype="<f4").astype(np.float32).reshape(-1, dim)
 
 
 def chunks(seq: Sequence, n: int = CHUNK) -> Iterator[list]:
