@@ -54,14 +54,21 @@ def canonical(path: str | os.PathLike) -> str:
     return os.path.realpath(os.fspath(path))
 
 
+def file_key(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The file ``path`` reaches now, as (device, inode); None when it is gone or unreadable."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """Whether ``a`` and ``b`` are one file now (same device and inode: an alias, a hard link, a
     bind mount); False when either is gone. Checked live, never from stored inode numbers, which
     a copied or restored folder would make stale."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+    key = file_key(a)
+    return key is not None and key == file_key(b)
 
 
 def printable(text: str) -> str:

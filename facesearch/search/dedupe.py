@@ -26,7 +26,7 @@ from facesearch.store.face_index import FaceIndex
 from facesearch.core.journal import MoveJournal
 from facesearch.core.journal_file import latest_journal, read_journal
 from facesearch.core.journal import undo as undo_journal
-from facesearch.core.paths import journal_dir, same_file
+from facesearch.core.paths import file_key, journal_dir, same_file
 
 KEEP_RULES = ("largest", "sharpest", "oldest")
 SAME_AS_KEEPER = "same file as its keeper"  # moving it would move the keeper: the photo's only copy
@@ -222,8 +222,9 @@ def plan_actions(report: dict, move_to: str | None = None) -> list[dict]:
     root = _common_folder([*todo, *keepers]) if todo else None
     actions = [{"src": p, "keeper": k, "dst": str(Path(move_to) / os.path.relpath(p, root)) if move_to else None}
                for p, k in sorted(todo.items())]
+    keeper_files = {file_key(k) for k in keepers} - {None}  # one stat per file, not one per pair
     for a in actions:  # an alias of a keeper (an index from before paths were resolved) is no copy
-        if any(same_file(a["src"], k) for k in keepers):
+        if file_key(a["src"]) in keeper_files:
             a["skipped"] = SAME_AS_KEEPER
     return actions
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from facesearch.core.paths import canonical, same_file
+from facesearch.core.paths import canonical, file_key
 from facesearch.store.face_index import FaceIndex
 
 
@@ -21,8 +21,8 @@ class OwnPhoto:
 
     def __init__(self, path: str | os.PathLike | None, face: int | None = None):
         self.face = face
-        self.path = path
         self.real = canonical(path) if path is not None else None
+        self.key = file_key(path) if path is not None else None  # stat'ed once, not per match
         self._seen: dict[str, bool] = {}  # per indexed path: a photo's faces share one stat
 
     def __call__(self, match) -> bool:
@@ -31,7 +31,8 @@ class OwnPhoto:
         if self.real is None:
             return False
         if match.path not in self._seen:
-            self._seen[match.path] = canonical(match.path) == self.real or same_file(match.path, self.path)
+            key = file_key(match.path)
+            self._seen[match.path] = canonical(match.path) == self.real or (key is not None and key == self.key)
         return self._seen[match.path]
 
 
