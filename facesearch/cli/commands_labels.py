@@ -21,7 +21,7 @@ def unplaced_report(summary: dict, quiet: bool) -> None:
     if summary["unplaced"]:
         rows = [(u["path"], u["name"], u["faces"], u["reason"]) for u in summary["unplaced"]]
         out.stdout().print(out.table("photos where the name could not be placed", ["path", "name", "faces", "why"],
-                                     rows))
+                                     rows, paths=["path"]))
         out.info(f"{len(rows)} photos where the name could not be placed: only the person's face is named; "
                  "choose it with `facesearch label PHOTO NAME --face N` (N counts faces from the left)", quiet)
     if summary.get("repaired"):

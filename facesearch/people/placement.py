@@ -25,6 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
+from facesearch.store.vectors.exact import distances
+
 MARGIN = 1  # votes the chosen face needs over the photo's next face
 MAJORITY = 0.5  # share of the other photos and named faces the chosen face must agree with (strictly more)
 
@@ -72,16 +74,10 @@ def support(cands: np.ndarray, photos: Sequence[np.ndarray], faces: np.ndarray, 
     votes = np.zeros(len(cands), np.int64)
     for other in photos:
         if len(other):
-            votes += (_dist(cands, other) <= tau).any(axis=1)
+            votes += (distances(cands, other) <= tau).any(axis=1)
     if len(faces):
-        votes += (_dist(cands, faces) <= tau).sum(axis=1)
+        votes += (distances(cands, faces) <= tau).sum(axis=1)
     return votes
-
-
-def _dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """L2 distances between the rows of ``a`` and of ``b`` (unit vectors: from their dot products)."""
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.sqrt(np.maximum(sq, 0.0))
 
 
 def left_to_right(boxes: Sequence[Sequence[float]]) -> list[int]:

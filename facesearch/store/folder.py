@@ -87,7 +87,11 @@ def check_ours(folder: Path) -> None:
 
 
 def _our_manifest(path: Path) -> bool:
-    data = read_json_dict(path) if path.is_file() else None
+    return _says_ours(read_json_dict(path) if path.is_file() else None)
+
+
+def _says_ours(data: dict | None) -> bool:
+    """Whether a manifest's contents say it is ours (older ones have no ``kind``, but our keys)."""
     return data is not None and (data.get("kind") == KIND or {"model_id", "dim", "metric"} <= data.keys())
 
 
@@ -112,7 +116,7 @@ def _started_by_us(folder: Path) -> bool:
 def read_manifest(folder: Path) -> dict:
     """The manifest of the index in ``folder``; FacesearchError when unreadable or too new."""
     manifest = read_json_dict(folder / MANIFEST)
-    if not _our_manifest(folder / MANIFEST):  # another program's folder: never suggest writing into it
+    if not _says_ours(manifest):  # another program's folder: never suggest writing into it
         raise FacesearchError(f"{folder} is not a facesearch index (its {MANIFEST} was written by another "
                               "program, or is unreadable)",
                               hint="choose another folder for the index (--index NAME|PATH); this one was not changed")

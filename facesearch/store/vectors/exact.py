@@ -38,6 +38,12 @@ def _sq_dists(xq: np.ndarray, xb: np.ndarray, xb_norms: np.ndarray) -> np.ndarra
     return np.maximum(d2, 0.0, out=d2)
 
 
+def distances(xq, xb) -> np.ndarray:
+    """L2 distances between every row of ``xq`` and every row of ``xb`` (small sets: one block)."""
+    xq, xb = as_matrix(xq), as_matrix(xb)
+    return np.sqrt(_sq_dists(xq, xb, (xb * xb).sum(1)))
+
+
 def _row_blocks(nq: int, nb: int) -> Iterator[tuple[int, int]]:
     step = max(1, _BLOCK_FLOATS // max(nb, 1))
     for s in range(0, nq, step):
