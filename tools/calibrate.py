@@ -56,7 +56,7 @@ def set_distances(data: EmbeddedFolder) -> tuple[np.ndarray, np.ndarray]:
 
 def near_duplicate_distances(paths: list[str], engine: EmbeddingEngine, detector: str, n: int = 200) -> np.ndarray:
     """Distance between a photo and a degraded copy (JPEG q60, 80% size, 2-px shift)."""
-    det = create_detector(detector)
+    det = create_detector(detector, align=engine.config.align)
     rng = np.random.default_rng(0)
     chips_a, chips_b = [], []
     for p in rng.choice(paths, min(n, len(paths)), replace=False):

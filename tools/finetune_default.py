@@ -30,7 +30,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from facesearch.core.atomic import atomic_path, atomic_write_json  # noqa: E402
+from facesearch.eval.chips import chips_key  # noqa: E402
 from facesearch.eval.protocol import score_embeddings  # noqa: E402
+from facesearch.faces.chips import YUNET_CHIP  # noqa: E402
 from facesearch.models.weights import load_weights, save_weights  # noqa: E402
 from facesearch.learn.distill import (  # noqa: E402
     DistillOptions, FeatureBank, TailNet, build_bank, distill, embed_bank, flip_ensemble, mirrored_teacher,
@@ -56,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{bank.views} views; {opts}")
     history = distill(tail, bank, labels, opts,
                       evaluate=lambda t: evaluate(t, dev, args), on_event=lambda _, row: log(json.dumps(row)))
-    recipe = {"init": base_id, "cut": args.cut, "views": args.views, "teacher": args.teacher,
+    recipe = {"init": base_id, "cut": args.cut, "views": args.views, "teacher": args.teacher, "student": args.student,
+              "per_identity": args.per_identity,
               "train_sets": list(args.sets), "unlabelled_sets": list(args.unlabelled_sets), "options": asdict(opts),
               "command": "python tools/finetune_default.py " + " ".join(argv or sys.argv[1:])}
+    if args.student == "chips_yunet":
+        model.config.align = YUNET_CHIP
     model.config.recipe = {**model.config.recipe, "finetune": recipe,
                            "training": f"blocks {args.cut}.. and fc fine-tuned on train/ (tools/finetune_default.py)"}
     js = save_weights(model, args.out)
@@ -81,6 +86,11 @@ def parse_args(argv):
     ap.add_argument("--views", type=int, default=2, help="cached views per face (0 = as is, others augmented)")
     ap.add_argument("--teacher", choices=("plain", "flip-ensemble"), default="plain",
                     help="targets: the teacher on each view, or the mean of the plain and mirrored chip for every view")
+    ap.add_argument("--student", choices=("chips", "chips_yunet"), default="chips",
+                    help="the chips the student learns on: dlib's (the teacher's own), or dlib's chip warped from "
+                         "YuNet's points (one alignment; the teacher still sees dlib's chip of the same face)")
+    ap.add_argument("--per-identity", type=int, default=0,
+                    help="train on at most this many faces of each person (0: all); unlabelled sets whole")
     ap.add_argument("--threads", type=int, default=0)
     for f, v in asdict(DistillOptions()).items():
         ap.add_argument("--" + f.replace("_", "-"), type=type(v) if v is not None else str, default=v)
@@ -93,50 +103,85 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def cached_bank(tail: TailNet, npz: Path, dest: Path, views: int, seed: int) -> dict[str, torch.Tensor]:
-    """The block inputs (``feats``) and ``labels`` of one chip cache, built once and kept as
-    safetensors. Teacher targets are not stored: they come from the features (tail only)."""
+def chip_file(args, split: str, name: str) -> Path:
+    """A set's chip cache: ``tools/cache_chips.py``'s ``<set>.npz``, else ``facesearch.eval.chips``'
+    ``<set>-<detector key>.npz`` for the default detector."""
+    plain = args.chips / split / f"{name}.npz"
+    return plain if plain.is_file() else args.chips / split / f"{name}-{chips_key('auto')}.npz"
+
+
+def cached_bank(tail: TailNet, npz: Path, dest: Path, views: int, seed: int, key: str = "chips",
+                per_identity: int = 0) -> dict[str, torch.Tensor]:
+    """The block inputs (``feats``) and ``labels`` of the chips ``key`` of one chip cache, built once
+    and kept as safetensors. Teacher targets are not stored: they come from the features (tail only)."""
     if dest.is_file():
         return load_file(str(dest))
     data = np.load(npz)
+    rows = _subset(data["labels"], per_identity, seed)
     t0 = time.perf_counter()
-    bank = build_bank(tail, data["chips"], views=views, seed=seed)
-    out = {"feats": bank.feats.contiguous(), "labels": torch.as_tensor(data["labels"])}
+    bank = build_bank(tail, data[key][rows], views=views, seed=seed)
+    out = {"feats": bank.feats.contiguous(), "labels": torch.as_tensor(data["labels"][rows])}
     with atomic_path(dest) as tmp:
         save_file(out, str(tmp))
     log(f"bank {npz.stem}: {len(data['labels'])} faces x {views} views in {time.perf_counter() - t0:.0f} s")
     return out
 
 
-def _bank_path(args, base_id: str, split: str, name: str, views: int) -> Path:
-    return args.bank_dir / f"{base_id}_cut{args.cut}_v{views}_s{args.seed}" / split / f"{name}.safetensors"
+def _subset(labels: np.ndarray, per_identity: int, seed: int) -> np.ndarray:
+    """Rows of at most ``per_identity`` faces of each person (a seeded draw, in file order), all of
+    them when 0; an unlabelled set (-1) is kept whole. On a CPU the frozen prefix over every face is
+    the run's cost: 120 faces of each of pins' 85 people teach as many people in 60 % of the time."""
+    if not per_identity:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    keep = [np.flatnonzero(labels == i) for i in np.unique(labels)]
+    keep = [k if i < 0 or len(k) <= per_identity else np.sort(rng.choice(k, per_identity, replace=False))
+            for i, k in zip(np.unique(labels), keep)]
+    return np.sort(np.concatenate(keep))
+
+
+def _bank_path(args, base_id: str, split: str, name: str, views: int, key: str = "chips") -> Path:
+    which = ("" if key == "chips" else f"_{key}") + (f"_n{args.per_identity}" if split == "train" and args.per_identity else "")
+    return args.bank_dir / f"{base_id}_cut{args.cut}_v{views}_s{args.seed}{which}" / split / f"{name}.safetensors"
 
 
 def train_bank(tail: TailNet, args, base_id: str):
     """All train sets in one bank; labels offset per set, -1 for the unlabelled sets."""
     feats, teacher, labels, offset = [], [], [], 0
     for name in list(args.sets) + list(args.unlabelled_sets):
-        b = cached_bank(tail, args.chips / "train" / f"{name}.npz",
-                        _bank_path(args, base_id, "train", name, args.views), args.views, args.seed)
+        b = cached_bank(tail, chip_file(args, "train", name),
+                        _bank_path(args, base_id, "train", name, args.views, args.student), args.views, args.seed,
+                        args.student, args.per_identity)
         lab = b["labels"].numpy().astype(np.int64)
         if name in args.unlabelled_sets:
             lab = np.full(len(lab), -1)
         else:
             lab, offset = lab + offset, offset + int(lab.max()) + 1
-        t = teacher_outputs(tail, b["feats"])  # before any training: the original model
+        t = teacher_outputs(tail, teacher_feats(tail, args, base_id, name, b["feats"]))  # the original model
         if args.teacher == "flip-ensemble":
             t = flip_ensemble(t, cached_mirror(tail, args, base_id, name))
+        elif args.student != "chips":  # every view of a YuNet chip learns the plain dlib chip's embedding
+            t = t[:1].expand(args.views, -1, -1).contiguous()
         feats.append(b["feats"])
         teacher.append(t)
         labels.append(lab)
     return FeatureBank(torch.cat(feats, 1), torch.cat(teacher, 1)), np.concatenate(labels)
 
 
+def teacher_feats(tail: TailNet, args, base_id: str, name: str, student_feats: torch.Tensor) -> torch.Tensor:
+    """What the teacher sees: the student's own views, or, when the student learns on other chips
+    (``--student chips_yunet``: one alignment, issue 38), dlib's chips of the same faces (view 0)."""
+    if args.student == "chips":
+        return student_feats
+    return cached_bank(tail, chip_file(args, "train", name), _bank_path(args, base_id, "train", name, 1), 1,
+                       args.seed, per_identity=args.per_identity)["feats"]
+
+
 def cached_mirror(tail: TailNet, args, base_id: str, name: str) -> torch.Tensor:
     dest = _bank_path(args, base_id, "train", name, args.views).with_suffix(".mirrored.safetensors")
     if not dest.is_file():
         t0 = time.perf_counter()
-        mirrored = mirrored_teacher(tail, np.load(args.chips / "train" / f"{name}.npz")["chips"])
+        mirrored = mirrored_teacher(tail, np.load(chip_file(args, "train", name))["chips"])
         with atomic_path(dest) as tmp:
             save_file({"teacher": mirrored.contiguous()}, str(tmp))
         log(f"mirrored teacher {name}: {len(mirrored)} faces in {time.perf_counter() - t0:.0f} s")
@@ -144,7 +189,8 @@ def cached_mirror(tail: TailNet, args, base_id: str, name: str) -> torch.Tensor:
 
 
 def dev_bank(tail: TailNet, args, base_id: str, name: str) -> dict:
-    b = cached_bank(tail, args.chips / "dev" / f"{name}.npz", _bank_path(args, base_id, "dev", name, 1), 1, 0)
+    b = cached_bank(tail, chip_file(args, "dev", name), _bank_path(args, base_id, "dev", name, 1, args.student), 1, 0,
+                    args.student)
     return {"feats": b["feats"][0], "labels": b["labels"].numpy()}
 
 

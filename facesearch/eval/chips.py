@@ -9,7 +9,7 @@ parallel. The cache holds face pixels, so it lives outside the repository
 
 One ``<set>-<detector>[.lm<version>].npz`` per set and detector (:func:`chips_key`): ``chips``
 (N,150,150,3 uint8, dlib's chip), ``chips_arcface`` (N,112,112,3, the ArcFace chip a fused model's
-SFace part sees), ``labels`` (N,; -1 for photos directly in the set folder, an unlabelled set),
+SFace part sees), ``chips_yunet`` (N,150,150,3, dlib's chip warped from YuNet's points), ``labels`` (N,; -1 for photos directly in the set folder, an unlabelled set),
 ``classes``, ``paths``, ``detected`` (False where the whole image was used). Unreadable files are
 skipped and listed on stderr.
 """
@@ -33,7 +33,8 @@ from facesearch.photos.load import load_array
 from facesearch.photos.scan import scan_images
 from facesearch.core.paths import cache_dir
 
-ALIGN = "dlib5_150_p25+arcface_112"  # every chip any shipped model needs, from one detection
+ALIGN = "dlib5_150_p25+arcface_112+yunet5_150"  # every chip any shipped model needs, from one detection
+ARRAYS = {"dlib5_150_p25": "chips", "arcface_112": "chips_arcface", "yunet5_150": "chips_yunet"}
 _detector = None
 _min_side: int | None = None
 
@@ -53,6 +54,8 @@ def cached_set(set_dir: Path, out: Path, detector: str = "auto", workers: int | 
     """
     stem = f"{Path(set_dir).name}@{min_side}" if min_side else Path(set_dir).name
     dest = Path(out) / f"{stem}-{chips_key(detector)}.npz"  # chips depend on who found the face, and how
+    if dest.exists() and not _has_every_chip(dest):  # cached before a template was added
+        dest.unlink()
     if not dest.exists():
         dest.parent.mkdir(parents=True, exist_ok=True)
         cache_set(Path(set_dir), dest, detector, workers or os.cpu_count() or 1, min_side)
@@ -60,10 +63,15 @@ def cached_set(set_dir: Path, out: Path, detector: str = "auto", workers: int | 
         return {k: z[k] for k in z.files}
 
 
+def _has_every_chip(npz: Path) -> bool:
+    with np.load(npz) as z:
+        return all(k in z.files for k in ARRAYS.values())
+
+
 def model_inputs(cached: dict, align: str) -> list:
     """What ``EmbeddingEngine.embed`` takes for a model with this ``align``: the chips, or one
     ``{template: chip}`` dict per face for a fused model."""
-    arrays = {"dlib5_150_p25": cached["chips"], "arcface_112": cached["chips_arcface"]}
+    arrays = {t: cached[k] for t, k in ARRAYS.items() if k in cached}
     return assemble_chips(arrays, align.split("+"))
 
 
@@ -113,12 +121,12 @@ def cache_set(set_dir: Path, dest: Path, detector: str, workers: int, min_side: 
     for p, r in zip(paths, results):
         if r is None:
             print(f"skipped unreadable {p}", file=sys.stderr)
-    chips = np.stack([r[0]["dlib5_150_p25"] for r in results if r is not None])
-    arcface = np.stack([r[0]["arcface_112"] for r in results if r is not None])
+    arrays = {k: np.stack([r[0][t] for r in results if r is not None]) for t, k in ARRAYS.items()}
     detected = np.array([r[1] for r in results if r is not None])
+    chips = arrays["chips"]
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, chips=chips, chips_arcface=arcface, labels=labels[ok], classes=np.array(classes),
+            np.savez(f, **arrays, labels=labels[ok], classes=np.array(classes),
                      paths=np.array([str(p) for p in np.array(paths, object)[ok]]), detected=detected)
     print(f"{set_dir.name}: {len(chips)} chips, {detected.mean():.3f} detected, "
           f"{time.perf_counter() - t0:.0f} s", file=sys.stderr)

@@ -27,7 +27,7 @@ def embed_files(paths: list[str], engine: EmbeddingEngine, detector: str,
     Returns ``(emb, ok, bad, quality)``: one row per path (zeros where ``ok`` is False);
     ``quality`` is the model's rating of each face, None for a model that gives none.
     """
-    det = create_detector(detector)
+    det = create_detector(detector, align=engine.config.align)
     chips, ok, bad = [], np.zeros(len(paths), bool), []
     for n, p in enumerate(paths):
         try:

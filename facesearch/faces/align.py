@@ -84,8 +84,15 @@ _DLIB5_UNIT = (
     (0.4901123135679, 0.6277975316475),
 )
 
+# Where YuNet's 5 points (eye centres, nose tip, mouth corners) fall in dlib's 150 px chip: the mean
+# over 932 train/ faces that both found (tools/fit_yunet_box.py). A chip warped from YuNet's own
+# points onto these is dlib's chip without dlib's detector or shape predictor: one alignment.
+_YUNET5_IN_DLIB_CHIP = ((47.35, 45.53), (101.51, 46.18), (73.01, 79.12), (51.13, 101.73), (96.97, 102.79))
+
 TEMPLATES: dict[str, Template] = {
     "dlib5_150_p25": Template(_DLIB5_UNIT, padding=0.25, size=150),
+    # Its points are YuNet's (``Face.points5``), not dlib's landmarks: see faces/chips.py.
+    "yunet5_150": Template(tuple((x / 150, y / 150) for x, y in _YUNET5_IN_DLIB_CHIP), padding=0.0, size=150),
 }
 
 

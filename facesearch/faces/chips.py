@@ -8,8 +8,12 @@ whose chip is then a dict ``{template: chip}``:
 ``dlib5_150_p25``  dlib's 150 px chip from dlib's 5 points (:mod:`facesearch.faces.align`);
 ``arcface_112``    the 112 px ArcFace chip from YuNet's 5 points (OpenCV's
                    ``alignCrop``, :func:`facesearch.faces.align.align_sface`).
-                   Faces found by the dlib detectors have no YuNet points: theirs
-                   are placed where YuNet's fall on average in dlib's chip.
+``yunet5_150``     dlib's 150 px chip, warped from YuNet's 5 points onto where they
+                   fall on average in dlib's chip: the same kind of chip with no dlib
+                   detector or shape predictor (issue 38: one alignment).
+
+Faces found by the dlib detectors have no YuNet points: theirs are placed where
+YuNet's fall on average in dlib's chip (:func:`yunet_points_from_dlib`).
 """
 
 from __future__ import annotations
@@ -24,10 +28,11 @@ from facesearch.faces.face import Detector, Face
 
 CHIP_SIZE = 150  # the canonical chip; the model's preprocessing resizes it to input_size
 ARCFACE = "arcface_112"
-# Where YuNet's 5 points fall in dlib's 150 px chip: the mean over 932 train/ faces that both
-# found (tools/fit_yunet_box.py).
-YUNET_POINTS_IN_DLIB_CHIP = np.array(
-    [[47.35, 45.53], [101.51, 46.18], [73.01, 79.12], [51.13, 101.73], [96.97, 102.79]])
+YUNET_CHIP = "yunet5_150"
+# Where YuNet's 5 points fall in dlib's 150 px chip (the yunet5_150 template's points).
+YUNET_POINTS_IN_DLIB_CHIP = TEMPLATES[YUNET_CHIP].points(CHIP_SIZE)
+# Templates whose points are YuNet's own (Face.points5), not dlib's landmarks.
+YUNET_TEMPLATES = (ARCFACE, YUNET_CHIP)
 
 Chip = Union[np.ndarray, dict]
 
@@ -47,9 +52,15 @@ def extract_faces(img: np.ndarray, detector: Detector, align: str) -> list[FaceC
 def make_chips(img: np.ndarray, faces: list[Face], align: str) -> list[Chip]:
     """One chip per face for a model's ``align`` (a dict of chips when it names several)."""
     names = align.split("+")
-    per = {n: (_arcface_chips(img, faces) if n == ARCFACE else faces_to_chips(img, faces, template=n, size=CHIP_SIZE))
+    per = {n: (_arcface_chips(img, faces) if n == ARCFACE else _yunet_chips(img, faces) if n == YUNET_CHIP
+               else faces_to_chips(img, faces, template=n, size=CHIP_SIZE))
            for n in names}
     return assemble_chips(per, names)
+
+
+def needs_dlib_landmarks(align: str) -> bool:
+    """Whether a model with this ``align`` needs dlib's 5 landmarks (else YuNet's points do)."""
+    return any(n not in YUNET_TEMPLATES for n in align.split("+"))
 
 
 def assemble_chips(per_template: Mapping[str, Sequence[np.ndarray]], names: Sequence[str]) -> list[Chip]:
@@ -88,6 +99,15 @@ def _arcface_chips(img: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
     for f in faces:
         pts = f.points5 if f.points5 is not None else yunet_points_from_dlib(f.landmarks)
         out.append(align_sface(img, pts) if pts is not None else crop_box(img, f.box, INPUT_SIZE))
+    return out
+
+
+def _yunet_chips(img: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
+    """dlib-style 150 px chips from YuNet's points (dlib's, mapped, for a face that has only those)."""
+    out = []
+    for f in faces:
+        pts = f.points5 if f.points5 is not None else yunet_points_from_dlib(f.landmarks)
+        out.append(align_face(img, pts, YUNET_CHIP, CHIP_SIZE) if pts is not None else crop_box(img, f.box, CHIP_SIZE))
     return out
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 from facesearch.core import modelfiles
 from facesearch.core.errors import FacesearchError
 from facesearch.faces.backends import AUTO_BACKEND, AUTO_FALLBACK, FaceDetector, WholeImageDetector, check_backend
-from facesearch.faces.chips import faces_to_chips
+from facesearch.faces.chips import faces_to_chips, needs_dlib_landmarks
 from facesearch.faces.face import POLICIES, Detector, Face, check_policy
 from facesearch.faces.tiling import YUNET_MAX_SIDE, YuNetFaceDetector
 
@@ -89,6 +89,7 @@ def create_detector(
     max_side: int | None = None,
     policy: str = "all",
     upsample: int | None = None,
+    align: str | None = None,
 ) -> Detector:
     """Build a detector by name (see the module doc). Loads no model yet.
 
@@ -100,6 +101,9 @@ def create_detector(
     scale is searched in tiles; 1280 for dlib).
     ``policy``: ``"all"`` faces (best score first) or only the ``"largest"``.
     ``upsample``: dlib upsampling count; None chooses per image size.
+    ``align``: the model alignment the faces are for. When none of its templates needs dlib's
+    landmarks (``yunet5_150+arcface_112``: one alignment, from YuNet's own points), YuNet skips
+    dlib's box and shape predictor (:mod:`~facesearch.faces.reconcile`); None keeps them.
     Raises FacesearchError for an unknown name or a backend that cannot run here.
     """
     check_policy(policy)
@@ -113,7 +117,8 @@ def create_detector(
         # collection's re-index never needs it).
         modelfiles.find_pair("yunet", YUNET_HINT)
         return YuNetFaceDetector(min_face=20 if min_face is None else min_face,
-                                 max_side=max_side or YUNET_MAX_SIDE, policy=policy)
+                                 max_side=max_side or YUNET_MAX_SIDE, policy=policy,
+                                 dlib_landmarks=align is None or needs_dlib_landmarks(align))
     backend, fallback = (AUTO_BACKEND, AUTO_FALLBACK) if name == "dlib-auto" else (name, None)
     for b in filter(None, (backend, fallback)):
         check_backend(b)

@@ -147,6 +147,9 @@ class YuNetFaceDetector:
     one face (:func:`facesearch.faces.crop.whole_image_face`).
     ``min_face_slack``: a face is kept when YuNet's box is at least this share of ``min_face``.
     ``skip_found``: the min-face pass skips the inside of a large face the later views found.
+    ``dlib_landmarks``: give each face dlib's 5 landmarks too (dlib's box, then its shape predictor:
+    ~22 % of a web photo's indexing on a bf16 CPU, issue 38); a model aligned from YuNet's own
+    points needs none.
     """
 
     name: str = "yunet"
@@ -160,6 +163,7 @@ class YuNetFaceDetector:
     crop_fallback: bool = True
     min_face_slack: float = MIN_FACE_SLACK
     skip_found: bool = True
+    dlib_landmarks: bool = True
 
     def plan(self, hw: tuple[int, int]) -> list[Pass]:
         """The passes this detector makes over a photo of ``hw`` (height, width)."""
@@ -175,6 +179,8 @@ class YuNetFaceDetector:
         faces = select_faces([_yunet_face(r) for r in rows], self.min_face * self.min_face_slack, self.policy)
         if not faces and self.crop_fallback:
             faces = [f for f in [whole_image_face(rgb, lambda im, s: self._run([im], s)[0])] if f is not None]
+        if not self.dlib_landmarks:
+            return faces
         cnn_ok = cnn_faces(faces)
         for k, face in enumerate(faces):
             if face.landmarks is None:  # a crop read by its landmarks' quality has them already
@@ -184,9 +190,10 @@ class YuNetFaceDetector:
     def warmup(self) -> None:
         """Load the models now (e.g. in a worker-process initializer)."""
         yunet_model()
-        hog_model()
-        cnn_model()
-        shape_predictor()
+        if self.dlib_landmarks:
+            hog_model()
+            cnn_model()
+            shape_predictor()
 
     def _retry_pass(self, plan: list[Pass], hw: tuple[int, int]) -> Pass:
         """The second look's one view: the photo ``view_side`` long, or at the min-face scale if

@@ -31,7 +31,7 @@ def _init_worker(detector: str, min_face: int | None, policy: str, align: str) -
     # One OpenMP thread in this process (Ray's workers, or this one after its model has loaded):
     # the workers themselves are the parallelism. Pool workers are held to one by worker_pool.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _DETECTOR = create_detector(detector, min_face=min_face, policy=policy)
+    _DETECTOR = create_detector(detector, min_face=min_face, policy=policy, align=align)
     _ALIGN = align
     _WORKER_ARGS = (detector, min_face, policy, align)
 

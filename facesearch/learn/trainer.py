@@ -129,7 +129,7 @@ class ChipAligner:
     """
 
     def __init__(self, detector: str, align: str):
-        self.detector = None if detector == "none" else create_detector(detector)
+        self.detector = None if detector == "none" else create_detector(detector, align=align)
         self.align = align
         self.cache: dict[bytes, Image.Image] = {}
 

@@ -98,7 +98,7 @@ class Searcher:
         self.policy = TauPolicy.from_config(manifest["model_config"])
         if not quality_gate:
             self.policy = replace(self.policy, quality_min=None)
-        self.detector = create_detector(detector)
+        self.detector = create_detector(detector, align=self.engine.config.align)
 
     def search(self, images: list, top: int = 5, tau: float | None = None, names: list[str] | None = None,
                face: int | None = None) -> dict:
