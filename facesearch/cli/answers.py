@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from facesearch.cli import output as out
+from facesearch.search.moments import span
 
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Also the raw numbers: distances, τ, FAR, boxes, counters.")
 INDEX_COUNTERS = ("scanned", "new", "updated", "unchanged", "bad", "noface", "failed", "faces", "pruned", "seconds",
@@ -127,7 +128,7 @@ def _matches_table(matches: list[dict], rel: Relative, verbose: bool):
     cols = ["#", "photo", "name", "same person?"] + (["distance", "cosine"] if verbose else [])
     rows = []
     for k, m in enumerate(matches, 1):
-        row = [k, rel(m["path"]), m["label"], m.get("verdict") or "no"]
+        row = [k, f"{rel(m['path'])} {span(m)}".rstrip(), m["label"], m.get("verdict") or "no"]
         rows.append(row + ([f"{m['distance']:.3f}", f"{m['similarity']:.3f}"] if verbose else []))
     return out.table(None, cols, rows, compact=True, paths=["photo"])
 
