@@ -238,3 +238,50 @@ def test_people_keep_a_track_whole_and_tracks_on_screen_together_apart(clips):
     a = {p for k, p in cuts if k[2] < 1.0 or k[2] >= 5.9}  # A's two appearances (0-3 s, 6-9 s)
     b = {p for k, p in cuts if 2.5 <= k[2] <= 3.5} | {next(iter(p)) for k, p in tracks.items() if "phone" in k[0]}
     assert len(a) == 1 and len(b) == 1 and a != b and -1 not in a | b  # one person each, across clips
+
+
+def test_dedupe_leaves_clips_out_of_groups_but_lists_identical_files(clips, tmp_path):
+    import shutil
+
+    coll = tmp_path / "dups"
+    coll.mkdir()
+    shutil.copy(clips["coll"] / "phone.mov", coll / "phone.mov")
+    shutil.copy(clips["coll"] / "phone.mov", coll / "phone copy.mov")
+    assert _cli("index", coll, "--index", tmp_path / "idx").exit_code == 0
+    for scope in ("faces", "photos"):
+        r = _cli("dedupe", "--index", tmp_path / "idx", "--scope", scope, "--json")
+        assert r.exit_code == 0, r.output
+        report = json.loads(r.stdout)
+        assert report["groups"] == []  # a track's faces are alike by nature: no copies among them
+        assert [sorted(Path(p).name for p in e) for e in report["exact_duplicates"]] == [["phone copy.mov",
+                                                                                          "phone.mov"]]
+
+
+def test_page_serves_a_clips_frame_and_the_clip_itself_only(clips):
+    from fastapi.testclient import TestClient
+
+    from facesearch.service.app import create_app
+    from facesearch.service.state import ServeOptions
+
+    _cli("index", clips["coll"], "--index", clips["index"])
+    client = TestClient(create_app(ServeOptions(index=clips["index"])), base_url="http://127.0.0.1:8750")
+    with open(clips["query"], "rb") as fp:
+        answer = client.post("/api/query", files={"image": ("a.png", fp, "image/png")}).json()
+    hit = answer["faces"][0]["matches"][0]
+    assert hit["path"].endswith("cuts.mp4") and hit["start_s"] <= hit["time_s"] <= hit["end_s"]
+    thumb = client.get(f"/api/faces/{hit['face_id']}/thumb")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    part = client.get(f"/api/faces/{hit['face_id']}/clip", headers={"Range": "bytes=0-99"})
+    assert part.status_code == 206 and part.content == (clips["coll"] / "cuts.mp4").read_bytes()[:100]
+    assert client.get("/api/faces/999999/clip").status_code == 404
+    assert client.get(f"/api/faces/{hit['face_id']}/clip", headers={"Host": "evil.example"}).status_code == 421
+    assert "media-src 'self'" in client.get("/").headers["content-security-policy"]
+
+
+def test_html_report_shows_the_frame_and_plays_from_the_moment(clips, tmp_path):
+    _cli("index", clips["coll"], "--index", clips["index"])
+    out = tmp_path / "report.html"
+    r = _cli("query", clips["query"], "--index", clips["index"], "--html", out)
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    assert "<video" in text and "cuts.mp4#t=" in text and "0:0" in text

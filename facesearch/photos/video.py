@@ -117,6 +117,41 @@ def sample_frames(path: str | os.PathLike, every_s: float = DEFAULT_EVERY_S, key
             raise _bad(path, "no frame could be decoded", "re-copy or re-export the clip")
 
 
+def frame_at(path: str | os.PathLike, time_s: float) -> np.ndarray:
+    """The upright RGB frame shown at ``time_s`` (the first at or after it; the last when past the end).
+
+    Seeks to the keyframe before ``time_s`` and decodes from there: a thumbnail costs a few frames, not
+    the clip. Raises BadImageError as :func:`sample_frames` does.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        stream = container.streams.video[0]
+        _check_size(path, stream, max_pixels_limit(None))
+        if time_s > 0 and stream.time_base:
+            try:
+                container.seek(int(time_s / stream.time_base), stream=stream, backward=True)
+            except Exception:  # an unseekable clip is read from its start
+                container.seek(0)
+        last = None
+        for frame in _frames(container, stream, path):
+            last = frame
+            if frame.time is None or frame.time + 1e-3 >= time_s:
+                break
+        if last is None:
+            raise _bad(path, "no frame could be decoded", "re-copy or re-export the clip")
+        return upright(last)
+
+
+def still(path: str | os.PathLike, time_s: float | None = None):
+    """What a face is shown in: the photo at ``path``, or (``time_s`` given) the clip's frame then, as a
+    Pillow RGB image."""
+    from PIL import Image
+
+    from facesearch.photos.load import load_image
+
+    return load_image(path) if time_s is None else Image.fromarray(frame_at(path, time_s))
+
+
 def upright(frame) -> np.ndarray:
     """A decoded frame as HxWx3 uint8 RGB (10-bit and HDR sources scaled to 8 bits), turned as shown."""
     img = frame.to_ndarray(format="rgb24")

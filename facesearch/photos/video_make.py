@@ -28,17 +28,21 @@ class Shot:
 
 
 def write_clip(path: str | os.PathLike, shots: list[Shot], size: tuple[int, int] = (320, 240), fps: int = 10,
-               rotate: int = 0, ten_bit: bool = False, vfr: bool = False, codec: str | None = None) -> list[dict]:
+               rotate: int = 0, ten_bit: bool = False, vfr: bool = False, codec: str | None = None,
+               preset: str = "veryfast") -> list[dict]:
     """Encode ``shots`` at ``path`` (``size`` as shown: width, height); ``[{"start_s", "end_s", "names"}]``.
 
     ``rotate``: degrees counter-clockwise the stored frames must be turned to be shown (the stream's
-    display matrix), so the stored frames are sideways and the shown ones upright.
+    display matrix), so the stored frames are sideways and the shown ones upright. ``preset``: x264's
+    speed/size trade-off (a phone's hardware encoder is closest to the fast ones).
     """
     import av
 
     w, h = size if rotate % 180 == 0 else (size[1], size[0])
     with av.open(os.fspath(path), "w") as out:
         stream = _stream(out, codec, fps, w, h, ten_bit, vfr)
+        if stream.codec_context.name == "libx264":
+            stream.options = {"preset": preset}
         if rotate:
             stream.set_display_rotation(rotate)
         truth, t = [], 0.0
