@@ -285,3 +285,28 @@ def test_html_report_shows_the_frame_and_plays_from_the_moment(clips, tmp_path):
     assert r.exit_code == 0, r.output
     text = out.read_text()
     assert "<video" in text and "cuts.mp4#t=" in text and "0:0" in text
+
+
+def test_watch_picks_up_a_new_clip_and_remove_verify_know_clips(clips, tmp_path):
+    import shutil
+
+    from facesearch.indexing.watch import WatchOptions, handle_batch
+    from facesearch.indexing.work import IndexOptions
+    from facesearch.store.face_index import FaceIndex
+
+    folder, idx = tmp_path / "inbox", tmp_path / "idx"
+    folder.mkdir()
+    clip = folder / "new.mov"
+    shutil.copy(clips["coll"] / "phone.mov", clip)
+    events: list = []
+    totals = {"batches": 0, "indexed": 0, "faces": 0, "moved": 0, "pruned": 0, "errors": 0}
+    handle_batch(WatchOptions(IndexOptions(paths=[str(folder)], index=idx)), {str(clip)}, events.append, totals)
+    assert totals["indexed"] == 1 and totals["faces"] > 0, events
+    with FaceIndex.open(idx, readonly=True) as store:
+        ids, _ = store.all_embeddings()
+        assert len(ids) and set(store.moments(ids.tolist())) == set(ids.tolist())
+    v = _cli("verify", "--index", idx, "--json")
+    assert v.exit_code == 0, v.output
+    assert _cli("remove", clip, "--index", idx).exit_code == 0
+    with FaceIndex.open(idx, readonly=True) as store:
+        assert store.count() == 0 and store.moments(ids.tolist()) == {}  # its moments went with its faces
