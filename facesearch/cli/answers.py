@@ -29,8 +29,8 @@ def index_line(s: dict) -> str:
     """``36 photos, 36 faces in 5.5 s (6.6 photos/s); 0 bad, 0 without a face`` (+ what else happened)."""
     line = (f"{s['scanned']} photos, {s['faces']} faces in {s['seconds']:.1f} s ({s['files_per_s']:.1f} photos/s); "
             f"{s['bad']} bad, {s['noface']} without a face")
-    extra = [f"{s[k]} {word}" for k, word in (("unchanged", "unchanged"), ("pruned", "pruned"), ("failed", "failed"))
-             if s.get(k)]
+    extra = [f"{s[k]} {word}" for k, word in (("clips", "clips among them"), ("unchanged", "unchanged"),
+                                               ("pruned", "pruned"), ("failed", "failed")) if s.get(k)]
     if s.get("moved"):
         extra.append(f"{len(s['moved'])} moved (faces and names kept)")
     if s.get("same_file"):

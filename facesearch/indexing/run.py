@@ -229,5 +229,6 @@ def _run_clips(store, weights: Path, clips, opts, summary, notify, done: int = 0
     commit = Committer(store, summary, notify)
     commit.done = done
     for res in clip_results(clips, opts, engine):
+        summary.clips += not res.error and not res.failed
         commit.add([res])
         commit.flush()  # a clip is minutes of work: committed at once, so a killed run keeps it

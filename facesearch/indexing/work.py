@@ -59,6 +59,7 @@ class IndexSummary:
     same_file: list[dict] = field(default_factory=list)
     # photos found at a new path while their old one is gone: their record taken over, {"from", "to"}
     moved: list[dict] = field(default_factory=list)
+    clips: int = 0  # of the files read, how many were clips (facesearch.indexing.video_index)
     failed: int = 0  # files an unexpected error stopped: not recorded, so the next run retries them
     failed_files: list[dict] = field(default_factory=list)
     # XMP face regions (facesearch.indexing.regions): named regions read, faces they labelled, faces

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from facesearch.core.errors import BadImageError, one_line
-from facesearch.photos.load import max_pixels_limit
+from facesearch.photos.load import file_problem, max_pixels_limit
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ DEFAULT_EVERY_S = 0.5  # two samples a second: a face on screen for ~1 s is seen
 # Frames decoded per second of declared duration, at most: a file whose timestamps never advance
 # (hostile or broken) stops here instead of decoding for ever.
 _MAX_DECODE_FPS = 480
+NONREF_FROM_S = 0.2  # sampling this sparse or sparser skips decoding non-reference frames
 _MAX_SECONDS = 6 * 3600  # declared durations past this are not believed: the frame budget uses it instead
 
 
@@ -101,6 +102,10 @@ def sample_frames(path: str | os.PathLike, every_s: float = DEFAULT_EVERY_S, key
     with _open(path) as container:
         stream = container.streams.video[0]
         _check_size(path, stream, limit)
+        if every_s >= NONREF_FROM_S:
+            # Frames nothing else refers to (B-frames) are not even decoded: half the decoding of a phone
+            # clip (bench/video.py), and a sample is then at most a frame or two later than asked.
+            stream.codec_context.skip_frame = "NONREF"
         budget = _frame_budget(container)
         next_t, n, decoded = 0.0, 0, 0
         for frame in _frames(container, stream, path):
@@ -111,10 +116,20 @@ def sample_frames(path: str | os.PathLike, every_s: float = DEFAULT_EVERY_S, key
             if t + 1e-6 < next_t and not (keyframes and frame.key_frame):
                 continue
             n += 1
-            next_t = max(next_t, t) + every_s if t + 1e-6 >= next_t else next_t
+            next_t = _next_on_grid(next_t, t, every_s)
             yield Sample(round(max(t, 0.0), 3), upright(frame), bool(frame.key_frame))
         if n == 0:
             raise _bad(path, "no frame could be decoded", "re-copy or re-export the clip")
+
+
+def _next_on_grid(next_t: float, t: float, every_s: float) -> float:
+    """The next sampling time after a sample at ``t``: on the grid of ``every_s`` (a late sample, after
+    skipped frames, does not push the grid), every frame when ``every_s`` is 0."""
+    if every_s <= 0:
+        return t
+    while next_t <= t + 1e-6:
+        next_t += every_s
+    return next_t
 
 
 def frame_at(path: str | os.PathLike, time_s: float) -> np.ndarray:
@@ -227,8 +242,6 @@ def _bad(path: Path, reason: str, hint: str) -> BadImageError:
 
 
 def _classify(path: Path, exc: Exception) -> BadImageError:
-    if isinstance(exc, FileNotFoundError):
-        return _bad(path, "file not found", "check the path; the file may have been moved or deleted")
-    if isinstance(exc, PermissionError):
-        return _bad(path, "permission denied", "make the file readable (chmod +r) or run as its owner")
+    if (problem := file_problem(exc)) is not None:
+        return _bad(path, *problem)
     return _bad(path, f"not a readable video ({one_line(exc)})", "re-copy or re-export the clip; it cannot be decoded")
