@@ -41,13 +41,15 @@ def split_videos(todo: list[Work]) -> tuple[list[Work], list[Work]]:
     return [w for w in todo if w.path not in names], clips
 
 
-def link_rule(config) -> LinkRule:
+def link_rule(config, every_s: float = 0.5) -> LinkRule:
     """The tracker's thresholds from the model's calibration: its verification τ, its strict FAR 1e-3 τ
-    and its quality gate (the one ``query`` names faces by)."""
+    and its quality gate (the one ``query`` names faces by). A face missed by one sample (a blink, a
+    turn) does not end its track: the longest gap is three sampling intervals, 1.5 s at least."""
     c = config if isinstance(config, dict) else config.to_dict()
     tau = float(c.get("tau") or 0.8)
     strict = float(c.get("tau_far1e3") or tau * 0.85)
-    return LinkRule(tau=tau, tau_strict=strict, quality_min=(c.get("calibration") or {}).get("quality_min"))
+    return LinkRule(tau=tau, tau_strict=strict, max_gap_s=max(1.5, 3 * every_s),
+                    quality_min=(c.get("calibration") or {}).get("quality_min"))
 
 
 def clip_results(clips: Iterable[Work], opts: IndexOptions, engine) -> Iterator[Result]:
@@ -72,7 +74,7 @@ def index_clip(work: Work, opts: IndexOptions, engine, detectors: "_Detectors | 
 
 
 def _track_clip(path: str, opts: IndexOptions, engine, detectors: "_Detectors") -> tuple[list[Track], LinkRule]:
-    rule = link_rule(engine.config)
+    rule = link_rule(engine.config, opts.video_every_s)
     tracker, tracks, prev = Tracker(rule), [], None
     for s in prefetched(sample_frames(path, opts.video_every_s)):
         seen = _seen(s, detectors.get(s.image.shape[:2]), engine)
