@@ -312,3 +312,16 @@ def test_watch_picks_up_a_new_clip_and_remove_verify_know_clips(clips, tmp_path)
     assert _cli("remove", clip, "--index", idx).exit_code == 0
     with FaceIndex.open(idx, readonly=True) as store:
         assert store.count() == 0 and store.moments(ids.tolist()) == {}  # its moments went with its faces
+
+
+def test_bench_scores_appearances_against_the_truth():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_video", Path(__file__).resolve().parents[1] / "bench" / "video.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    truth = [{"start_s": 0.0, "end_s": 4.0, "names": ["A"]}, {"start_s": 4.0, "end_s": 9.0, "names": ["B", "A"]}]
+    s = bench.score({"A": [(0.5, 3.5), (20.0, 21.0)], "B": [(4.0, 8.5)]}, truth)
+    assert (s["recall"], s["appearances"], s["false_hits"]) == (round(2 / 3, 3), 3, 1)
+    assert s["time_err_max_s"] == 0.5 and s["time_err_mean_s"] == round((0.5 + 0.5 + 0 + 0.5) / 4, 2)
+    assert bench._merge([0.0, 0.5, 1.0, 3.0, 3.4]) == [(0.0, 1.0), (3.0, 3.4)]
