@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from facesearch.cli import output as out
+from facesearch.search.moments import span
 
 VERBOSE = typer.Option(False, "--verbose", "-v", help="Also the raw numbers: distances, τ, FAR, boxes, counters.")
 INDEX_COUNTERS = ("scanned", "new", "updated", "unchanged", "bad", "noface", "failed", "faces", "pruned", "seconds",
@@ -28,8 +29,8 @@ def index_line(s: dict) -> str:
     """``36 photos, 36 faces in 5.5 s (6.6 photos/s); 0 bad, 0 without a face`` (+ what else happened)."""
     line = (f"{s['scanned']} photos, {s['faces']} faces in {s['seconds']:.1f} s ({s['files_per_s']:.1f} photos/s); "
             f"{s['bad']} bad, {s['noface']} without a face")
-    extra = [f"{s[k]} {word}" for k, word in (("unchanged", "unchanged"), ("pruned", "pruned"), ("failed", "failed"))
-             if s.get(k)]
+    extra = [f"{s[k]} {word}" for k, word in (("clips", "clips among them"), ("unchanged", "unchanged"),
+                                               ("pruned", "pruned"), ("failed", "failed")) if s.get(k)]
     if s.get("moved"):
         extra.append(f"{len(s['moved'])} moved (faces and names kept)")
     if s.get("same_file"):
@@ -127,7 +128,7 @@ def _matches_table(matches: list[dict], rel: Relative, verbose: bool):
     cols = ["#", "photo", "name", "same person?"] + (["distance", "cosine"] if verbose else [])
     rows = []
     for k, m in enumerate(matches, 1):
-        row = [k, rel(m["path"]), m["label"], m.get("verdict") or "no"]
+        row = [k, f"{rel(m['path'])} {span(m)}".rstrip(), m["label"], m.get("verdict") or "no"]
         rows.append(row + ([f"{m['distance']:.3f}", f"{m['similarity']:.3f}"] if verbose else []))
     return out.table(None, cols, rows, compact=True, paths=["photo"])
 

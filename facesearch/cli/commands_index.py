@@ -41,9 +41,14 @@ def index_cmd(
                                help=" | ".join(ENGINES) + ": this machine's process pool, or Ray Data stages."),
     address: Optional[str] = typer.Option(None, "--address",
                                           help="Ray cluster to join (auto, ray://HOST:10001). [default: start one here]"),
+    video_every: float = typer.Option(0.5, "--video-every", min=0.05, max=10.0,
+                                      help="Clips: seconds between sampled frames (keyframes are sampled too)."),
+    video_min_face: Optional[int] = typer.Option(None, "--video-min-face", min=8,
+                                                 help="Clips: smallest face side in pixels. [default: 1/18 of the "
+                                                      "frame's short side, at least --min-face]"),
     json_out: bool = JSON, quiet: bool = QUIET, verbose: bool = answers.VERBOSE,
 ) -> None:
-    """Find, align and embed every face under PATHS into an index (incremental)."""
+    """Find, align and embed every face under PATHS (photos and clips) into an index (incremental)."""
     from facesearch.indexing.run import IndexOptions
     from facesearch.people.labels import index_and_place
 
@@ -52,7 +57,8 @@ def index_cmd(
     opts = IndexOptions(paths=[str(p) for p in paths], index=resolve_index(index), weights=weights,
                         detector=detector, min_face=min_face, policy=policy, batch_size=batch_size,
                         device=device, label_from_folder=label_from_folder, prune=prune, workers=workers,
-                        index_type=index_type, backend=backend, engine=engine, address=address, xmp=xmp)
+                        index_type=index_type, backend=backend, engine=engine, address=address, xmp=xmp,
+                        video_every_s=video_every, video_min_face=video_min_face)
     with out.progress(quiet or json_out) as bar:
         task = bar.add_task("indexing", total=None, status="")
 

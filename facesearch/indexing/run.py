@@ -18,10 +18,11 @@ from facesearch.core.errors import FacesearchError
 from facesearch.core.paths import canonical, printable
 from facesearch.faces.detect import create_detector
 from facesearch.indexing.detection import detections
+from facesearch.indexing.video_index import clip_results, split_videos
 from facesearch.indexing.moves import moved_from, same_file_as, take_over
 from facesearch.indexing.work import ENGINES, Committer, IndexOptions, IndexSummary, ProgressFn, Work
 from facesearch.models.weights_meta import read_meta, resolve_weights
-from facesearch.photos.scan import FileStat, content_hash, scan_images, stat_file
+from facesearch.photos.scan import COLLECTION_EXTS, FileStat, content_hash, scan_images, stat_file
 from facesearch.photos.xmp import sidecar_signature
 from facesearch.store.face_index import FaceIndex
 from facesearch.store.vectors.base import DEFAULT_BACKEND
@@ -44,7 +45,7 @@ def index_collection(opts: IndexOptions, on_progress: ProgressFn | None = None) 
     with store:
         run_id = store.begin_run({k: str(v) for k, v in asdict(opts).items()})
         unsupported: Counter = Counter()
-        files = scan_images(opts.paths, skipped=summary.bad_files, unsupported=unsupported)
+        files = scan_images(opts.paths, COLLECTION_EXTS, skipped=summary.bad_files, unsupported=unsupported)
         summary.unsupported = dict(sorted(unsupported.items()))
         summary.bad += len(summary.bad_files)  # unreadable folders: reported like bad files
         summary.scanned = len(files)
@@ -77,7 +78,10 @@ def _index_todo(store, weights: Path, todo: list[Work], opts: IndexOptions, summ
     if opts.engine == "ray":
         from facesearch.indexing.ray_engine import run_ray  # imported here: Ray is an optional extra
 
-        run_ray(store, weights, todo, opts, summary, notify, run_id)
+        photos, clips = split_videos(todo)  # Ray's stages take photos; clips are tracked here
+        if photos:
+            run_ray(store, weights, photos, opts, summary, notify, run_id)
+        _run_clips(store, weights, clips, opts, summary, notify, len(photos))
     else:
         _run(store, weights, todo, opts, summary, notify)
 
@@ -208,8 +212,23 @@ def _run(store, weights: Path, todo, opts, summary, notify) -> None:
     # The detection workers start before the embedding model loads here, so their start-up
     # (torch and the detector's models, in each worker) overlaps this process's instead of
     # following it.
-    with detections(todo, opts, store.manifest["model_config"]["align"]) as results:
+    photos, clips = split_videos(todo)
+    with detections(photos, opts, store.manifest["model_config"]["align"]) as results:
         commit = Committer(store, summary, notify, _engine(opts, weights))
         for res in results:
             commit.add([res])
         commit.flush()
+    _run_clips(store, weights, clips, opts, summary, notify, commit.done)
+
+
+def _run_clips(store, weights: Path, clips, opts, summary, notify, done: int = 0) -> None:
+    """Clips, one after another in this process (each tracks its faces with the model here); both engines."""
+    if not clips:
+        return
+    engine = _engine(opts, weights)
+    commit = Committer(store, summary, notify)
+    commit.done = done
+    for res in clip_results(clips, opts, engine):
+        summary.clips += not res.error and not res.failed
+        commit.add([res])
+        commit.flush()  # a clip is minutes of work: committed at once, so a killed run keeps it

@@ -35,7 +35,7 @@ from facesearch.core.paths import canonical
 from facesearch.indexing.moves import moved_from, take_over
 from facesearch.indexing.run import index_collection
 from facesearch.indexing.work import IndexOptions
-from facesearch.photos.scan import IMAGE_EXTS, content_hash, scan_images, stat_file
+from facesearch.photos.scan import COLLECTION_EXTS, IMAGE_EXTS, content_hash, scan_images, stat_file
 from facesearch.photos.xmp import is_sidecar
 from facesearch.store.face_index import FaceIndex
 
@@ -111,12 +111,12 @@ def _catch_up(opts: WatchOptions, on_event: EventFn, totals: dict) -> None:
 
 
 def _wanted(path: str, index_dir: str) -> bool:
-    """Photos, sidecars and folders (a deleted path's kind is unknown); not hidden files (our own temp
+    """Photos, clips, sidecars and folders (a deleted path's kind is unknown); not hidden files (our own temp
     files are hidden) and nothing inside the index folder."""
     if os.path.basename(path).startswith(".") or path == index_dir or path.startswith(index_dir + os.sep):
         return False
     ext = os.path.splitext(path)[1].lower()
-    return ext in IMAGE_EXTS or is_sidecar(path) or ext == "" or os.path.isdir(path)
+    return ext in COLLECTION_EXTS or is_sidecar(path) or ext == "" or os.path.isdir(path)
 
 
 def handle_batch(opts: WatchOptions, paths: set[str], on_event: EventFn, totals: dict, kind: str = "batch",
@@ -217,12 +217,12 @@ def _expand(paths: set[str]) -> tuple[set[str], set[str]]:
     present, gone = set(), set()
     for p in paths:
         if os.path.isdir(p):
-            present |= {canonical(f) for f in scan_images([p])}
+            present |= {canonical(f) for f in scan_images([p], exts=COLLECTION_EXTS)}
         elif not os.path.exists(p):
             gone.add(canonical(p))
         elif is_sidecar(p):
             present |= _photos_of_sidecar(Path(p))
-        elif os.path.splitext(p)[1].lower() in IMAGE_EXTS:
+        elif os.path.splitext(p)[1].lower() in COLLECTION_EXTS:
             present.add(canonical(p))
     return present, gone
 

@@ -36,6 +36,8 @@ class IndexOptions:
     engine: str = "local"  # local: a process pool here | ray: Ray Data stages (facesearch.indexing.ray_engine)
     address: str | None = None  # ray: the cluster to join (auto, ray://host:10001); None starts one here
     xmp: bool = True  # read XMP face regions (embedded and sidecars): names other photo tools gave faces
+    video_every_s: float = 0.5  # clips: seconds between sampled frames (keyframes are sampled too)
+    video_min_face: int | None = None  # clips: smallest face searched for, px; None: 1/18 of the short side
 
 
 @dataclass
@@ -57,6 +59,7 @@ class IndexSummary:
     same_file: list[dict] = field(default_factory=list)
     # photos found at a new path while their old one is gone: their record taken over, {"from", "to"}
     moved: list[dict] = field(default_factory=list)
+    clips: int = 0  # of the files read, how many were clips (facesearch.indexing.video_index)
     failed: int = 0  # files an unexpected error stopped: not recorded, so the next run retries them
     failed_files: list[dict] = field(default_factory=list)
     # XMP face regions (facesearch.indexing.regions): named regions read, faces they labelled, faces
@@ -105,6 +108,8 @@ class Result:
     embeddings: np.ndarray | None = None  # (len(faces), dim) once embedded
     labels: list = field(default_factory=list)  # per face: a name from an XMP region, or None
     regions: dict | None = None  # what the XMP regions did (facesearch.indexing.regions), when read
+    # A clip's faces (facesearch.indexing.video_index): per face its time, track, track start and end
+    moments: list = field(default_factory=list)
 
 
 ProgressFn = Callable[[str, dict], None]
@@ -138,7 +143,8 @@ class Committer:
 
 
 def _embed(engine, results: list[Result]) -> None:
-    """Embed the chips of ``results`` in one call and hand each result its rows."""
+    """Embed the chips of ``results`` in one call and hand each result its rows (a clip's come embedded)."""
+    results = [r for r in results if r.embeddings is None]
     emb = engine.embed([c for r in results for c in r.chips])
     at = 0
     for r in results:
@@ -181,7 +187,8 @@ def commit_results(store: FaceIndex, results: list[Result], summary: IndexSummar
 def _records(r: Result) -> list[FaceRecord]:
     """The faces to store, each with its XMP region's name as its label (None: none)."""
     labels = r.labels or [None] * len(r.faces)
-    return [FaceRecord(tuple(f.box), f.score, f.landmarks, lab) for f, lab in zip(r.faces, labels)]
+    times = r.moments or [None] * len(r.faces)
+    return [FaceRecord(tuple(f.box), f.score, f.landmarks, lab, t) for f, lab, t in zip(r.faces, labels, times)]
 
 
 def _count_regions(regions: dict | None, summary: IndexSummary) -> None:

@@ -75,19 +75,20 @@ def connected_components(n: int, i: np.ndarray, j: np.ndarray, min_size: int = 2
 
 def chinese_whispers(n: int, i: np.ndarray, j: np.ndarray, iterations: int = 100, seed: int = 0,
                      min_size: int = 2, groups: np.ndarray | None = None, pinned: np.ndarray | None = None,
-                     forbid: list | None = None) -> np.ndarray:
+                     forbid: list | None = None, apart: list | None = None) -> np.ndarray:
     """dlib's Chinese Whispers: each face in turn takes the label most of its neighbours have.
 
     Constraints, all cannot-link: a face never takes a label another face of its ``groups``
     (photo) has; faces ``pinned`` to a person (-1: none) keep that person's label, and a
     cluster reached from them is kept whatever its size; a face never takes the label of a
-    person in its ``forbid`` set.
+    person in its ``forbid`` set; the two of each ``apart`` pair never share a label (two tracks of a
+    clip on screen at once).
     """
     adj = _adjacency(n, i, j)
     ptr, nbr = adj.indptr, adj.indices
     pinned = np.full(n, -1) if pinned is None else np.asarray(pinned)
     labels = np.where(pinned >= 0, n + pinned, np.arange(n))  # a person's faces share one label
-    rules = _CWRules(n, groups, forbid)
+    rules = _CWRules(n, groups, forbid, apart)
     rng = np.random.default_rng(seed)
     for _ in range(iterations):
         changed = 0
@@ -111,13 +112,16 @@ def chinese_whispers(n: int, i: np.ndarray, j: np.ndarray, iterations: int = 100
 class _CWRules:
     """Which labels a face may take: none shared with another face of its photo, none it is "not"."""
 
-    def __init__(self, n: int, groups, forbid):
+    def __init__(self, n: int, groups, forbid, apart=None):
         self.same_photo: dict[int, list[int]] = {}
         if groups is not None:
             by_group: dict[int, list[int]] = {}
             for v, g in enumerate(np.asarray(groups).tolist()):
                 by_group.setdefault(g, []).append(v)
             self.same_photo = {v: [u for u in vs if u != v] for vs in by_group.values() if len(vs) > 1 for v in vs}
+        for a, b in apart or ():
+            self.same_photo.setdefault(int(a), []).append(int(b))
+            self.same_photo.setdefault(int(b), []).append(int(a))
         self.not_labels = [set()] * n if forbid is None else [{n + p for p in f or ()} for f in forbid]
 
     def allowed(self, v: int, label: int, labels: np.ndarray) -> bool:

@@ -20,6 +20,7 @@ import numpy as np
 
 from facesearch.people import cluster
 from facesearch.people.labels import repair_if_needed
+from facesearch.people.tracks import fold
 from facesearch.core.errors import DataError, IndexLockedError
 from facesearch.core.names import check_name
 from facesearch.eval.tau import TauPolicy
@@ -76,9 +77,12 @@ def cluster_index(store: FaceIndex) -> dict:
     if not np.array_equal(ids, state.face_ids):
         raise DataError("the index changed while people were being clustered", hint="run `facesearch people` again")
     pinned = np.where(state.pinned, state.person, -1)
+    # A clip's track is one node (its faces one person); tracks on screen together are kept apart.
+    nodes = fold(ids, state.file_ids, pinned, state.not_people, store.moments(ids.tolist()))
     i, j, _ = cluster.knn_graph(x, GRAPH_K, tau)
-    labels = cluster.chinese_whispers(len(ids), i, j, min_size=MIN_FACES, groups=state.file_ids, pinned=pinned,
-                                      forbid=state.not_people)
+    i, j = nodes.edges(i, j)
+    labels = nodes.face_labels(cluster.chinese_whispers(nodes.n, i, j, min_size=MIN_FACES, groups=nodes.groups,
+                                                        pinned=nodes.pinned, forbid=nodes.forbid, apart=nodes.apart))
     catalogue.write_assignment(store, ids, _people_of(labels, pinned, state.person), store.generation())
     return {"tau": round(tau, 4), "tau_source": source, "label_conflicts": conflicts}
 

@@ -195,14 +195,22 @@ def _bad(path: Path, reason: str, hint: str) -> BadImageError:
     return BadImageError(f"cannot read image {path}: {reason}", hint=hint)
 
 
+def file_problem(exc: Exception) -> tuple[str, str] | None:
+    """``(reason, hint)`` when ``exc`` is about the file rather than its content (missing, unreadable, a
+    folder), else None: the words every decoder of user files uses for these."""
+    if isinstance(exc, FileNotFoundError):
+        return "file not found", "check the path; the file may have been moved or deleted"
+    if isinstance(exc, PermissionError):
+        return "permission denied", "make the file readable (chmod +r) or run as its owner"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a file", "pass image files, or use scan_images for folders"
+    return None
+
+
 def _classify(path: Path, exc: Exception) -> BadImageError:
     """Turn an OS or Pillow exception into a one-line BadImageError with a hint."""
-    if isinstance(exc, FileNotFoundError):
-        return _bad(path, "file not found", "check the path; the file may have been moved or deleted")
-    if isinstance(exc, PermissionError):
-        return _bad(path, "permission denied", "make the file readable (chmod +r) or run as its owner")
-    if isinstance(exc, IsADirectoryError):
-        return _bad(path, "is a directory, not a file", "pass image files, or use scan_images for folders")
+    if (problem := file_problem(exc)) is not None:
+        return _bad(path, *problem)
     if isinstance(exc, Image.DecompressionBombError):
         return _bad(path, f"too many pixels ({one_line(exc)})",
                     "downscale it; Pillow refuses images this large whatever the facesearch limit")

@@ -27,6 +27,13 @@ IMAGE_EXTS: frozenset[str] = frozenset(
 )
 """File extensions (lower-case, with dot) that :func:`scan_images` collects."""
 
+VIDEO_EXTS: frozenset[str] = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".3gp"})
+"""Clips an index collects besides photos (which path a file takes is decided by its content:
+:func:`facesearch.photos.video.is_video`)."""
+
+COLLECTION_EXTS: frozenset[str] = IMAGE_EXTS | VIDEO_EXTS
+"""What ``index`` and ``watch`` collect: photos and clips."""
+
 COMPANION_EXTS: frozenset[str] = frozenset({".xmp"})
 """Files that belong to a photo (XMP sidecars): neither collected nor reported as unreadable."""
 

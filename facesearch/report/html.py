@@ -100,25 +100,25 @@ class ImageCache:
         self.max_items = max_items
         self._items: OrderedDict[str, Image.Image | str] = OrderedDict()
 
-    def get(self, path) -> Image.Image | str:
-        """The RGB image, or the error text when it cannot be read."""
-        key = str(path)
+    def get(self, path, time_s: float | None = None) -> Image.Image | str:
+        """The RGB image (a clip's frame at ``time_s``), or the error text when it cannot be read."""
+        key = str(path) if time_s is None else f"{path}\x00{time_s}"
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]
-        value = _load(key)
+        value = _load(str(path), time_s)
         self._items[key] = value
         if len(self._items) > self.max_items:
             self._items.popitem(last=False)
         return value
 
 
-def _load(path: str) -> Image.Image | str:
+def _load(path: str, time_s: float | None = None) -> Image.Image | str:
     # Imported here: photos.load is light, but keeping the report import cheap matters for the CLI.
-    from facesearch.photos.load import load_image
+    from facesearch.photos.video import still
 
     try:
-        return load_image(path)
+        return still(path, time_s)
     except FacesearchError as e:
         return e.message
     except Exception as e:  # a report must never crash on one odd file
@@ -160,14 +160,15 @@ def short_path(path, parts: int = 2) -> str:
     return "/".join(Path(str(path)).parts[-parts:])
 
 
-def face_thumb(cache: ImageCache, path, box=None, size: int = THUMB) -> tuple[Image.Image, str | None]:
+def face_thumb(cache: ImageCache, path, box=None, size: int = THUMB,
+               time_s: float | None = None) -> tuple[Image.Image, str | None]:
     """Thumbnail of the face ``box`` in ``path`` (the whole photo when ``box`` is None).
 
     Small faces are enlarged (up to ``MAX_UPSCALE``) so every thumbnail in a row
     has the same size. Returns ``(image, error)``; on any problem the image is a placeholder and
-    ``error`` says why.
+    ``error`` says why. ``time_s``: the face is a clip's, in its frame at that time.
     """
-    src = cache.get(path)
+    src = cache.get(path, time_s)
     if isinstance(src, str):
         return placeholder(src, size), src
     try:

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 from facesearch.report.html import (
-    BOX_COLOURS, ImageCache, boxed_photo, esc, face_thumb, fmt, img_tag, page, short_path, write_html,
+    BOX_COLOURS, THUMB, ImageCache, boxed_photo, esc, face_thumb, fmt, img_tag, page, short_path, write_html,
 )
+from facesearch.search.moments import span
 
 
 def render_query_html(results: list[dict], path: str | os.PathLike | None = None) -> str:
@@ -68,7 +69,7 @@ MATCH_WORDS = {"very likely": "very likely the same", "likely": "likely the same
 
 
 def _match_cell(m: dict, rank: int, cache: ImageCache) -> str:
-    thumb, err = face_thumb(cache, m.get("path", ""), m.get("box"))
+    thumb, err = face_thumb(cache, m.get("path", ""), m.get("box"), time_s=m.get("time_s"))
     label = m.get("label")
     mpath = str(m.get("path", ""))
     words = MATCH_WORDS.get(m.get("verdict") or "", "")
@@ -79,4 +80,17 @@ def _match_cell(m: dict, rank: int, cache: ImageCache) -> str:
                f"<br><span title=\"{esc(mpath, quote=True)}\">{esc(short_path(mpath))}</span>")
     if err:
         caption += f"<br><span class=\"err\">{esc(err)}</span>"
-    return f"<div class=\"cell match\">{img_tag(thumb, cls='match', alt=mpath)}{caption}</div>"
+    return f"<div class=\"cell match\">{img_tag(thumb, cls='match', alt=mpath)}{caption}{_player(m)}</div>"
+
+
+def _player(m: dict) -> str:
+    """A clip's hit: its moment, and the clip itself from that moment (a ``<video>`` with a time fragment)."""
+    if m.get("start_s") is None:
+        return ""
+    try:
+        uri = Path(str(m["path"])).resolve().as_uri()
+    except ValueError:  # a name that is no URI (not UTF-8): the moment in words only
+        return f"<br><b>{esc(span(m))}</b>"
+    src = f"{uri}#t={float(m['start_s']):.2f},{float(m['end_s']):.2f}"
+    return (f"<br><b>{esc(span(m))}</b><br><video class=\"clip\" controls preload=\"none\" width=\"{THUMB}\" "
+            f"src=\"{esc(src, quote=True)}\"></video>")

@@ -54,7 +54,7 @@ def find_duplicates(opts: DedupeOptions) -> dict:
         policy = TauPolicy.from_config(store.manifest["model_config"])
         tau, source = tau_or_policy(opts.tau, policy.duplicates)
         warning = policy.dedupe_warning(tau) if source == GIVEN else None
-        i, j, d = store.range_pairs(tau)
+        i, j, d = _photo_pairs(store, *store.range_pairs(tau))
         groups = (_face_groups if opts.scope == "faces" else _photo_groups)(store, i, j, d, opts.keep)
         groups.sort(key=lambda g: (-len(g["members"]), g["members"][0]["path"]))
         exact = store.exact_duplicate_files()
@@ -62,6 +62,16 @@ def find_duplicates(opts: DedupeOptions) -> dict:
             "scope": opts.scope, "keep": opts.keep, "n_pairs": int(len(i)),
             "groups": groups, "n_groups": len(groups), "n_members": sum(len(g["members"]) for g in groups),
             "exact_duplicates": exact}
+
+
+def _photo_pairs(store: FaceIndex, i, j, d):
+    """The face pairs between photos: a clip's faces are moments of one appearance, alike by nature, and a
+    frame is no copy of a photo (byte-identical clips are still listed, by content hash)."""
+    clip = set(store.moments(np.r_[i, j].tolist()))
+    if not clip:
+        return i, j, d
+    keep = np.array([a not in clip and b not in clip for a, b in zip(i.tolist(), j.tolist())], bool)
+    return i[keep], j[keep], d[keep]
 
 
 def _face_groups(store: FaceIndex, i, j, d, rule: str) -> list[dict]:

@@ -31,6 +31,7 @@ from facesearch.store.face_index import FaceIndex
 from facesearch.store.labels import OLD_NAMES_WARNING, needs_repair
 from facesearch.models.config import EmbedderConfig
 from facesearch.models.weights_meta import resolve_weights
+from facesearch.search.moments import moment_fields, one_per_track
 from facesearch.search.own import own_photo
 from facesearch.search.verdict import add_verdicts
 
@@ -161,8 +162,11 @@ def _query_one(image, path: str, q: _Query) -> dict:
     own = own_photo(q.store, None if isinstance(image, np.ndarray) else image, q.face)
     # Each face may find its photo's own faces first: search that many more, then drop them.
     found = q.store.search(emb, min(q.k + len(crops), max(q.n_faces, 1)))
+    moments = q.store.moments([m.face_id for ms in found for m in ms])
     faces = []
-    for k, (crop, matches) in enumerate(zip(crops, [[m for m in ms if not own(m)] for ms in found])):
+    # A clip's appearance is one hit: its nearest face, with the track's start and end (search.moments).
+    kept = [one_per_track([m for m in ms if not own(m)], moments) for ms in found]
+    for k, (crop, matches) in enumerate(zip(crops, kept)):
         rating = None if quality is None else float(quality[k])
         readable = q.policy.can_name(rating)
         answer = identify(matches, q.th.name if readable else -1.0)
@@ -177,7 +181,7 @@ def _query_one(image, path: str, q: _Query) -> dict:
             # Closer than calibration could measure: "far" is then an upper bound.
             "far_is_bound": nearest is not None and q.policy.below_curve(nearest),
             "same_person": [m.path for m in matches if m.distance <= q.th.same][:q.top] if readable else [],
-            "matches": [_match_dict(m) for m in matches[:q.top]],
+            "matches": [_match_dict(m, moments.get(m.face_id)) for m in matches[:q.top]],
         })
     return {"query": path, "faces": faces}
 
@@ -207,9 +211,9 @@ def _far(policy: TauPolicy, d: float | None) -> float | None:
     return None if far is None else float(f"{far:.2g}")
 
 
-def _match_dict(m) -> dict:
+def _match_dict(m, moment=None) -> dict:
     return {
         "path": m.path, "box": [round(float(v), 1) for v in m.box],
         "distance": round(float(m.distance), 4), "similarity": round(float(m.similarity), 4),
-        "label": m.label, "face_id": int(m.face_id),
+        "label": m.label, "face_id": int(m.face_id), **moment_fields(moment),
     }

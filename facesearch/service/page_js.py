@@ -73,6 +73,12 @@ async function search(f) {
   selfFace = null;
   document.body.dataset.faces = String(r.faces.length);  // for a headless browser: the answer arrived
 }
+// A clip's hit: its moment in words, and the clip playing from it (served for indexed clips' faces only).
+function clock(s) { const t = Math.round(s * 10), m = Math.floor(t / 600), r = t % 600;
+  return m + ":" + String(Math.floor(r / 10)).padStart(2, "0") + "." + (r % 10); }
+function clipPlayer(m) { const v = el("video", undefined, "clip"); v.controls = true; v.preload = "none"; v.width = 160;
+  v.poster = withToken("/api/faces/" + m.face_id + "/thumb?size=320");
+  v.src = withToken("/api/faces/" + m.face_id + "/clip") + "#t=" + m.start_s + "," + m.end_s; return v; }
 const MATCH_WORDS = {"very likely": "very likely the same", "likely": "likely the same", "": "probably not"};
 function faceCard(face, k, r) {
   const card = el("div", undefined, "card face-result");
@@ -80,6 +86,7 @@ function faceCard(face, k, r) {
   const matches = face.matches.filter(m => m.face_id !== selfFace).slice(0, 5), row = el("div", undefined, "row");
   matches.forEach(m => { const c = el("div", undefined, "cell"); c.append(faceLink(m.face_id),
     el("div", m.label || "—"), el("div", MATCH_WORDS[m.verdict || ""]), el("div", base(m.path), "muted"));
+    if (m.start_s !== undefined) c.append(el("div", clock(m.start_s) + "–" + clock(m.end_s), "moment"), clipPlayer(m));
     row.append(c); });
   const det = el("details"), far = face.far === null ? "—" : (face.far_is_bound ? "≤" : "") + face.far;
   det.append(el("summary", "numbers"), el("div", "distance " + fmt(face.distance) + " to " +

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
@@ -95,14 +96,39 @@ def _jpeg(img) -> bytes:
 
 def thumbnail(index, face_id: int, size: int) -> bytes:
     """A JPEG crop of an indexed face; nothing that is not a face of the index is ever read."""
-    from facesearch.photos.load import load_image
+    from facesearch.photos.video import still
     from facesearch.report.html import crop_face, fit
 
+    row, moment = _face(index, face_id)
+    photo = still(row.path, None if moment is None else moment.time_s)  # a clip's face: its frame then
+    return _jpeg(fit(crop_face(photo, row.box), size))
+
+
+def _face(index, face_id: int):
+    """An indexed face's row and its moment (None for a photo's); 404 for anything else."""
     with FaceIndex.open(index, readonly=True) as store:
         try:
             if not 0 <= face_id <= MAX_ID:
                 raise KeyError(face_id)
-            row = store.faces([face_id])[0]
+            return store.faces([face_id])[0], store.moments([face_id]).get(face_id)
         except KeyError:
             raise HTTPException(404, f"no face {face_id} in the index") from None
-    return _jpeg(fit(crop_face(load_image(row.path), row.box), size))
+
+
+CLIP_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
+              ".mkv": "video/x-matroska", ".avi": "video/x-msvideo", ".3gp": "video/3gpp"}
+
+
+@router.get("/api/faces/{face_id}/clip")
+def clip(face_id: int, s: Service = Depends(service)) -> Response:
+    """The clip a face was seen in, for the page's ``<video>`` (ranges served, so it seeks to the moment).
+
+    Only a clip's face names a file: no path is taken from the request, and a photo's face is 404.
+    """
+    from fastapi.responses import FileResponse
+
+    row, moment = _face(s.index, face_id)
+    if moment is None or not os.path.isfile(row.path):
+        raise HTTPException(404, f"face {face_id} is not in an indexed clip")
+    kind = CLIP_TYPES.get(os.path.splitext(row.path)[1].lower(), "video/mp4")  # named by content: mp4 plays most
+    return FileResponse(row.path, media_type=kind)

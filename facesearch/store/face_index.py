@@ -26,7 +26,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from facesearch.store import folder as index_folder
-from facesearch.store import writes
+from facesearch.store import moments, writes
 from facesearch.store.catalogue import Catalogue
 from facesearch.store.folder import DB, FORMAT, MANIFEST  # noqa: F401  (public names of this module)
 from facesearch.store.records import STATUSES, FaceRecord, FaceRow, FileRecord, FileUpdate, Match, as_update
@@ -244,6 +244,10 @@ class FaceIndex:
     def photo_hashes(self) -> list[tuple[str, int]]:
         """``(path, dhash)`` of every photo that has one (none in an index from before they existed)."""
         return self.catalogue.photo_hashes()
+
+    def moments(self, face_ids) -> dict:
+        """``{face id: Moment}`` for those of ``face_ids`` that are clips' faces (:mod:`facesearch.store.moments`)."""
+        return moments.read(self.catalogue.db, face_ids)
 
     def exact_duplicate_files(self) -> list[list[str]]:
         """Groups of indexed paths with identical content hashes (each sorted, groups by first path)."""

@@ -133,7 +133,8 @@ def _unpin_second_faces(db: sqlite3.Connection) -> None:
     db.execute("UPDATE face_people SET person_id = NULL, pinned = 0 WHERE face_id IN (SELECT fp.face_id FROM "
                "face_people fp JOIN faces fa ON fa.id = fp.face_id WHERE fp.pinned = 1 AND EXISTS (SELECT 1 FROM "
                "face_people fq JOIN faces fb ON fb.id = fq.face_id WHERE fq.pinned = 1 AND fq.person_id = "
-               "fp.person_id AND fb.file_id = fa.file_id AND fb.id < fa.id))")
+               "fp.person_id AND fb.file_id = fa.file_id AND fb.id < fa.id) "
+               "AND NOT EXISTS (SELECT 1 FROM video_faces v WHERE v.face_id = fa.id))")  # a clip: tracks, not faces
 
 
 def _one_per_photo(faces: list[tuple]) -> int | None:
@@ -146,14 +147,31 @@ def _one_per_photo(faces: list[tuple]) -> int | None:
 
 
 def check_one_per_photo(db: sqlite3.Connection, face_ids: list[int]) -> None:
-    """DataError when ``face_ids`` (a person's faces to be) hold two faces of one photo."""
+    """DataError when ``face_ids`` (a person's faces to be) hold two faces of one photo, or of two tracks
+    of one clip on screen at the same time."""
     seen: dict[int, int] = {}
+    tracks: dict[int, list[tuple]] = {}  # clip file -> (face, track, start, end)
     for c in chunks(sorted(set(face_ids))):
-        for fid, file_id in db.execute(f"SELECT id, file_id FROM faces WHERE id IN ({placeholders(c)})", c):
+        for fid, file_id, track, a, b in db.execute(
+                "SELECT f.id, f.file_id, v.track, v.start_s, v.end_s FROM faces f LEFT JOIN video_faces v "
+                f"ON v.face_id = f.id WHERE f.id IN ({placeholders(c)})", c):
+            if track is not None:
+                _check_together(tracks.setdefault(file_id, []), (fid, track, a, b))
+                continue
             if file_id in seen:
                 raise DataError(f"faces {seen[file_id]} and {fid} are in one photo: one person cannot be both",
                                 hint="two faces of one photo are two people; leave one of them out")
             seen[file_id] = fid
+
+
+def _check_together(held: list[tuple], face: tuple) -> None:
+    """DataError when ``face`` is of another track of its clip on screen at the same time as one ``held``."""
+    fid, track, a, b = face
+    for other, t, c, d in held:
+        if t != track and a <= d and c <= b:
+            raise DataError(f"faces {other} and {fid} are on screen together in one clip: one person cannot be both",
+                            hint="two faces seen at the same time are two people; leave one of them out")
+    held.append(face)
 
 
 def unpin(db: sqlite3.Connection, face_ids: list[int], person: int) -> None:

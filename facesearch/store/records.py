@@ -38,6 +38,7 @@ class FaceRecord:
     score: float | None = None
     landmarks: Any = None
     label: str | None = None
+    moment: dict | None = None  # a clip's face: {"time_s", "track", "start_s", "end_s"}; None: a photo's
 
 
 @dataclass
@@ -74,6 +75,16 @@ class Match:
 
 
 @dataclass(frozen=True)
+class Moment:
+    """Where a clip's face is: its time, its track (one appearance), the track's start and end (seconds)."""
+
+    time_s: float
+    track: int
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True)
 class FaceRow:
     """A stored face with its file. ``label`` is the face's label, else its file's label."""
 
@@ -100,4 +111,4 @@ def as_face(f: Any) -> FaceRecord:
     if isinstance(f, dict):
         return FaceRecord(**f)
     return FaceRecord(tuple(f.box), getattr(f, "score", None), getattr(f, "landmarks", None),
-                      getattr(f, "label", None))
+                      getattr(f, "label", None), getattr(f, "moment", None))

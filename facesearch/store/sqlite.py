@@ -49,10 +49,14 @@ CREATE TABLE IF NOT EXISTS removed_files(
     id INTEGER PRIMARY KEY, hash TEXT NOT NULL, path TEXT NOT NULL, label TEXT, faces TEXT NOT NULL,
     removed_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS removed_files_hash ON removed_files(hash);
+CREATE TABLE IF NOT EXISTS video_faces(
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE, time_s REAL NOT NULL,
+    track INTEGER NOT NULL, start_s REAL NOT NULL, end_s REAL NOT NULL);
 """
 # Added after format 1 shipped: writers create them on open, readers of an older index see no
 # hashes, no people (facesearch.store.people), no sidecars (a photo without one reads as such) and no
-# forgotten files kept for their return (facesearch.store.removed; only writers read them).
+# forgotten files kept for their return (facesearch.store.removed; only writers read them), and no
+# clips' moments (facesearch.store.moments: an older index has photos only).
 PHOTO_HASHES = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS photo_hashes"):]
 
 

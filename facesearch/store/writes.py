@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from facesearch.store import carry, removed
+from facesearch.store import carry, moments, removed
 from facesearch.store.catalogue import Catalogue, replace_sidecars
 from facesearch.store.records import STATUSES, FaceRecord, FileUpdate, as_face
 from facesearch.store.sqlite import chunks, placeholders as qs, to_db
@@ -121,6 +121,7 @@ def _insert_faces(db: sqlite3.Connection, file_id: int, ids: list[int], faces: S
         [(fid, file_id, *map(float, f.box), _opt_float(f.score), _landmarks_json(f.landmarks), lab,
           np.asarray(e, dtype="<f4").tobytes())
          for fid, f, lab, e in zip(ids, faces, labels, embeddings)])
+    moments.write(db, [(fid, f.moment) for fid, f in zip(ids, faces) if f.moment is not None])
 
 
 def _delete_files(db: sqlite3.Connection, file_ids: list[int]) -> list[int]:
