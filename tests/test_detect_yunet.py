@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -78,7 +79,11 @@ def test_finds_the_faces_of_a_group_photo_with_dlib_landmarks():
     big = (photo.boxes[:, 2] - photo.boxes[:, 0]) >= YUNET_MIN_VISIBLE
     assert found[big].all() and fp == 0
     for f in faces:
-        assert f.landmarks.shape == (5, 2) and f.points5.shape == (5, 2)
+        assert f.points5.shape == (5, 2)
+        if f.landmarks is None:  # HOG missed it: its chip comes from YuNet's points (issue 38)
+            assert reconcile.near_frontal(f)
+            continue
+        assert f.landmarks.shape == (5, 2)
         x0, y0, x1, y1 = f.box
         assert ((f.landmarks >= (x0 - 0.5 * f.width, y0)) & (f.landmarks <= (x1 + 0.5 * f.width, y1))).all()
 
@@ -131,7 +136,7 @@ def test_a_dark_face_hog_misses_gets_landmarks_from_dlibs_cnn_box(monkeypatch):
     real = backends.landmarks
     monkeypatch.setattr(tiling, "landmarks", lambda rgb, box: used.append(box) or real(rgb, box))
     img = load_array(YALE_DARK)
-    (face,) = create_detector("auto").detect(img)
+    (face,) = dataclasses.replace(create_detector("auto"), cnn_box=True).detect(img)
     rgb, mapped = to_rgb_uint8(img), dlib_box(face.box)
     assert reconcile._window_box(rgb, mapped, reconcile._hog_rects, reconcile.HOG_FACE, reconcile.HOG_CONTEXT) is None
     (box,) = used
@@ -159,7 +164,8 @@ def test_the_cnn_runs_only_for_the_largest_faces_of_a_photo(monkeypatch):
     real = reconcile._window_box
     monkeypatch.setattr(reconcile, "_window_box", lambda rgb, t, find, face, ctx: (
         sides.append(t[2] - t[0]) if find is reconcile._cnn_rects else None) or real(rgb, t, find, face, ctx))
-    faces = YuNetFaceDetector(min_face=20, view_side=2000).detect(np.zeros((300, 900), np.uint8))  # one pass
+    det = YuNetFaceDetector(min_face=20, view_side=2000, cnn_box=True)  # one pass; the CNN as before issue 38
+    faces = det.detect(np.zeros((300, 900), np.uint8))
     assert len(faces) == 12 and len(sides) == reconcile.CNN_MAX_FACES < 12
     widest = sorted((f.width for f in faces), reverse=True)[:reconcile.CNN_MAX_FACES]
     expected = [w * reconcile.YUNET_TO_DLIB_BOX[2] for w in widest]  # the mapped boxes of the largest faces

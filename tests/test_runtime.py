@@ -94,7 +94,8 @@ def test_unknown_runtime_or_precision_is_an_error(monkeypatch):
 
 
 def _chips(shared: Path | None, n: int = 48) -> list[dict]:
-    """Chip dicts (dlib's 150 px chip, the ArcFace 112 px chip) of dev photos, else synthetic faces."""
+    """The default model's chip dicts (its 150 px chip, the ArcFace 112 px chip) of dev photos, else
+    synthetic faces."""
     from facesearch.faces.chips import extract_faces
     from facesearch.faces.detect import create_detector
     from facesearch.photos.load import load_array
@@ -104,10 +105,17 @@ def _chips(shared: Path | None, n: int = 48) -> list[dict]:
     else:
         from facesearch.photos.synthetic import make_identity_folder
         paths = sorted(make_identity_folder(Path("/tmp") / "fs_runtime_faces", 4, 4, seed=5).rglob("*.png"))
-    detector = create_detector("auto")
-    chips = [c.chip for p in paths for c in extract_faces(load_array(p), detector, "dlib5_150_p25+arcface_112")[:1]]
+    align = _default_align()
+    detector = create_detector("auto", align=align)
+    chips = [c.chip for p in paths for c in extract_faces(load_array(p), detector, align)[:1]]
     assert len(chips) >= min(n, 16) // 2
     return chips
+
+
+def _default_align() -> str:
+    from facesearch.models.weights_meta import read_meta, resolve_weights
+
+    return read_meta(resolve_weights(None))["config"]["align"]
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +221,7 @@ def test_fused_default_dev_tar_within_a_fifth_of_a_point(shared_data, precision)
     from facesearch.models.embed import open_engine
 
     cached = cached_set(shared_data / "dev" / "pins_celebs", chip_cache_dir())
-    chips = model_inputs(cached, "dlib5_150_p25+arcface_112")
+    chips = model_inputs(cached, _default_align())
     fast = open_engine(None, device="cpu", precision=precision).embed(chips)
     exact = _torch_dev_embeddings(chips)
     assert _cos(fast, exact).min() >= 0.999

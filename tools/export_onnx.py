@@ -30,7 +30,7 @@ from facesearch.core.atomic import atomic_path, atomic_write_json  # noqa: E402
 from facesearch.core.modelfiles import sha256_file  # noqa: E402
 from facesearch.core.runtime import ONNX_DIR, OPSET  # noqa: E402
 
-NETWORKS = ("dlib_ft", "dlib_yunet", "sface", "yunet")
+NETWORKS = ("dlib_ft", "sface", "yunet")
 YUNET_OUTPUTS = tuple(f"{k}_{s}" for s in (8, 16, 32) for k in ("cls", "obj", "bbox", "kps"))
 
 

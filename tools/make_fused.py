@@ -25,7 +25,8 @@ from facesearch.models.sface import EMBEDDING_DIM, find_sface_weights  # noqa: E
 from facesearch.models.weights_meta import model_id, read_meta, resolve_weights  # noqa: E402
 
 
-def fused_meta(base: str, weight: float, note: str, light: dict | None = None) -> dict:
+def fused_meta(base: str, weight: float, note: str, light: dict | None = None, chip: str | None = None) -> dict:
+    """``chip``: the template the first part reads (default: the one its weights were made on)."""
     base_meta = read_meta(resolve_weights(base))
     base_cfg = EmbedderConfig.from_dict(base_meta["config"])
     sface_meta = json.loads(find_sface_weights(None)[1].read_text())
@@ -34,9 +35,9 @@ def fused_meta(base: str, weight: float, note: str, light: dict | None = None) -
                    "source": sface_meta.get("source"), "licence": sface_meta.get("licence")}]
     config = EmbedderConfig(backbone=FUSED, embedding_dim=base_cfg.embedding_dim + EMBEDDING_DIM,
                             input_size=base_cfg.input_size, mean=base_cfg.mean, std=base_cfg.std, head="none",
-                            align=f"{base_cfg.align}+{ARCFACE}", components=components, light=light or {},
+                            align=f"{chip or base_cfg.align}+{ARCFACE}", components=components, light=light or {},
                             recipe={"fusion": note, "command": " ".join(["python tools/make_fused.py", *sys.argv[1:]])})
-    digest = fused_digest(components, light)
+    digest = fused_digest(components, light, config.align)
     return {"config": config.to_dict(), "sha256": digest, "model_id": model_id(config, digest)}
 
 
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dark-below", type=float, default=60.0,
                     help="brighten chips whose mean pixel value is under this (0: never)")
     ap.add_argument("--dark-mean", type=float, default=110.0, help="... to this mean, by a gamma curve")
+    ap.add_argument("--chip", default=None,
+                    help="the chip the first part reads, e.g. yunet5_150 (dlib's chip from YuNet's points: no dlib "
+                         "box or shape predictor); default: the template its weights were made on")
     ap.add_argument("--out", type=Path, default=REPO / "weights" / "fused.json")
     args = ap.parse_args(argv)
     note = (f"{args.weight:g}·cos({args.base}) + {1 - args.weight:g}·cos(SFace): each part's unit vector "
@@ -54,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     light = {"dark_below": args.dark_below, "mean": args.dark_mean} if args.dark_below > 0 else None
     if light:
         note += f"; chips with a mean pixel value under {args.dark_below:g} brightened to {args.dark_mean:g} by a gamma curve"
-    meta = fused_meta(args.base, args.weight, note, light)
+    if args.chip:
+        note += f"; the first part reads the {args.chip} chip"
+    meta = fused_meta(args.base, args.weight, note, light, args.chip)
     if args.out.exists():  # keep a previous calibration of the same parts and weights
         old = json.loads(args.out.read_text())
         if old.get("sha256") == meta["sha256"]:

@@ -30,7 +30,7 @@ app = typer.Typer(
 # facesearch.store.vectors.ops faiss); tests/test_cli.py checks that they match the library's.
 
 # Mirrors facesearch.faces.detect.DETECTORS.
-DETECTORS = ("auto", "yunet", "dlib-auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none")
+DETECTORS = ("auto", "yunet", "yunet-cnn", "dlib-auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none")
 # "auto" plus facesearch.store.vectors.ops.INDEX_TYPES.
 INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 # What facesearch.models.embed.select_device accepts ("cuda:N" picks a GPU).

@@ -147,4 +147,4 @@ def _one(path: Path):
         size = (round(img.shape[1] * scale), round(img.shape[0] * scale))
         img = np.asarray(Image.fromarray(img).resize(size, Image.BICUBIC))
     crop = largest_face(img, _detector, ALIGN)
-    return crop.chip, crop.face.landmarks is not None
+    return crop.chip, crop.face.landmarks is not None or crop.face.points5 is not None

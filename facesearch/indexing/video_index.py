@@ -54,7 +54,7 @@ def link_rule(config, every_s: float = 0.5) -> LinkRule:
 
 def clip_results(clips: Iterable[Work], opts: IndexOptions, engine) -> Iterator[Result]:
     """Each clip's :class:`Result`, embedded; bad clips as errors, unexpected failures as ``failed``."""
-    detectors = _Detectors(opts)
+    detectors = _Detectors(opts, engine.config.align)
     for work in clips:
         yield index_clip(work, opts, engine, detectors)
 
@@ -62,7 +62,7 @@ def clip_results(clips: Iterable[Work], opts: IndexOptions, engine) -> Iterator[
 def index_clip(work: Work, opts: IndexOptions, engine, detectors: "_Detectors | None" = None) -> Result:
     """One clip's faces (each track's best), their embeddings and their moments."""
     try:
-        tracks, rule = _track_clip(work.path, opts, engine, detectors or _Detectors(opts))
+        tracks, rule = _track_clip(work.path, opts, engine, detectors or _Detectors(opts, engine.config.align))
         return _result(work, tracks, rule)
     except BadImageError as e:
         return Result(work, error=e.message)
@@ -120,14 +120,14 @@ def _thumb(img: np.ndarray) -> np.ndarray:
 class _Detectors:
     """One detector per frame size: the smallest face searched for follows the frame's short side."""
 
-    def __init__(self, opts: IndexOptions):
-        self.opts = opts
+    def __init__(self, opts: IndexOptions, align: str):
+        self.opts, self.align = opts, align  # the model's chips: whether dlib's landmarks are needed
         self.by_floor: dict[int, object] = {}
 
     def get(self, hw: tuple[int, int]):
         floor = video_min_face(hw, self.opts.min_face, self.opts.video_min_face)
         if floor not in self.by_floor:
-            det = create_detector(self.opts.detector, min_face=floor, policy=self.opts.policy)
+            det = create_detector(self.opts.detector, min_face=floor, policy=self.opts.policy, align=self.align)
             # A frame without a face is the rule in a clip, not a face crop to read whole.
             self.by_floor[floor] = (dataclasses.replace(det, crop_fallback=False)
                                     if hasattr(det, "crop_fallback") else det)

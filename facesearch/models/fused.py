@@ -32,7 +32,7 @@ from facesearch.models.config import EmbedderConfig
 # The JSON's bookkeeping (parts, digest, checks) is torch-free in models.fusion, shared with the
 # inference runtime; the names stay importable from here.
 from facesearch.models.fusion import (  # noqa: F401  (re-exported)
-    ARCFACE, FUSED, SFACE, base_and_sface, check_fused, fused_digest, part_weights)
+    ARCFACE, FUSED, SFACE, base_and_sface, base_template, check_fused, fused_digest, part_weights)
 from facesearch.models.preprocess import brighten_dark, preprocess
 from facesearch.models.sface import chips_to_tensor, find_sface_weights, load_sface
 from facesearch.models.weights_meta import model_id
@@ -50,7 +50,7 @@ class FusedEmbedder(nn.Module):
     def prepare(self, chips: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-face chip dicts -> the two parts' input batches (dark chips brightened first, where
         the config says so: ``light``)."""
-        a = preprocess([self._lit(c[self.base.config.align]) for c in chips], self.base.config)
+        a = preprocess([self._lit(c[base_template(self.config)]) for c in chips], self.base.config)
         b = chips_to_tensor(np.stack([self._lit(c[ARCFACE]) for c in chips]))
         return a, b
 

@@ -21,14 +21,26 @@ from facesearch.models.config import EmbedderConfig
 FUSED = "fused"
 SFACE = "sface"
 ARCFACE = "arcface_112"
+# The fused models' alignment before issue 38: dlib's chip from dlib's landmarks for the first part.
+# A fused model aligned otherwise names its alignment in its digest (a new model id, even with the
+# same parts: its vectors differ); those aligned so keep the digest they always had.
+DLIB_ALIGNED = "dlib5_150_p25+arcface_112"
 
 
-def fused_digest(components: list[dict], light: dict | None = None) -> str:
-    """The fused model's checksum: its parts' checksums and weights, in order, and its exposure
-    correction where it has one (a model without one keeps the checksum it always had)."""
+def fused_digest(components: list[dict], light: dict | None = None, align: str | None = None) -> str:
+    """The fused model's checksum: its parts' checksums and weights, in order, its exposure
+    correction where it has one, and its alignment where it is not :data:`DLIB_ALIGNED` (a model
+    without either keeps the checksum it always had)."""
     parts: list = [[c["weights"], c["sha256"], c["weight"]] for c in components]
-    blob = json.dumps(parts + ([light] if light else []), sort_keys=True)
+    extra = ([light] if light else []) + ([{"align": align}] if align not in (None, DLIB_ALIGNED) else [])
+    blob = json.dumps(parts + extra, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def base_template(config: EmbedderConfig) -> str:
+    """The chip a fused model's first part reads: the first template of the fused ``align`` (the part
+    may run on another chip than its own weights were made on: issue 38's one alignment)."""
+    return config.align.split("+")[0]
 
 
 def part_weights(config: EmbedderConfig) -> list[float]:
@@ -56,7 +68,7 @@ def check_fused(js: Path, meta: dict, actual: list[str]) -> str:
             raise ModelMismatchError(f"{js.name} was made with {part['weights']} {part['sha256'][:12]}…, "
                                      f"but the installed one is {sha[:12]}…",
                                      hint="re-run `python tools/make_fused.py` after changing a part")
-    digest = fused_digest(config.components, config.light)
+    digest = fused_digest(config.components, config.light, config.align)
     if meta.get("sha256") != digest:
         raise ModelMismatchError(f"{js.name}: its checksum does not match its components",
                                  hint="the .json was edited; re-run `python tools/make_fused.py`")

@@ -24,7 +24,8 @@ from facesearch.core.errors import FacesearchError
 from facesearch.core.precision import cpu_precision
 from facesearch.core.runtime import Network, choose_runtime, find_onnx, load_network
 from facesearch.models.config import EmbedderConfig
-from facesearch.models.fusion import ARCFACE, FUSED, SFACE, base_and_sface, check_fused, fuse, part_weights
+from facesearch.models.fusion import (ARCFACE, FUSED, SFACE, base_and_sface, base_template, check_fused, fuse,
+                                     part_weights)
 from facesearch.models.preprocess import ImageLike, brighten_dark, preprocess_array
 from facesearch.models.weights_meta import model_id, read_meta, resolve_weights
 
@@ -61,7 +62,7 @@ class RuntimeEmbedder:
         if not self.fused:
             return [preprocess_array(images, self.config)]
         lit = [{k: self._lit(v) for k, v in c.items()} for c in images]
-        base = preprocess_array([c[self.parts[0].align] for c in lit], self.parts[0])
+        base = preprocess_array([c[base_template(self.config)] for c in lit], self.parts[0])
         sface = np.stack([c[ARCFACE] for c in lit]).transpose(0, 3, 1, 2).astype(np.float32)
         return [base, sface]
 
