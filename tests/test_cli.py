@@ -122,7 +122,7 @@ def _usage_error(r) -> str:
 # (command line before the bad option, bad option and value, what the message must say)
 BAD_VALUES = [
     *[(cmd, ["--detector", "mtcnn"], "Invalid value for '--detector': 'mtcnn' is not one of "
-       "auto, yunet, dlib-auto, dlib-hog, dlib-cnn, opencv-haar, none")
+       "auto, yunet, yunet-cnn, dlib-auto, dlib-hog, dlib-cnn, opencv-haar, none")
       for cmd in (["index", "P"], ["query", "P"], ["enroll", "NAME", "P"], ["rebuild"], ["train", "P"],
                   ["evaluate", "P"])],
     *[(cmd, ["--index-type", "ivf-pq"], "Invalid value for '--index-type': 'ivf-pq' is not one of "
