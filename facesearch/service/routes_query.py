@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
@@ -115,6 +116,16 @@ def _face(index, face_id: int):
             raise HTTPException(404, f"no face {face_id} in the index") from None
 
 
+def _as_indexed(row) -> bool:
+    """The face's file is still the regular file that was indexed (not a link put in its place, not
+    changed since): raw bytes are served from it, so nothing else may answer under its name."""
+    try:
+        st = os.stat(row.path, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (row.size, row.mtime_ns)
+
+
 CLIP_TYPES = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".webm": "video/webm",
               ".mkv": "video/x-matroska", ".avi": "video/x-msvideo", ".3gp": "video/3gpp"}
 
@@ -128,7 +139,7 @@ def clip(face_id: int, s: Service = Depends(service)) -> Response:
     from fastapi.responses import FileResponse
 
     row, moment = _face(s.index, face_id)
-    if moment is None or not os.path.isfile(row.path):
+    if moment is None or not _as_indexed(row):
         raise HTTPException(404, f"face {face_id} is not in an indexed clip")
     kind = CLIP_TYPES.get(os.path.splitext(row.path)[1].lower(), "video/mp4")  # named by content: mp4 plays most
     return FileResponse(row.path, media_type=kind)
