@@ -92,8 +92,12 @@ def test_an_unreachable_cluster_is_one_line(photos, tmp_path):
 
 @pytest.mark.slow
 def test_a_worker_node_killed_mid_run_and_the_run_resumed_from_its_shards(cluster, tmp_path, monkeypatch):
-    photos = make_identity_folder(tmp_path / "photos", n_people=6, per_person=8, seed=12)  # 48 files, 6 tasks
-    total = 48
+    # 144 files: three embedding batches (ray_engine.EMBED_BATCH 64), so the first shard is written while
+    # two batches are still to come. With 48 files (one batch, one shard) the run could commit and end
+    # within one poll of the shard appearing, once detection no longer waited on dlib's CNN (issue 38).
+    photos = make_identity_folder(tmp_path / "photos", n_people=6, per_person=24, seed=12)
+    total = 144
+    assert total > 2 * ray_engine.EMBED_BATCH
     idx = tmp_path / "ray"
     lost = cluster.add_worker(num_cpus=1)
     proc = subprocess.Popen([sys.executable, "-m", "facesearch", "index", str(photos), "--index", str(idx),
