@@ -78,7 +78,7 @@ def cluster_index(store: FaceIndex) -> dict:
         raise DataError("the index changed while people were being clustered", hint="run `facesearch people` again")
     pinned = np.where(state.pinned, state.person, -1)
     # A clip's track is one node (its faces one person); tracks on screen together are kept apart.
-    nodes = fold(ids, state.file_ids, pinned, state.not_people, store.moments(ids.tolist()))
+    nodes = fold(ids, state.file_ids, pinned, state.not_people, store.moments())
     i, j, _ = cluster.knn_graph(x, GRAPH_K, tau)
     i, j = nodes.edges(i, j)
     labels = nodes.face_labels(cluster.chinese_whispers(nodes.n, i, j, min_size=MIN_FACES, groups=nodes.groups,

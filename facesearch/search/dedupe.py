@@ -67,10 +67,10 @@ def find_duplicates(opts: DedupeOptions) -> dict:
 def _photo_pairs(store: FaceIndex, i, j, d):
     """The face pairs between photos: a clip's faces are moments of one appearance, alike by nature, and a
     frame is no copy of a photo (byte-identical clips are still listed, by content hash)."""
-    clip = set(store.moments(np.r_[i, j].tolist()))
-    if not clip:
+    clip = np.fromiter(store.moments(), np.int64)  # every clip face: a few per track, read once
+    if not len(clip):
         return i, j, d
-    keep = np.array([a not in clip and b not in clip for a, b in zip(i.tolist(), j.tolist())], bool)
+    keep = ~(np.isin(i, clip) | np.isin(j, clip))
     return i[keep], j[keep], d[keep]
 
 

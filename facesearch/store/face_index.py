@@ -245,8 +245,9 @@ class FaceIndex:
         """``(path, dhash)`` of every photo that has one (none in an index from before they existed)."""
         return self.catalogue.photo_hashes()
 
-    def moments(self, face_ids) -> dict:
-        """``{face id: Moment}`` for those of ``face_ids`` that are clips' faces (:mod:`facesearch.store.moments`)."""
+    def moments(self, face_ids=None) -> dict:
+        """``{face id: Moment}`` for those of ``face_ids`` that are clips' faces, every clip's face when None
+        (:mod:`facesearch.store.moments`)."""
         return moments.read(self.catalogue.db, face_ids)
 
     def exact_duplicate_files(self) -> list[list[str]]:
