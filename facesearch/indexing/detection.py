@@ -6,20 +6,17 @@ Ray through :func:`detect_batch` (its worker processes are reused across tasks).
 
 from __future__ import annotations
 
-import logging
 import os
 from contextlib import contextmanager
 from typing import Iterator
 
-from facesearch.core.errors import BadImageError, first_line
+from facesearch.core.errors import first_line
 from facesearch.core.pool import worker_pool
 from facesearch.faces.chips import extract_faces
 from facesearch.faces.detect import create_detector
 from facesearch.indexing.regions import import_regions
-from facesearch.indexing.work import IndexOptions, Result, Work
+from facesearch.indexing.work import IndexOptions, Result, Work, guarded
 from facesearch.photos.load import dhash, load_array
-
-log = logging.getLogger(__name__)
 
 _DETECTOR = None
 _ALIGN = None
@@ -45,18 +42,14 @@ def detect_batch(todo: list[Work], init_args: tuple) -> list[Result]:
 
 
 def _detect_one(work: Work) -> Result:
-    try:
-        img = load_array(work.path)
-        crops = extract_faces(img, _DETECTOR, _ALIGN)
-        res = Result(work, faces=[c.face for c in crops], chips=[c.chip for c in crops], dhash=dhash(img))
-        return _with_regions(res, img) if work.xmp else res
-    except BadImageError as e:
-        return Result(work, error=e.message)
-    except RuntimeError as e:  # dlib/OpenCV refusing odd content (1x1, 100000x10): the file's fault
-        return Result(work, error=f"detector failed: {first_line(e)}")
-    except Exception as e:  # not the file's fault: report it, keep the batch going, retry next run
-        log.warning("failed on %s: %s", work.path, first_line(e), exc_info=log.isEnabledFor(logging.DEBUG))
-        return Result(work, failed=f"{type(e).__name__}: {first_line(e)}")
+    return guarded(work, lambda: _detected(work))
+
+
+def _detected(work: Work) -> Result:
+    img = load_array(work.path)
+    crops = extract_faces(img, _DETECTOR, _ALIGN)
+    res = Result(work, faces=[c.face for c in crops], chips=[c.chip for c in crops], dhash=dhash(img))
+    return _with_regions(res, img) if work.xmp else res
 
 
 def _with_regions(res: Result, img) -> Result:

@@ -11,21 +11,17 @@ each face with its moment (time, track, the track's start and end): both engines
 from __future__ import annotations
 
 import dataclasses
-import logging
 import queue
 import threading
 from typing import Iterable, Iterator
 
 import numpy as np
 
-from facesearch.core.errors import BadImageError, first_line
 from facesearch.faces.chips import make_chips
 from facesearch.faces.detect import create_detector
 from facesearch.indexing.video_tracks import LinkRule, Seen, Track, Tracker, kept_faces, moments
-from facesearch.indexing.work import IndexOptions, Result, Work
+from facesearch.indexing.work import IndexOptions, Result, Work, guarded
 from facesearch.photos.video import Sample, is_video, sample_frames
-
-log = logging.getLogger(__name__)
 
 # The smallest face searched for in a clip, as a share of its frame's short side (60 px at 1080p,
 # 27 px at 480p; never under --min-face): YuNet then looks at a ~540-line view of a 1080p frame, ~4x
@@ -60,17 +56,10 @@ def clip_results(clips: Iterable[Work], opts: IndexOptions, engine) -> Iterator[
 
 
 def index_clip(work: Work, opts: IndexOptions, engine, detectors: "_Detectors | None" = None) -> Result:
-    """One clip's faces (each track's best), their embeddings and their moments."""
-    try:
-        tracks, rule = _track_clip(work.path, opts, engine, detectors or _Detectors(opts, engine.config.align))
-        return _result(work, tracks, rule)
-    except BadImageError as e:
-        return Result(work, error=e.message)
-    except RuntimeError as e:  # a detector refusing odd content: the file's fault, as for photos
-        return Result(work, error=f"detector failed: {first_line(e)}")
-    except Exception as e:  # not the clip's fault: reported, retried next run
-        log.warning("failed on %s: %s", work.path, first_line(e), exc_info=log.isEnabledFor(logging.DEBUG))
-        return Result(work, failed=f"{type(e).__name__}: {first_line(e)}")
+    """One clip's faces (each track's best), their embeddings and their moments; a bad clip as a bad
+    photo is (:func:`~facesearch.indexing.work.guarded`)."""
+    detectors = detectors or _Detectors(opts, engine.config.align)
+    return guarded(work, lambda: _result(work, *_track_clip(work.path, opts, engine, detectors)))
 
 
 def _track_clip(path: str, opts: IndexOptions, engine, detectors: "_Detectors") -> tuple[list[Track], LinkRule]:

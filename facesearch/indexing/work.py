@@ -5,11 +5,14 @@ and the Ray engine, so a file's outcome does the same to the index and the summa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from facesearch.core.errors import BadImageError, first_line
 
 from facesearch.store.face_index import FaceIndex
 from facesearch.store.records import FaceRecord
@@ -113,6 +116,22 @@ class Result:
 
 
 ProgressFn = Callable[[str, dict], None]
+log = logging.getLogger(__name__)
+
+
+def guarded(work: Work, run: Callable[[], Result]) -> Result:
+    """``run()``'s result for one file, or what went wrong: the file's fault (unreadable, a detector
+    refusing odd content such as 1x1 or 100000x10) as ``error``, recorded and not retried until the file
+    changes; anything else as ``failed``, reported, the batch kept going, retried next run."""
+    try:
+        return run()
+    except BadImageError as e:
+        return Result(work, error=e.message)
+    except RuntimeError as e:  # dlib/OpenCV refusing odd content: the file's fault
+        return Result(work, error=f"detector failed: {first_line(e)}")
+    except Exception as e:  # not the file's fault
+        log.warning("failed on %s: %s", work.path, first_line(e), exc_info=log.isEnabledFor(logging.DEBUG))
+        return Result(work, failed=f"{type(e).__name__}: {first_line(e)}")
 
 
 class Committer:
