@@ -105,14 +105,22 @@ def _register_heif() -> bool:
 
 
 def _check_regular_file(path: Path) -> None:
-    # Checked before open(): opening a FIFO for reading would block forever.
+    if (problem := regular_file_problem(path, "image")) is not None:
+        raise _bad(path, *problem)
+
+
+def regular_file_problem(path: Path, kind: str) -> tuple[str, str] | None:
+    """``(reason, hint)`` when ``path`` is not a non-empty regular file, else None; raises OSError as
+    ``stat`` does (a folder as IsADirectoryError). Checked before opening: opening a FIFO for reading
+    would block for ever. ``kind`` names the files the hint asks for (image, video)."""
     st = path.stat()
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(path)
     if not stat.S_ISREG(st.st_mode):
-        raise _bad(path, "not a regular file", "pass image files, not devices, pipes or sockets")
+        return "not a regular file", f"pass {kind} files, not devices, pipes or sockets"
     if st.st_size == 0:
-        raise _bad(path, "empty file (0 bytes)", "the file is empty; re-copy it from the original")
+        return "empty file (0 bytes)", "the file is empty; re-copy it from the original"
+    return None
 
 
 def _decode(fp, path: Path, limit: int) -> Image.Image:

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 
 from facesearch.core.errors import BadImageError, one_line
-from facesearch.photos.load import file_problem, max_pixels_limit
+from facesearch.photos.load import file_problem, max_pixels_limit, regular_file_problem
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +205,12 @@ def _frames(container, stream, path: Path):
 
 
 def _check_regular(path: Path) -> None:
-    import stat
-
     try:
-        st = path.stat()
+        problem = regular_file_problem(path, "video")
     except OSError as exc:
         raise _classify(path, exc) from exc
-    if not stat.S_ISREG(st.st_mode):  # checked before opening: a FIFO would block for ever
-        raise _bad(path, "not a regular file", "pass video files, not devices, pipes or sockets")
-    if st.st_size == 0:
-        raise _bad(path, "empty file (0 bytes)", "the file is empty; re-copy it from the original")
+    if problem is not None:
+        raise _bad(path, *problem)
 
 
 def _check_size(path: Path, stream, limit: int) -> None:
