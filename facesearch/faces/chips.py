@@ -98,19 +98,21 @@ def faces_to_chips(
 
 
 def _arcface_chips(img: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
-    out = []
-    for f in faces:
-        pts = f.points5 if f.points5 is not None else yunet_points_from_dlib(f.landmarks)
-        out.append(align_sface(img, pts) if pts is not None else crop_box(img, f.box, INPUT_SIZE))
-    return out
+    return _from_yunet_points(img, faces, align_sface, INPUT_SIZE)
 
 
 def _yunet_chips(img: np.ndarray, faces: list[Face]) -> list[np.ndarray]:
-    """dlib-style 150 px chips from YuNet's points (dlib's, mapped, for a face that has only those)."""
+    """dlib-style 150 px chips from YuNet's points."""
+    return _from_yunet_points(img, faces, lambda im, pts: align_face(im, pts, YUNET_CHIP, CHIP_SIZE), CHIP_SIZE)
+
+
+def _from_yunet_points(img: np.ndarray, faces: list[Face], cut, size: int) -> list[np.ndarray]:
+    """``cut(img, points)`` per face from YuNet's points (dlib's, mapped, for a face that has only
+    those); a square crop of the box for a face with neither."""
     out = []
     for f in faces:
         pts = f.points5 if f.points5 is not None else yunet_points_from_dlib(f.landmarks)
-        out.append(align_face(img, pts, YUNET_CHIP, CHIP_SIZE) if pts is not None else crop_box(img, f.box, CHIP_SIZE))
+        out.append(cut(img, pts) if pts is not None else crop_box(img, f.box, size))
     return out
 
 
