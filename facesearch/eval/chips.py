@@ -54,18 +54,15 @@ def cached_set(set_dir: Path, out: Path, detector: str = "auto", workers: int | 
     """
     stem = f"{Path(set_dir).name}@{min_side}" if min_side else Path(set_dir).name
     dest = Path(out) / f"{stem}-{chips_key(detector)}.npz"  # chips depend on who found the face, and how
-    if dest.exists() and not _has_every_chip(dest):  # cached before a template was added
-        dest.unlink()
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        cache_set(Path(set_dir), dest, detector, workers or os.cpu_count() or 1, min_side)
+    if dest.exists():
+        with np.load(dest) as z:
+            if all(k in z.files for k in ARRAYS.values()):
+                return {k: z[k] for k in z.files}
+        dest.unlink()  # cached before a template was added
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    cache_set(Path(set_dir), dest, detector, workers or os.cpu_count() or 1, min_side)
     with np.load(dest) as z:
         return {k: z[k] for k in z.files}
-
-
-def _has_every_chip(npz: Path) -> bool:
-    with np.load(npz) as z:
-        return all(k in z.files for k in ARRAYS.values())
 
 
 def model_inputs(cached: dict, align: str) -> list:

@@ -86,6 +86,21 @@ def live(serve) -> Live:
     return serve()
 
 
+@pytest.fixture()
+def server_for():
+    """``server_for(app)``: ``app`` served live for one test, its base URL; stopped after the test."""
+    stops = []
+
+    def start(app) -> str:
+        port, stop = run_server(app)
+        stops.append(stop)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for stop in stops:
+        stop()
+
+
 def run_server(app):
     """Start uvicorn for ``app`` on 127.0.0.1 (a port the OS picked); returns ``(port, stop)``."""
     import uvicorn

@@ -1,13 +1,14 @@
 """``GET /api/faces/ID/clip`` serves raw bytes, so only the very file that was indexed: a clip swapped
-for a link to another file, or changed since, is 404 (issue 40's route, docs/security.md)."""
+for a link to another file, or changed since, is 404 (issue 40's route, docs/security.md). Against a
+live server, like the rest of the attack suite."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from facesearch.cli.main import app as cli
@@ -20,7 +21,7 @@ YALE = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "train" 
 
 
 @pytest.fixture()
-def served_clip(tmp_path):
+def served_clip(tmp_path, server_for):
     if not YALE.is_dir():
         pytest.skip("../shared/data is absent")
     from facesearch.photos.load import load_array
@@ -32,9 +33,10 @@ def served_clip(tmp_path):
     assert r.exit_code == 0, r.output
     with FaceIndex.open(tmp_path / "idx", readonly=True) as store:
         ids, _ = store.all_embeddings()
-    client = TestClient(create_app(ServeOptions(index=tmp_path / "idx")), base_url="http://127.0.0.1:8750")
-    assert len(ids) >= 1 and client.get(f"/api/faces/{int(ids[0])}/clip").status_code == 200
-    return client, f"/api/faces/{int(ids[0])}/clip", clip
+    url = server_for(create_app(ServeOptions(index=tmp_path / "idx")))
+    with httpx.Client(base_url=url, timeout=30.0) as client:
+        assert len(ids) >= 1 and client.get(f"/api/faces/{int(ids[0])}/clip").status_code == 200
+        yield client, f"/api/faces/{int(ids[0])}/clip", clip
 
 
 def test_a_clip_swapped_for_a_link_to_another_file_is_not_served(served_clip, tmp_path):

@@ -17,6 +17,9 @@ HUGE = "99999999999999999999999"
     ("GET", f"/api/faces/{HUGE}/thumb", {}, 404),
     ("GET", "/api/faces/-1/thumb", {}, 404),
     ("GET", "/api/faces/x/thumb", {}, 422),
+    ("GET", f"/api/faces/{HUGE}/clip", {}, 404),
+    ("GET", "/api/faces/1/clip", {}, 404),  # a photo's face names no clip
+    ("GET", "/api/faces/x/clip", {}, 422),
     ("GET", "/api/no/such/route", {}, 404),
     ("GET", "/api/jobs/nothing", {}, 404),
     ("POST", f"/api/people/{HUGE}/name", {"json": {"name": "Ann"}}, 404),  # unknown ids are 404 (issue 37, 7)

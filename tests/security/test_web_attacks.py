@@ -77,7 +77,7 @@ def test_our_own_page_may_still_name_people(live):
         assert person_names(c)[pid] == "Dora"
 
 
-@pytest.mark.parametrize("path", ["/api/people", "/api/faces/1/thumb", "/api/health", "/"])
+@pytest.mark.parametrize("path", ["/api/people", "/api/faces/1/thumb", "/api/faces/1/clip", "/api/health", "/"])
 def test_a_rebound_host_name_reads_nothing(live, path):
     with live.client() as c:
         body = json_error(c.get(path, headers={"Host": f"evil.example:{live.port}"}), 421)
