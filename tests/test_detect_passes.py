@@ -52,7 +52,7 @@ def test_the_min_face_pass_skips_a_sure_large_face(monkeypatch, score, skip, ski
     monkeypatch.setattr(tiling, "yunet_model", lambda: model)
     monkeypatch.setattr(tiling, "landmarks", lambda rgb, box: np.zeros((5, 2)))
     monkeypatch.setattr(tiling, "hog_box", lambda rgb, box, cnn=True: None)
-    det = YuNetFaceDetector(skip_found=skip, crop_fallback=False)
+    det = YuNetFaceDetector(skip_found=skip, crop_fallback=False, cascade=False)  # the whole min-face pass
     img = np.zeros((3000, 2400, 3), np.uint8)  # a close-up: the face's margin is small beside it
     faces = det.detect(img)
     assert len(faces) >= 1 and max(f.width for f in faces) > 2000  # the large face is found either way

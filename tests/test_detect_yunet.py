@@ -124,8 +124,11 @@ def test_small_photos_without_a_face_get_a_second_look(monkeypatch, side, retrie
     monkeypatch.setattr(tiling, "hog_box", lambda rgb, box, cnn=True: None)
     det = YuNetFaceDetector(crop_fallback=False)
     faces = det.detect(np.zeros((side, side), np.uint8))
-    n = len(det.plan((side, side)))
-    assert [s for _, s in model.calls] == [tiling.YUNET_SCORE] * n + [tiling.YUNET_RETRY_SCORE] * retried
+    scores = [s for _, s in model.calls]
+    # The second look comes last, once, and only for a small photo (a 900 px one's min-face pass is
+    # a cascade: a coarse look at refine.LOW, then a window at the usual score around its candidate).
+    assert scores.count(tiling.YUNET_RETRY_SCORE) == int(retried)
+    assert scores[-1] == (tiling.YUNET_RETRY_SCORE if retried else tiling.YUNET_SCORE)
     assert len(faces) == int(retried)
 
 

