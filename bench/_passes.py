@@ -56,6 +56,7 @@ class Issue27Detector(YuNetFaceDetector):
     faces the later views found."""
 
     skip_found: bool = False
+    cascade: bool = False
 
     def plan(self, hw: tuple[int, int]) -> list[Pass]:
         return issue27_plan(hw, self.min_face, self.max_side, self.min_visible, self.view_side, self.pass_ratio)
@@ -73,7 +74,8 @@ class SmallViews(YuNetFaceDetector):
 
 
 def detectors() -> dict:
-    return {"issue 27": Issue27Detector(), "issue 38": YuNetFaceDetector(),
+    return {"issue 27": Issue27Detector(), "issue 38, whole min-face pass": YuNetFaceDetector(cascade=False),
+            "issue 38, min-face pass as a cascade": YuNetFaceDetector(),
             "issue 38, smaller views after tiles too (not adopted)": SmallViews()}
 
 

@@ -88,11 +88,13 @@ def variants() -> dict[str, tuple[dict, float]]:
 
 
 # The scale plan (issue 27) against the plan it replaced; the crowd settings tried for 20-30 px faces.
-BEFORE = {"view_side": 1536, "pass_ratio": 1e9, "crop_fallback": False, "min_face_slack": 1.0, "skip_found": False}
+BEFORE = {"view_side": 1536, "pass_ratio": 1e9, "crop_fallback": False, "min_face_slack": 1.0, "skip_found": False,
+          "cascade": False}
 SCALE_VARIANTS = {
     "before (1536 view + tiles)": (BEFORE, True),
     "issue 27 plan": ({}, True),  # bench/_passes.Issue27Detector
-    "after (scale plan)": ({}, True),
+    "after (scale plan), whole min-face pass": ({"cascade": False}, True),
+    "after (scale plan), min-face pass as a cascade (issue 38)": ({}, True),
     "after, min_visible 36": ({"min_visible": 36}, False),
     "after, min_visible 40": ({"min_visible": 40}, False),
     "after, score 0.6": ({"score_threshold": 0.6}, False),
@@ -290,14 +292,15 @@ def run_cost(args) -> int:
     sources = groups.source_faces(paths, limit=40, seed=7)
     photos = S.cost_photos(sources, groups.backgrounds())
     dets = {}
-    for name in ("before (1536 view + tiles)", "after (scale plan)"):
+    after = "after (scale plan), min-face pass as a cascade (issue 38)"
+    for name in ("before (1536 view + tiles)", after):
         dets[name] = create_detector("auto")
         for k, v in SCALE_VARIANTS[name][0].items():
             setattr(dets[name], k, v)
         dets[name].warmup()
     ms = S.interleaved_ms(dets, photos, reps=2 if args.quick else 3)
-    passes = {label: [(round(max(img.shape[:2]) * p.scale), p.tiled) for p in dets["after (scale plan)"].plan(
-        img.shape[:2])] for label, img in photos.items()}
+    passes = {label: [(round(max(img.shape[:2]) * p.scale), p.tiled) for p in dets[after].plan(img.shape[:2])]
+              for label, img in photos.items()}
     mp = {n: {label: S.plan_megapixels(d, img.shape[:2]) for label, img in photos.items()} for n, d in dets.items()}
     results = {"environment": environment(), "ms_per_photo": ms, "network_megapixels": mp, "after_passes": passes}
     names = list(dets)

@@ -44,9 +44,18 @@ def test_candidates_follow_the_rule_row_by_row(seed):
                for r in rows]
     sure = [r for r in list(rows[is_kept]) + list(later) if r[14] >= HOLE_SCORE]
     want = [r for r, k in zip(rows, is_kept) if not k and r[2] * c < refine.TOP
-            and not any(refine.near(r[None], s, 0.0)[0] and 2 * r[2] < s[2] for s in sure)]
+            and not any(refine.near(r[None], s, 0.0)[0] and 2 * r[2] <= s[2] for s in sure)]
     assert np.array_equal(kept, rows[is_kept])
     assert np.array_equal(cand, np.array(want, np.float32).reshape(-1, 15))
+
+
+def test_a_windows_face_inside_a_sure_face_much_wider_is_a_part_of_it():
+    rng = np.random.default_rng(4)
+    found, kept, later = _rows(rng, 200), _rows(rng, 4), _rows(rng, 4)
+    out = refine.not_parts(found, kept, later, HOLE_SCORE)
+    sure = [f for f in list(kept) + list(later) if f[14] >= HOLE_SCORE]
+    want = [r for r in found if not any(refine.near(r[None], f, 0.0)[0] and refine.PART * r[2] <= f[2] for f in sure)]
+    assert 0 < len(out) < len(found) and np.array_equal(out, np.array(want, np.float32).reshape(-1, 15))
 
 
 def test_each_window_holds_its_candidate_with_context_at_yunets_divisor():

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BIG", "COARSE", "LOW", "MIN_PIXELS", "SURE", "TOP", "candidates", "near", "windows"]
+__all__ = ["BIG", "COARSE", "LOW", "MIN_PIXELS", "SURE", "TOP", "candidates", "inside", "near", "not_parts", "windows"]
 
 # The coarse look is this many times smaller than the min-face pass: a min_face face is 20 px
 # there, where YuNet still scores most of them (crowds, 20-24 px: 98-100 % above 0.1, 62-87 %
@@ -43,6 +43,9 @@ TOP = 160.0
 CONTEXT = 0.5
 WINDOW_MIN = 64
 KEEP_PAD = 0.5
+# A window's face whose centre lies inside a sure face (coarse-kept, or a later view's) at least PART
+# times its width is a part of it: on the web race's photos such parts were 1 of its 5 extra false faces.
+PART = 1.5
 # Where the windows would cover more than this share of the full pass's pixels (a dense crowd),
 # the full pass runs instead. A photo whose min-face pass is under MIN_PIXELS runs it whole: the
 # coarse look would save less than a millisecond or two.
@@ -59,11 +62,22 @@ def candidates(rows: np.ndarray, coarse_scale: float, sure_rows: np.ndarray, sco
     kept = ((w >= BIG) & (rows[:, 14] >= SURE)) | ((w >= TOP) & (rows[:, 14] >= score))
     cand = rows[~kept & (w < TOP)]
     sure = np.concatenate([rows[kept], sure_rows])
-    sure = sure[sure[:, 14] >= hole_score]
-    inside = np.zeros(len(cand), bool)
-    for face in sure:
-        inside |= near(cand, face, 0.0) & (cand[:, 2] * 2 < face[2])
-    return rows[kept], cand[~inside]
+    return rows[kept], cand[~inside(cand, sure[sure[:, 14] >= hole_score], 2.0)]
+
+
+def not_parts(found: np.ndarray, kept: np.ndarray, sure_rows: np.ndarray, hole_score: float) -> np.ndarray:
+    """The windows' ``found`` faces less those inside a sure face PART times wider (see :func:`inside`)."""
+    sure = np.concatenate([kept, sure_rows])
+    return found[~inside(found, sure[sure[:, 14] >= hole_score], PART)]
+
+
+def inside(rows: np.ndarray, faces: np.ndarray, ratio: float) -> np.ndarray:
+    """Whether each row's centre lies inside one of ``faces`` at least ``ratio`` times its width: a
+    part of that face (a face holds no smaller face), not a face of its own."""
+    out = np.zeros(len(rows), bool)
+    for face in faces:
+        out |= near(rows, face, 0.0) & (rows[:, 2] * ratio <= face[2])
+    return out
 
 
 def windows(cand: np.ndarray, scale: float, hw: tuple[int, int]) -> list[tuple[int, int, int, int]]:

@@ -268,7 +268,8 @@ class YuNetFaceDetector:
         wins = refine.windows(cand, s, rgb.shape[:2])
         if sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in wins) * s * s > refine.MAX_SHARE * pixels:
             return self.pass_rows(rgb, plan, 0, score)  # a dense crowd: the windows would cost more
-        return _merge(np.concatenate([kept, self._window_rows(rgb, wins, cand, s, score)]))
+        found = refine.not_parts(self._window_rows(rgb, wins, cand, s, score), kept, found_later, HOLE_SCORE)
+        return _merge(np.concatenate([kept, found]))
 
     def _window_rows(self, rgb: np.ndarray, wins: list, cand: np.ndarray, s: float, score: float) -> np.ndarray:
         """The faces each window, scaled by ``s``, finds near its own candidate (photo px)."""
