@@ -147,10 +147,10 @@ def test_cli_json_events_and_ctrl_c_exits_130(collection, tmp_path):
                             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        lines = [json.loads(proc.stdout.readline()) for _ in range(2)]
+        lines = [_event(proc) for _ in range(2)]
         assert [e["event"] for e in lines] == ["indexed", "ready"] and lines[0]["files"] == 16
         shutil.copy(sorted((collection / "person_00").iterdir())[0], collection / "person_00" / "copy.png")
-        e = json.loads(proc.stdout.readline())
+        e = _event(proc)
         assert (e["event"], e["files"]) == ("indexed", 1)
         proc.send_signal(signal.SIGINT)
         try:  # it stops in about a second; past the deadline its stacks (SIGABRT, the fault handler) say where
@@ -162,6 +162,14 @@ def test_cli_json_events_and_ctrl_c_exits_130(collection, tmp_path):
     finally:
         proc.kill()
     assert "Traceback" not in proc.stderr.read()
+
+
+def _event(proc) -> dict:
+    """The next JSON event on the watcher's stdout; where it ended instead, how (exit status, stderr)."""
+    line = proc.stdout.readline()
+    if not line:
+        pytest.fail(f"watch ended (exit {proc.wait(30)}) before its next event:\n{proc.stderr.read()[-8000:]}")
+    return json.loads(line)
 
 
 def test_cli_refuses_a_file(collection, tmp_path):
