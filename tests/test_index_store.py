@@ -398,3 +398,26 @@ def test_readers_share_the_loaded_faiss_index_until_the_index_changes(tmp_path, 
     (tmp_path / "idx" / STAMP).unlink()  # the cache's files changed at the same generation
     search_all()
     assert loads.count(True) == 3
+
+
+def test_the_named_faces_are_counted_from_an_index_not_the_whole_table(tmp_path):
+    """Every query counts the named faces; the count agrees with a scan of the rows and SQLite answers
+    it from the faces_labelled index, which an index made without it gets at its next writer."""
+    import sqlite3
+
+    photos = tmp_path / "photos"
+    with create(tmp_path) as store:
+        ids = [add(store, photo(photos, f"{k}.jpg", bytes([k])), 2, k) for k in range(6)]
+        for k in (1, 3, 4):
+            store.set_label(ids[k][:1], f"p{k}")
+        rows = store.faces(range(1, 13))
+        assert store.count_labelled() == sum(r.label is not None for r in rows) > 0
+    db_path = tmp_path / "idx" / "meta.sqlite"
+    plan = "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM faces WHERE label IS NOT NULL"
+    with sqlite3.connect(db_path) as db:
+        assert "faces_labelled" in str(db.execute(plan).fetchall())
+        db.execute("DROP INDEX faces_labelled")  # an index from before it
+    with FaceIndex.open(tmp_path / "idx", model_id="m1") as store:
+        assert store.count_labelled() == sum(r.label is not None for r in rows)
+    with sqlite3.connect(db_path) as db:
+        assert "faces_labelled" in str(db.execute(plan).fetchall())

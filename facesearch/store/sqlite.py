@@ -52,11 +52,14 @@ CREATE INDEX IF NOT EXISTS removed_files_hash ON removed_files(hash);
 CREATE TABLE IF NOT EXISTS video_faces(
     face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE, time_s REAL NOT NULL,
     track INTEGER NOT NULL, start_s REAL NOT NULL, end_s REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS faces_labelled ON faces(label) WHERE label IS NOT NULL;
 """
 # Added after format 1 shipped: writers create them on open, readers of an older index see no
 # hashes, no people (facesearch.store.people), no sidecars (a photo without one reads as such) and no
 # forgotten files kept for their return (facesearch.store.removed; only writers read them), and no
-# clips' moments (facesearch.store.moments: an older index has photos only).
+# clips' moments (facesearch.store.moments: an older index has photos only). faces_labelled: every
+# query counts the named faces (the gallery its tau is chosen for); without it that count read the
+# whole faces table: 4.9 ms a query at 10,000 faces, 0.003 ms with it.
 PHOTO_HASHES = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS photo_hashes"):]
 
 
