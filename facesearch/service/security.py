@@ -94,6 +94,22 @@ def has_token(request: Request, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
 
+class Guard:
+    """ASGI middleware: :func:`refusal`'s answer, or the route. Pure ASGI, not ``@app.middleware``:
+    Starlette's ``BaseHTTPMiddleware`` streams every answer through a task of its own, and the checks
+    read only the request line and headers."""
+
+    def __init__(self, app, names: frozenset[str], any_ip: bool, token: str | None):
+        self.app, self.names, self.any_ip, self.token = app, names, any_ip, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            answer = refusal(Request(scope), self.names, self.any_ip, self.token)
+            if answer is not None:
+                return await answer(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def refusal(request: Request, names: frozenset[str], any_ip: bool, token: str | None) -> JSONResponse | None:
     """The answer to a request that fails a check above, or None when it may go on."""
     if not host_allowed(request.headers.get("host", ""), names, any_ip):
@@ -116,10 +132,7 @@ def refusal(request: Request, names: frozenset[str], any_ip: bool, token: str | 
 def install(app: FastAPI, names: frozenset[str], any_ip: bool, token: str | None) -> None:
     """Put the checks in front of every route, and every error into ``{"error", "hint"}`` JSON."""
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        return refusal(request, names, any_ip, token) or await call_next(request)
-
+    app.add_middleware(Guard, names=names, any_ip=any_ip, token=token)
     app.add_middleware(Hardening)  # added last, so outermost: the guard's refusals get the headers too
 
     app.add_exception_handler(FacesearchError, _library_error)
