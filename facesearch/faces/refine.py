@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BIG", "COARSE", "DOUBT", "LOW", "MIN_PIXELS", "SURE", "TOP", "candidates", "inside", "near", "not_parts", "windows"]
+__all__ = ["BIG", "COARSE", "DOUBT", "LOW", "MIN_PIXELS", "SURE", "TOP",
+           "candidates", "inside", "near", "not_parts", "windows"]
 
 # The coarse look is this many times smaller than the min-face pass: a min_face face is 20 px
 # there, where YuNet still scores most of them (crowds, 20-24 px: 98-100 % above 0.1, 62-87 %
