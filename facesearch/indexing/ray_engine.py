@@ -39,11 +39,6 @@ log = logging.getLogger(__name__)
 SHARDS = "shards"  # <index>/shards/<run id>/<block>.parquet
 DETECT_BATCH = 8  # files per detection task: small, so the tasks spread evenly over the cores
 EMBED_BATCH = 64  # files per call of an embedding actor
-# An embedder actor can die before it starts when the cluster lost a node moments ago ("cancelled
-# before it started running": the run right after a node was killed, tests/test_ray_cluster.py, 1 of
-# 5 suite runs). Ray Data's default of 0 failed the whole run on it; a replacement actor is started
-# instead, and a model that cannot load still fails the run after this many deaths in a row.
-ACTOR_INIT_DEATHS = 3
 
 
 def require_ray() -> None:
@@ -87,9 +82,7 @@ def _results_stream(todo: list[Work], weights: Path, opts: IndexOptions, model_i
     them (in no particular order)."""
     import ray
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.max_consecutive_actor_init_deaths = ACTOR_INIT_DEATHS
+    ray.data.DataContext.get_current().enable_progress_bars = False
     gpus = _gpus_to_use(opts.device)
     actors = max(gpus, 1)
     # The tasks' cap must differ from the actor pool's size, else Ray Data fuses detection into
