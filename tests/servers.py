@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,6 +288,11 @@ class RayCluster:
         """Kill a worker node outright (raylet, object store, workers), as a machine lost mid-run."""
         self._ask(f"kill {number}", timeout)
 
+    def settle(self, timeout: float = 90) -> None:
+        """Wait until the head counts exactly the nodes alive: a killed one is known dead some seconds
+        later, and until then Ray places actors on it, where they die before they start."""
+        self._ask(f"settle {timeout}", timeout + 30)
+
     def _ask(self, command: str, timeout: float) -> str:
         self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
@@ -348,6 +354,11 @@ def _serve_ray_cluster(temp_dir: Path, head_cpus: int) -> None:
                 print(f"ok {len(workers) - 1}", flush=True)
             elif cmd == "kill":
                 cluster.remove_node(workers[int(args[0])], allow_graceful=False)
+                print("ok", flush=True)
+            elif cmd == "settle":
+                t0 = time.monotonic()
+                cluster.wait_for_nodes(timeout=float(args[0]))
+                print(f"nodes settled after {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
                 print("ok", flush=True)
             elif cmd == "stop":
                 break
