@@ -289,8 +289,7 @@ class RayCluster:
         self._ask(f"kill {number}", timeout)
 
     def settle(self, timeout: float = 90) -> None:
-        """Wait until the head counts exactly the nodes alive: a killed one is known dead some seconds
-        later, and until then Ray places actors on it, where they die before they start."""
+        """Wait until the head counts exactly the nodes alive (a killed one is known dead some seconds later)."""
         self._ask(f"settle {timeout}", timeout + 30)
 
     def _ask(self, command: str, timeout: float) -> str:
