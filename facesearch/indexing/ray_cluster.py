@@ -53,12 +53,13 @@ def ray_runtime(address: str | None, workers: int | None = None) -> Iterator[Non
         _restore_ray_env(env)
 
 
-def start_local(num_cpus: int, attempts: int = 2, **init_kwargs) -> None:
+def start_local(num_cpus: int, attempts: int = 3, **init_kwargs) -> None:
     """``ray.init`` of a runtime on this machine with ``num_cpus`` CPUs, tried ``attempts`` times.
 
     Ray waits a fixed 30 s for a new raylet to register with its GCS; on a busy 2-core machine that
-    wait has run out (CI, 2026-12-04) although a second start succeeds. Each failed start is shut
-    down before the next; the last failure is said in one line (FacesearchError)."""
+    wait has run out (CI, 2026-12-04) although a second start succeeds, and twice in a row for the
+    GCS's own port file (a clean-clone run, 2026-12-07). Each failed start is shut down before the
+    next; the last failure is said in one line (FacesearchError)."""
     import ray
 
     for attempt in range(1, attempts + 1):
