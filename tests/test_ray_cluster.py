@@ -54,9 +54,14 @@ def photos(tmp_path_factory) -> Path:
 
 
 def cli(*args: str, timeout: float = RUN_TIMEOUT, **popen) -> subprocess.CompletedProcess:
+    return python("-m", "facesearch", *args, timeout=timeout, **popen)
+
+
+def python(*args: str, timeout: float = RUN_TIMEOUT, **popen) -> subprocess.CompletedProcess:
+    """A new interpreter, as a user's command is, that finds the cluster only by the address it is given."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run([sys.executable, "-m", "facesearch", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=timeout, **popen)
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout, **popen)
 
 
 def local_index(photos: Path, idx: Path, detector: str) -> Path:
@@ -121,9 +126,7 @@ def test_a_worker_node_killed_mid_run_and_the_run_resumed_from_its_shards(cluste
     # Re-run as a user would, in a new process: this one may have run Ray's local runtime for an earlier
     # test, and after that the cluster's embedder actor was cancelled before it started (reproduced with
     # tests/test_bench.py's Ray test first; a CLI command is always a new process).
-    r = subprocess.run([sys.executable, "-c", RESUME, str(photos), str(idx), cluster.address], cwd=REPO,
-                       env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, capture_output=True, text=True,
-                       timeout=RUN_TIMEOUT)
+    r = python("-c", RESUME, str(photos), str(idx), cluster.address)
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads(r.stdout.strip().splitlines()[-1])
     computed = s["computed"]
